@@ -1,0 +1,81 @@
+"""Keras callbacks of a trial: the epoch recorder with its divergence guard, and the set of
+callbacks every trial trains with."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from objectives.keras_setup import keras
+import optuna
+from optuna_integration import KerasPruningCallback
+
+from objectives.config import Metric, TrainingConfig
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+class TrainingDiverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Keeps the per-epoch history, the learning rate and the seconds of each epoch, and stops
+    a run whose loss is no longer finite.
+
+    It keeps its own history (rather than Keras's ``History``) so that what happened before a
+    pruning or a divergence is still there when ``fit`` is interrupted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+        logs = dict(logs or {})
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        for key in HISTORY_KEYS:
+            self.history[key].append(float(logs.get(key, math.nan)))
+        loss = self.history["loss"][-1]
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1}")
+
+    @property
+    def epochs(self) -> int:
+        return len(self.seconds)
+
+
+def trial_callbacks(
+    training: TrainingConfig, metric: Metric, trial: optuna.trial.BaseTrial | None
+) -> tuple[EpochRecorder, keras.callbacks.EarlyStopping, list[keras.callbacks.Callback]]:
+    """The recorder, the early stopping and the full list of callbacks for one training run.
+
+    The recorder comes first so the history is complete when pruning interrupts ``fit``.
+    Pruning applies only when there is a real Optuna trial to report to.
+    """
+    mode = "max" if metric == "val_accuracy" else "min"
+    recorder = EpochRecorder()
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor=metric, mode=mode, patience=training.early_stopping_patience,
+        restore_best_weights=True,
+    )
+    callbacks: list[keras.callbacks.Callback] = [
+        recorder,
+        early_stopping,
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=metric, mode=mode, patience=training.reduce_lr_patience,
+            factor=training.reduce_lr_factor, min_lr=training.min_learning_rate,
+        ),
+    ]
+    if isinstance(trial, optuna.trial.Trial):
+        callbacks.append(KerasPruningCallback(trial, metric, interval=training.pruning_interval))
+    return recorder, early_stopping, callbacks

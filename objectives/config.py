@@ -1,0 +1,42 @@
+"""The data and training sections of a study file, as the Keras MLP objective reads them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Metric = Literal["val_accuracy", "val_loss"]
+
+
+class DataConfig(BaseModel):
+    """Which dataset to train on and how to split it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["stub", "cifar10"] = "stub"
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    train_subset: int | None = Field(default=None, ge=10)
+    validation_subset: int | None = Field(default=None, ge=10)
+
+
+class TrainingConfig(BaseModel):
+    """How long each trial trains and when it stops early."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_epochs: int = Field(default=20, ge=1, le=10_000)
+    early_stopping_patience: int = Field(default=5, ge=1)
+    reduce_lr_patience: int = Field(default=2, ge=1)
+    reduce_lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0)
+    min_learning_rate: float = Field(default=1e-6, ge=0.0)
+    pruning_interval: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> TrainingConfig:
+        if self.pruning_interval > self.max_epochs:
+            raise ValueError(
+                "`pruning_interval <= max_epochs` must hold, but got "
+                f"(pruning_interval={self.pruning_interval}, max_epochs={self.max_epochs})"
+            )
+        return self

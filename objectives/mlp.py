@@ -1,0 +1,172 @@
+"""The Keras MLP objective: sample a configuration, train it, record what happened.
+
+Each trial records as user attributes: ``n_params``, ``epochs_run``, ``best_epoch`` (1-based),
+``train_accuracy``, ``train_loss``, ``val_accuracy`` and ``val_loss`` at the best epoch,
+``history`` (per-epoch lists), ``seconds_per_epoch`` and ``stop_reason`` (``completed``,
+``early_stopped``, ``pruned``, ``nan`` or ``error``), plus ``fail_reason`` when it failed.
+A failure inside one trial fails that trial only; the search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from objectives.callbacks import EpochRecorder, TrainingDiverged, trial_callbacks
+from objectives.config import DataConfig, Metric, TrainingConfig
+from objectives.data import Dataset, load_dataset
+from objectives.keras_setup import keras
+from objectives.model import build_model
+from objectives.optimizers import get_optimizer
+from objectives.space import SearchSpace, suggest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingOutcome:
+    """What one training run produced, whether it finished or was interrupted."""
+
+    model: keras.Model
+    recorder: EpochRecorder
+    metric: Metric
+    stop_reason: str = "completed"
+    fail_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_index(self) -> int | None:
+        values = self.recorder.history[self.metric]
+        finite = [i for i, v in enumerate(values) if math.isfinite(v)]
+        if not finite:
+            return None
+        # The first of equal values, as Keras's EarlyStopping keeps the first best weights.
+        pick = max if self.metric == "val_accuracy" else min
+        return pick(finite, key=lambda i: values[i])
+
+    @property
+    def best_value(self) -> float:
+        index = self.best_index
+        return math.nan if index is None else self.recorder.history[self.metric][index]
+
+    def attributes(self) -> dict[str, Any]:
+        """The user attributes a trial records."""
+        history = {k: [round(v, 6) for v in vs] for k, vs in self.recorder.history.items()}
+        attrs: dict[str, Any] = {
+            "n_params": int(self.model.count_params()),
+            "epochs_run": self.recorder.epochs,
+            "history": history,
+            "seconds_per_epoch": round(float(np.mean(self.recorder.seconds)), 4)
+            if self.recorder.seconds else None,
+            "stop_reason": self.stop_reason,
+        }
+        index = self.best_index
+        if index is not None:
+            attrs["best_epoch"] = index + 1
+            for key in ("accuracy", "loss", "val_accuracy", "val_loss"):
+                name = key if key.startswith("val_") else f"train_{key}"
+                attrs[name] = history[key][index]
+        if self.fail_reason:
+            attrs["fail_reason"] = self.fail_reason
+        return attrs
+
+
+def train(
+    params: dict[str, Any],
+    dataset: Dataset,
+    training: TrainingConfig,
+    metric: Metric,
+    *,
+    trial: optuna.trial.BaseTrial | None = None,
+) -> TrainingOutcome:
+    """Build, compile and fit one configuration with early stopping, LR reduction and pruning.
+
+    Raises ``optuna.TrialPruned`` when the pruner stops the run (the outcome is attached to the
+    exception as ``outcome``); a diverging loss ends the run with ``stop_reason == "nan"``.
+    """
+    model = build_model(params, dataset.input_shape, dataset.n_classes)
+    model.compile(
+        optimizer=get_optimizer(params),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    recorder, early_stopping, callbacks = trial_callbacks(training, metric, trial)
+    outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
+    try:
+        model.fit(
+            dataset.x_train,
+            dataset.y_train,
+            validation_data=(dataset.x_val, dataset.y_val),
+            epochs=training.max_epochs,
+            batch_size=int(params["batch_size"]),
+            callbacks=callbacks,
+            verbose=0,
+        )
+    except optuna.TrialPruned as pruned:
+        outcome.stop_reason = "pruned"
+        pruned.outcome = outcome  # type: ignore[attr-defined]
+        raise
+    except TrainingDiverged as diverged:
+        outcome.stop_reason = "nan"
+        outcome.fail_reason = str(diverged)
+        return outcome
+    if early_stopping.stopped_epoch > 0:
+        outcome.stop_reason = "early_stopped"
+    return outcome
+
+
+class MlpObjective:
+    """The objective Optuna calls: one trial, one configuration, one training run.
+
+    The dataset is loaded when the objective is made, once per process, not once per trial.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        data: DataConfig,
+        training: TrainingConfig,
+        metric: Metric,
+        seed: int,
+    ) -> None:
+        self.space = space
+        self.training = training
+        self.metric = metric
+        self.seed = seed
+        self.dataset = load_dataset(data, seed)
+
+    def __call__(self, trial: optuna.trial.Trial) -> float:
+        params = suggest(trial, self.space)
+        keras.utils.clear_session(free_memory=True)  # memory must not grow trial after trial
+        keras.utils.set_random_seed(self.seed + trial.number)
+        try:
+            outcome = train(params, self.dataset, self.training, self.metric, trial=trial)
+        except optuna.TrialPruned as pruned:
+            _record(trial, pruned.outcome.attributes())  # type: ignore[attr-defined]
+            raise
+        except Exception as exc:  # one trial's failure (OOM, a bad kernel) must not end the search
+            logger.debug("trial %d failed", trial.number, exc_info=True)
+            _record(trial, {"stop_reason": "error", "fail_reason": f"{type(exc).__name__}: {exc}"})
+            return math.nan
+        _record(trial, outcome.attributes())
+        if outcome.stop_reason == "nan":
+            return math.nan  # Optuna marks the trial failed; fail_reason says why
+        return outcome.best_value
+
+
+def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def create_objective(
+    *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric, seed: int
+) -> MlpObjective:
+    """The registry's entry point for the ``keras-mlp`` objective."""
+    return MlpObjective(space=space, data=data, training=training, metric=metric, seed=seed)

@@ -1,0 +1,52 @@
+"""``build_model``: the Keras MLP that every trial trains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from objectives.keras_setup import keras
+
+from objectives.space import layer_widths
+
+
+def build_model(
+    params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int
+) -> keras.Model:
+    """Build the MLP described by ``params`` (the names of ``objectives.space``).
+
+    The model takes raw uint8 images: it flattens them and scales them to [-1, 1] itself, so a
+    saved model needs no preprocessing. Each hidden layer is Dense, then BatchNorm (when
+    ``batch_norm``), then the activation, then Dropout (when ``dropout > 0``); the output layer
+    is a softmax over ``n_classes``.
+
+    Example:
+        >>> model = build_model({"n_layers": 2, "units_l0": 32, "units_l1": 32,
+        ...     "activation": "relu", "batch_norm": False, "dropout": 0.0, "l2": 0.0,
+        ...     "initializer": "glorot_uniform"}, (32, 32, 3), 10)
+    """
+    l2 = float(params.get("l2", 0.0))
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    batch_norm = bool(params.get("batch_norm", False))
+    dropout = float(params.get("dropout", 0.0))
+    initializer = params.get("initializer", "glorot_uniform")
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
+    for i, width in enumerate(layer_widths(params)):
+        x = keras.layers.Dense(
+            width,
+            use_bias=not batch_norm,  # BatchNorm's own offset makes a bias redundant
+            kernel_initializer=initializer,
+            kernel_regularizer=regularizer,
+            name=f"dense_l{i}",
+        )(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"batch_norm_l{i}")(x)
+        x = keras.layers.Activation(params["activation"], name=f"activation_l{i}")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"dropout_l{i}")(x)
+    outputs = keras.layers.Dense(
+        n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes"
+    )(x)
+    return keras.Model(inputs, outputs, name="mlp")

@@ -1,0 +1,244 @@
+"""The search space of the Keras MLP objective: its schema and the one place that samples it.
+
+Every hyperparameter keeps one name everywhere (study file, Optuna storage, dashboard,
+report): ``n_layers``, ``units_l0`` ... ``units_l{n-1}``, ``activation``, ``batch_norm``,
+``dropout``, ``l2``, ``initializer``, ``optimizer``, ``learning_rate``, ``batch_size`` and the
+optimizer-specific ``weight_decay`` (adamw), ``momentum`` and ``nesterov`` (sgd) and ``rho``
+(rmsprop), which are sampled only when their optimizer is chosen.
+
+In a study file each entry takes one of three forms::
+
+    activation = "relu"                                   # fixed to one value
+    activation = ["relu", "tanh", "gelu"]                 # choices (also {choices = [...]})
+    learning_rate = {low = 1e-4, high = 1e-2, log = true} # inclusive range (numbers only)
+
+This module imports neither Keras nor TensorFlow, so validating a study file is instant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+Activation = Literal["relu", "tanh", "gelu", "selu", "elu", "swish", "sigmoid", "leaky_relu"]
+Initializer = Literal[
+    "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform"
+]
+OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
+
+T = TypeVar("T")
+
+
+class _Param(BaseModel, Generic[T]):
+    """One hyperparameter: a fixed ``value``, a list of ``choices`` or a ``low``/``high`` range."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    value: T | None = None
+    choices: list[T] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"choices": data}
+        if isinstance(data, dict):
+            return data
+        return {"value": data}
+
+    def _forms(self) -> list[str]:
+        return [name for name in ("value", "choices") if getattr(self, name) is not None]
+
+    @model_validator(mode="after")
+    def _one_form(self) -> _Param[T]:
+        forms = self._forms()
+        if len(forms) != 1:
+            raise ValueError(
+                f"give exactly one of {self._form_names()}, but got {forms or 'none of them'}"
+            )
+        if self.choices is not None and len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError(f"choices must be distinct, but got {self.choices}")
+        return self
+
+    @classmethod
+    def _form_names(cls) -> str:
+        return "a value or `choices`"
+
+    @property
+    def fixed(self) -> bool:
+        return self.value is not None or (self.choices is not None and len(self.choices) == 1)
+
+    def describe(self) -> str:
+        if self.value is not None:
+            return f"fixed {self.value!r}"
+        return f"one of {self.choices!r}"
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
+        if self.value is not None:
+            return trial.suggest_categorical(name, [self.value])  # type: ignore[list-item]
+        assert self.choices is not None
+        return trial.suggest_categorical(name, self.choices)  # type: ignore[arg-type]
+
+
+class Categorical(_Param[T], Generic[T]):
+    """A categorical hyperparameter: fixed or one of some choices."""
+
+
+class Numeric(_Param[T], Generic[T]):
+    """A numeric hyperparameter: fixed, one of some choices, or an inclusive range."""
+
+    low: T | None = None
+    high: T | None = None
+    log: bool = False
+    step: T | None = None
+
+    def _forms(self) -> list[str]:
+        forms = super()._forms()
+        if self.low is not None or self.high is not None:
+            forms.append("low/high")
+        return forms
+
+    @classmethod
+    def _form_names(cls) -> str:
+        return "a value, `choices` or `low` and `high`"
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> Numeric[T]:
+        if self.low is None and self.high is None:
+            if self.log or self.step is not None:
+                raise ValueError("`log` and `step` apply only to a `low`/`high` range")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a range needs both `low` and `high`, but got (low={self.low}, high={self.high})")
+        if self.low > self.high:  # type: ignore[operator]
+            raise ValueError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
+        if self.log and self.low <= 0:  # type: ignore[operator]
+            raise ValueError(f"a log-scale range needs `low > 0`, but got (low={self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("`step` cannot be combined with `log = true`")
+        if self.step is not None and self.step <= 0:  # type: ignore[operator]
+            raise ValueError(f"`step > 0` must hold, but got (step={self.step})")
+        return self
+
+    @property
+    def fixed(self) -> bool:
+        return super().fixed or (self.low is not None and self.low == self.high)
+
+    def describe(self) -> str:
+        if self.low is None:
+            return super().describe()
+        scale = ", log" if self.log else ""
+        step = f", step {self.step}" if self.step is not None else ""
+        return f"[{self.low}, {self.high}]{scale}{step}"
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
+        if self.low is None:
+            return super().suggest(trial, name)
+        if isinstance(self.low, int):
+            step = 1 if self.step is None else int(self.step)  # type: ignore[arg-type]
+            return trial.suggest_int(name, self.low, int(self.high), step=step, log=self.log)  # type: ignore[arg-type]
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)  # type: ignore[arg-type]
+
+
+Depth = Annotated[int, Field(ge=1, le=16)]
+Width = Annotated[int, Field(ge=1, le=65536)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+BatchSize = Annotated[int, Field(ge=1, le=65536)]
+Rho = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+# Which optimizer each optimizer-specific parameter belongs to.
+OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
+    "weight_decay": "adamw",
+    "momentum": "sgd",
+    "nesterov": "sgd",
+    "rho": "rmsprop",
+}
+
+
+class SearchSpace(BaseModel):
+    """The whole space; every entry has a default, so a study file overrides only what it needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_layers: Numeric[Depth] = Numeric[Depth](low=1, high=4)
+    units: Numeric[Width] = Numeric[Width](low=32, high=1024, log=True)
+    activation: Categorical[Activation] = Categorical[Activation](
+        choices=["relu", "tanh", "gelu", "selu", "elu", "swish"]
+    )
+    batch_norm: Categorical[bool] = Categorical[bool](choices=[True, False])
+    dropout: Numeric[Rate] = Numeric[Rate](low=0.0, high=0.5)
+    l2: Numeric[NonNegative] = Numeric[NonNegative](low=1e-7, high=1e-3, log=True)
+    initializer: Categorical[Initializer] = Categorical[Initializer](
+        choices=["glorot_uniform", "he_normal", "lecun_normal"]
+    )
+    optimizer: Categorical[OptimizerName] = Categorical[OptimizerName](
+        choices=["adam", "adamw", "sgd", "rmsprop"]
+    )
+    learning_rate: Numeric[Positive] = Numeric[Positive](low=1e-4, high=1e-2, log=True)
+    batch_size: Numeric[BatchSize] = Numeric[BatchSize](choices=[64, 128, 256])
+    weight_decay: Numeric[NonNegative] = Numeric[NonNegative](low=1e-6, high=1e-2, log=True)
+    momentum: Numeric[Rate] = Numeric[Rate](low=0.0, high=0.99)
+    nesterov: Categorical[bool] = Categorical[bool](choices=[True, False])
+    rho: Numeric[Rho] = Numeric[Rho](low=0.8, high=0.99)
+
+    @field_validator("weight_decay", "momentum", "nesterov", "rho")
+    @classmethod
+    def _optimizer_is_searched(cls, value: Any, info: ValidationInfo) -> Any:
+        optimizers = info.data.get("optimizer")
+        if optimizers is None:  # the optimizer entry itself was invalid; reported there
+            return value
+        owner = OPTIMIZER_PARAMS[info.field_name or ""]
+        allowed = [optimizers.value] if optimizers.value is not None else optimizers.choices
+        if owner not in allowed:
+            raise ValueError(
+                f"applies only to optimizer {owner!r}, which `optimizer` does not allow "
+                f"(it allows {allowed})"
+            )
+        return value
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """Rows of (name, distribution, condition) in sampling order, for ``hpsearch validate``."""
+        rows = [
+            ("n_layers", self.n_layers.describe(), ""),
+            ("units_l{i}", self.units.describe(), "one per layer, i < n_layers"),
+        ]
+        for name in ("activation", "batch_norm", "dropout", "l2", "initializer", "optimizer",
+                     "learning_rate", "batch_size"):
+            rows.append((name, getattr(self, name).describe(), ""))
+        for name, owner in OPTIMIZER_PARAMS.items():
+            rows.append((name, getattr(self, name).describe(), f"optimizer == {owner!r}"))
+        return rows
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A JSON-able form, stored with the study so that resuming can refuse another space."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+
+def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]:
+    """Sample one configuration from ``space`` through ``trial.suggest_*``.
+
+    Returns the parameters by their stable names, ready for ``build_model`` and
+    ``get_optimizer``. Parameters of an optimizer that was not chosen are not sampled.
+
+    Example:
+        >>> params = suggest(optuna.trial.FixedTrial({...}), SearchSpace())
+    """
+    params: dict[str, Any] = {"n_layers": space.n_layers.suggest(trial, "n_layers")}
+    for i in range(params["n_layers"]):
+        params[f"units_l{i}"] = space.units.suggest(trial, f"units_l{i}")
+    for name in ("activation", "batch_norm", "dropout", "l2", "initializer", "optimizer",
+                 "learning_rate", "batch_size"):
+        params[name] = getattr(space, name).suggest(trial, name)
+    for name, owner in OPTIMIZER_PARAMS.items():
+        if params["optimizer"] == owner:
+            params[name] = getattr(space, name).suggest(trial, name)
+    return params
+
+
+def layer_widths(params: dict[str, Any]) -> list[int]:
+    """The hidden-layer widths of a sampled configuration, in order."""
+    return [int(params[f"units_l{i}"]) for i in range(int(params["n_layers"]))]

@@ -1,0 +1,218 @@
+"""The ``hpsearch`` command.
+
+User mistakes end as one line on stderr per problem and a non-zero exit (2 for usage errors),
+never a traceback; ``--debug`` shows the traceback of an unexpected error. Nothing here imports
+TensorFlow: only ``run`` does, through the objective, once the study file has been validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from search.errors import UserError
+
+logger = logging.getLogger("search")
+
+STORAGE_HELP = "Storage URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)."
+
+
+class HpsearchGroup(click.Group):
+    """Turns user errors into one-line messages and Ctrl-C into a clean exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: the running trial was marked failed; run the same command to "
+                "resume the study",
+                err=True,
+            )
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+                "traceback)"
+            ) from None
+
+
+@click.group(cls=HpsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show Optuna's and Keras's own logs.")
+@click.version_option(package_name="hpsearch")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """hpsearch: hyperparameter search for Keras MLPs, on Optuna.
+
+    Describe a study in a TOML file (see studies/), then `hpsearch run FILE`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    _setup_logging(verbose or debug)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Our own lines at INFO; Optuna's (which repeat ours) and TensorFlow's only when verbose."""
+    import os
+
+    import optuna
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    console = Console(stderr=True)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, show_level=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("search", "objectives"):
+        named = logging.getLogger(name)
+        named.handlers[:] = [handler]
+        named.setLevel(logging.DEBUG if verbose else logging.INFO)
+        named.propagate = False
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+
+
+def _stdout() -> Any:
+    from rich.console import Console
+
+    # A pipe gets full-width lines rather than rich's 80 columns.
+    console = Console()
+    return console if console.is_terminal else Console(width=10_000, soft_wrap=True)
+
+
+study_file_arg = click.argument(
+    "study_file", type=click.Path(path_type=Path, dir_okay=False, exists=False)
+)
+storage_opt = click.option("--storage", "storage_url", metavar="URL", help=STORAGE_HELP)
+study_opt = click.option("--study", "study_name", metavar="NAME",
+                         help="Study name (default: the only study in the storage).")
+
+
+@cli.command()
+@study_file_arg
+@storage_opt
+@click.option("--n-trials", type=click.IntRange(min=1), help="Total finished trials to reach.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop starting trials after this many seconds.")
+def run(study_file: Path, storage_url: str | None, n_trials: int | None,
+        timeout: float | None) -> None:
+    """Create the study of STUDY_FILE, or resume it, and run its trials."""
+    from search import progress, studyfile
+    from search.runner import run_study
+    from search.storage import redact, resolve_url
+
+    spec = studyfile.load(study_file, {"study": {"n_trials": n_trials, "timeout": timeout}})
+    url = resolve_url(storage_url)
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends like Ctrl-C: resumable
+    with progress.TrialProgress(spec.study.metric) as display:
+        summary = run_study(spec, url, on_start=display.start, on_progress=display.update)
+    progress.print_summary(summary.study, _stdout(), redact(url), ran=summary.ran)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@cli.command()
+@study_file_arg
+def validate(study_file: Path) -> None:
+    """Check STUDY_FILE completely and print the resolved study and search space."""
+    from rich.table import Table
+
+    from search import studyfile
+
+    spec = studyfile.load(study_file)
+    console = _stdout()
+    study = spec.study
+    budget = " and ".join(
+        part for part in (f"{study.n_trials} trials" if study.n_trials else "",
+                          f"{study.timeout:g} s" if study.timeout else "") if part
+    )
+    console.print(f"{study_file}: valid", markup=False)
+    console.print(
+        f"study {spec.name}: {study.resolved_direction} {study.metric}, budget {budget}, "
+        f"seed {study.seed}, objective {study.objective}", markup=False)
+    for title, section in (("sampler", spec.sampler), ("pruner", spec.pruner),
+                           ("data", spec.data), ("training", spec.training)):
+        values = ", ".join(f"{k}={v}" for k, v in section.model_dump().items() if k != "type")
+        kind = getattr(section, "type", "")
+        console.print(f"{title}: {kind}{' ' if kind and values else ''}{values}", markup=False)
+    table = Table(title="search space")
+    for column in ("parameter", "distribution", "sampled when"):
+        table.add_column(column)
+    for row in spec.space.describe():
+        table.add_row(*row)
+    console.print(table)
+
+
+@cli.command()
+@storage_opt
+@study_opt
+def status(storage_url: str | None, study_name: str | None) -> None:
+    """The state of a study: trials by state, best value, running trials and their age."""
+    from search.results import pick_study, print_status
+
+    print_status(pick_study(_open(storage_url), study_name), _stdout())
+
+
+@cli.command()
+@storage_opt
+@study_opt
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True)
+def trials(storage_url: str | None, study_name: str | None, output_format: str) -> None:
+    """A study's trials: state, value, metrics, parameters and how each ended."""
+    from search.results import pick_study, print_trials
+
+    print_trials(pick_study(_open(storage_url), study_name), _stdout(), output_format)
+
+
+@cli.command()
+@storage_opt
+@study_opt
+def best(storage_url: str | None, study_name: str | None) -> None:
+    """The best trial of a study with its parameters and metrics."""
+    from search.results import pick_study, print_best
+
+    print_best(pick_study(_open(storage_url), study_name), _stdout())
+
+
+@cli.command()
+@storage_opt
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def dashboard(storage_url: str | None, host: str, port: int) -> None:
+    """Start optuna-dashboard on the storage and print its address."""
+    from search.dashboard import serve
+
+    serve(_open(storage_url), host=host, port=port)
+
+
+def _open(storage_url: str | None) -> Any:
+    from search.storage import open_storage, resolve_url
+
+    return open_storage(resolve_url(storage_url), create=False)
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""``hpsearch dashboard``: optuna-dashboard on the study's storage."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import optuna
+
+from search.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int) -> None:
+    """Serve optuna-dashboard until Ctrl-C; an address in use is a user error, said at once."""
+    import optuna_dashboard
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
+            raise UserError(f"address {host}:{port} {reason}; pick another with --port") from None
+    shown = f"[{host}]" if ":" in host else host
+    logger.info("optuna-dashboard at http://%s:%d/ (Ctrl-C to stop)", shown, port)
+    try:
+        optuna_dashboard.run_server(storage, host=host, port=port)
+    except KeyboardInterrupt:
+        logger.info("dashboard stopped")

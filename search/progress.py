@@ -1,0 +1,86 @@
+"""What a run shows while it runs (a progress bar on a terminal) and the summary at the end."""
+
+from __future__ import annotations
+
+import math
+import sys
+from types import TracebackType
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from search.runner import FINISHED, count_states
+
+
+class TrialProgress:
+    """A progress bar of finished trials with pruned, failed and best-so-far counts.
+
+    Shown only on a terminal; in a pipe or a log file the per-trial log lines say the same.
+    """
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.console = Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> TrialProgress:
+        return self
+
+    def start(self, study: optuna.Study, target: int | None) -> None:
+        if not self.console.is_terminal:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("trials", total=target, detail="")
+        self.update(study)
+
+    def update(self, study: optuna.Study) -> None:
+        if self.progress is None:
+            return
+        counts = count_states(study.get_trials(deepcopy=False))
+        finished = sum(counts[state] for state in FINISHED)
+        best = _best_value(study)
+        detail = (f"pruned {counts[TrialState.PRUNED]}  failed {counts[TrialState.FAIL]}  "
+                  f"best {self.metric} {'-' if best is None else f'{best:.4f}'}")
+        self.progress.update(self.task, completed=finished, detail=detail)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def print_summary(study: optuna.Study, console: Console, storage: str, *, ran: int) -> None:
+    counts = count_states(study.get_trials(deepcopy=False))
+    console.print(
+        f"study {study.study_name}: ran {ran} trials; {counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed in all",
+        markup=False, highlight=False,
+    )
+    best_value = _best_value(study)
+    if best_value is None or math.isnan(best_value):
+        console.print("no complete trial yet", markup=False)
+    else:
+        best = study.best_trial
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in best.params.items())
+        console.print(f"best: trial {best.number}, value {best_value:.4f}: {params}",
+                      markup=False, highlight=False)
+    console.print(f"storage: {storage}  (hpsearch dashboard --storage '{storage}')",
+                  markup=False, highlight=False)
+    sys.stdout.flush()

@@ -1,0 +1,31 @@
+"""The objectives a study file can name, found by name so that TensorFlow is imported only
+when a study actually trains."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol
+
+import optuna
+
+from objectives.config import DataConfig, Metric, TrainingConfig
+from objectives.space import SearchSpace
+
+# name -> "module:factory"; the factory takes the keyword arguments of ``ObjectiveFactory``.
+OBJECTIVES: dict[str, str] = {
+    "keras-mlp": "objectives.mlp:create_objective",
+}
+
+
+class ObjectiveFactory(Protocol):
+    def __call__(
+        self, *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric,
+        seed: int,
+    ) -> Callable[[optuna.trial.Trial], float]: ...
+
+
+def load_objective(name: str) -> ObjectiveFactory:
+    """The factory registered under ``name`` (validated study files only name known ones)."""
+    module_name, _, attribute = OBJECTIVES[name].partition(":")
+    factory: Any = getattr(importlib.import_module(module_name), attribute)
+    return factory

@@ -1,0 +1,139 @@
+"""Reading a stored study for people: its state, its trials as a table, its best trial."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.table import Table
+
+from search.errors import UserError
+
+METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss")
+
+
+def pick_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
+    """The study called ``name``, or the only study in the storage when no name is given."""
+    names = optuna.study.get_all_study_names(storage)
+    if name is None:
+        if len(names) == 1:
+            name = names[0]
+        elif not names:
+            raise UserError("the storage holds no studies")
+        else:
+            raise UserError(f"the storage holds several studies; name one with --study: {names}")
+    elif name not in names:
+        raise UserError(f"no study {name!r} in the storage; it holds {names}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _age(trial: FrozenTrial) -> str:
+    if trial.datetime_start is None:
+        return "-"
+    start = trial.datetime_start
+    end = trial.datetime_complete or dt.datetime.now()
+    return f"{(end - start).total_seconds():.1f}"
+
+
+def _how_ended(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.PRUNED:
+        return "pruned"
+    return str(trial.user_attrs.get("stop_reason", trial.state.name.lower()))
+
+
+def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
+    """The trials table: one row per trial, every parameter and recorded metric."""
+    trials = study.get_trials(deepcopy=False)
+    param_names: list[str] = []
+    for trial in trials:
+        for name in trial.params:
+            if name not in param_names:
+                param_names.append(name)
+    header = ["number", "state", "value", *METRIC_ATTRS, "n_params", "epochs", "seconds",
+              "ended", *param_names]
+    rows = []
+    for trial in trials:
+        attrs = trial.user_attrs
+        rows.append([
+            str(trial.number), trial.state.name.lower(), _fmt(trial.value),
+            *(_fmt(attrs.get(name)) for name in METRIC_ATTRS),
+            _fmt(attrs.get("n_params")), _fmt(attrs.get("epochs_run")), _age(trial),
+            _how_ended(trial), *(_fmt(trial.params.get(name)) for name in param_names),
+        ])
+    return header, rows
+
+
+def print_trials(study: optuna.Study, console: Console, output_format: str) -> None:
+    header, rows = trials_rows(study)
+    if output_format == "json":
+        console.print_json(json.dumps([dict(zip(header, row)) for row in rows]))
+        return
+    if output_format == "csv":
+        for line in [header, *rows]:
+            console.print(",".join(line), soft_wrap=True, markup=False, highlight=False)
+        return
+    table = Table(title=f"study {study.study_name}")
+    for name in header:
+        table.add_column(name, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_status(study: optuna.Study, console: Console) -> None:
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    direction = study.direction.name.lower()
+    console.print(f"study {study.study_name} ({direction}): {len(trials)} trials", markup=False)
+    console.print("  " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())),
+                  markup=False)
+    best = _best(study)
+    if best is not None:
+        console.print(f"  best: trial {best.number}, value {_fmt(best.value)}", markup=False)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    for trial in running:
+        worker = trial.user_attrs.get("worker", "?")
+        console.print(f"  running: trial {trial.number} on {worker}, {_age(trial)} s",
+                      markup=False)
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def print_best(study: optuna.Study, console: Console) -> None:
+    best = _best(study)
+    if best is None:
+        raise UserError(f"study {study.study_name!r} has no complete trial yet")
+    console.print(f"best trial of {study.study_name}: trial {best.number}, value "
+                  f"{_fmt(best.value)}", markup=False)
+    console.print("parameters:", markup=False)
+    for name, value in best.params.items():
+        console.print(f"  {name} = {_fmt(value, 6)}", markup=False)
+    console.print("metrics:", markup=False)
+    for name in (*METRIC_ATTRS, "n_params", "best_epoch", "epochs_run", "seconds_per_epoch",
+                 "stop_reason"):
+        if name in best.user_attrs:
+            console.print(f"  {name} = {_fmt(best.user_attrs[name])}", markup=False)

@@ -1,0 +1,265 @@
+"""The study file: the one description of a study, validated completely before anything runs.
+
+A study file is TOML with the sections ``[study]``, ``[sampler]``, ``[pruner]``, ``[data]``,
+``[training]`` and ``[space]``; every key has a default except the budget (``n_trials`` and/or
+``timeout``). Validation reports every problem at once, each naming its key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from objectives.config import DataConfig, Metric, TrainingConfig
+from objectives.space import SearchSpace
+from search.errors import UserError
+from search.registry import OBJECTIVES
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySection(_Section):
+    name: str | None = Field(default=None, pattern=STUDY_NAME.pattern)
+    objective: str = "keras-mlp"
+    metric: Metric = "val_accuracy"
+    direction: Literal["maximize", "minimize"] | None = None
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0, lt=2**31)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySection:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective must be one of {sorted(OBJECTIVES)}, but got {self.objective!r}"
+            )
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("give a budget: `n_trials`, `timeout` (seconds) or both")
+        natural = "maximize" if self.metric == "val_accuracy" else "minimize"
+        if self.direction is not None and self.direction != natural:
+            raise ValueError(
+                f"direction {self.direction!r} does not fit metric {self.metric!r} "
+                f"(it must be {natural!r}; leave it out to get it)"
+            )
+        return self
+
+    @property
+    def resolved_direction(self) -> Literal["maximize", "minimize"]:
+        return "maximize" if self.metric == "val_accuracy" else "minimize"
+
+
+# Samplers: each kind takes only its own arguments.
+class TPESampler(_Section):
+    type: Literal["tpe"]
+    n_startup_trials: int = Field(default=10, ge=0)
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = False
+
+
+class RandomSampler(_Section):
+    type: Literal["random"]
+
+
+class CmaEsSampler(_Section):
+    type: Literal["cmaes"]
+    n_startup_trials: int = Field(default=1, ge=0)
+    sigma0: float | None = Field(default=None, gt=0)
+    restart_strategy: Literal["ipop", "bipop"] | None = None
+
+
+class GPSampler(_Section):
+    type: Literal["gp"]
+    n_startup_trials: int = Field(default=10, ge=0)
+
+
+class QMCSampler(_Section):
+    type: Literal["qmc"]
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+
+
+SamplerConfig = Annotated[
+    Union[TPESampler, RandomSampler, CmaEsSampler, GPSampler, QMCSampler],
+    Field(discriminator="type"),
+]
+
+
+# Pruners: epochs are the steps they see.
+class MedianPruner(_Section):
+    type: Literal["median"]
+    n_startup_trials: int = Field(default=5, ge=0)
+    n_warmup_steps: int = Field(default=2, ge=0)
+    interval_steps: int = Field(default=1, ge=1)
+
+
+class SuccessiveHalvingPruner(_Section):
+    type: Literal["successive_halving"]
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=3, ge=2)
+    min_early_stopping_rate: int = Field(default=0, ge=0)
+
+
+class HyperbandPruner(_Section):
+    type: Literal["hyperband"]
+    min_resource: int = Field(default=1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=3, ge=2)
+
+
+class WilcoxonPruner(_Section):
+    type: Literal["wilcoxon"]
+    p_threshold: float = Field(default=0.1, gt=0, lt=1)
+    n_startup_steps: int = Field(default=2, ge=0)
+
+
+class NoPruner(_Section):
+    type: Literal["none"]
+
+
+PrunerConfig = Annotated[
+    Union[MedianPruner, SuccessiveHalvingPruner, HyperbandPruner, WilcoxonPruner, NoPruner],
+    Field(discriminator="type"),
+]
+
+
+class StudyFile(_Section):
+    """A whole study file, resolved: every default filled in."""
+
+    study: StudySection
+    sampler: SamplerConfig = TPESampler(type="tpe")
+    pruner: PrunerConfig = MedianPruner(type="median")
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    space: SearchSpace = SearchSpace()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            data.setdefault("study", {})
+            for section, kind in (("sampler", "tpe"), ("pruner", "median")):
+                if isinstance(data.get(section), dict):
+                    data[section] = {"type": kind, **data[section]}
+        return data
+
+    @model_validator(mode="after")
+    def _pruner_fits_training(self) -> StudyFile:
+        pruner = self.pruner
+        if isinstance(pruner, HyperbandPruner) and isinstance(pruner.max_resource, int):
+            if not pruner.min_resource < pruner.max_resource <= self.training.max_epochs:
+                raise ValueError(
+                    "pruner: `min_resource < max_resource <= training.max_epochs` must hold, but "
+                    f"got (min_resource={pruner.min_resource}, max_resource="
+                    f"{pruner.max_resource}, max_epochs={self.training.max_epochs})"
+                )
+        return self
+
+    @property
+    def name(self) -> str:
+        assert self.study.name is not None  # filled from the file name by load()
+        return self.study.name
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a stored study to be resumed with this file."""
+        return {
+            "objective": self.study.objective,
+            "metric": self.study.metric,
+            "space": self.space.fingerprint(),
+        }
+
+
+def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> StudyFile:
+    """Read and validate a study file; ``overrides`` (from the command line) win over the file.
+
+    Raises:
+        UserError: the file is missing, is not TOML, or breaks any rule; the message lists
+            every problem, one per line, each naming its key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such study file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a study file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the study file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    for section, values in (overrides or {}).items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            current = raw.get(section)
+            raw[section] = {**(current if isinstance(current, dict) else {}), **given}
+    study = raw.get("study")
+    if isinstance(study, dict) and "name" not in study:
+        raw["study"] = {**study, "name": path.stem}
+    elif "study" not in raw:
+        raw["study"] = {"name": path.stem}
+    try:
+        return StudyFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise UserError("\n".join(f"{path}: {p}" for p in problems)) from None
+
+
+def _describe(error: Any) -> str:
+    """One line for one pydantic error: the key, what must hold and what was given."""
+    loc = [part for part in error["loc"] if part not in _TAGS]
+    if loc and loc[-1] == "value":  # the short form `key = 3` is validated as `value`
+        loc = loc[:-1]
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        message = "unknown key" + _did_you_mean(error, loc)
+    elif kind == "union_tag_invalid":
+        tags = error["ctx"]["expected_tags"]
+        return f"{key}.type: must be one of {tags}, but got {error['ctx']['tag']!r}"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif "input" in error and not isinstance(error["input"], (dict, list)):
+        message = f"{message}, but got {error['input']!r}"
+    return f"{key or 'study file'}: {message}"
+
+
+# pydantic puts the chosen union member's tag or generic class name into error locations
+_TAGS = {"tpe", "random", "cmaes", "gp", "qmc", "median", "successive_halving", "hyperband",
+         "wilcoxon", "none"}
+
+
+def _did_you_mean(error: Any, loc: list[Any]) -> str:
+    name = str(loc[-1]) if loc else ""
+    candidates = _known_keys(loc[:-1])
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _known_keys(section: list[Any]) -> list[str]:
+    models: dict[str, type[BaseModel]] = {
+        "study": StudySection, "data": DataConfig, "training": TrainingConfig,
+        "space": SearchSpace,
+    }
+    if not section:
+        return list(StudyFile.model_fields)
+    model = models.get(str(section[0]))
+    if model is None:
+        keys: set[str] = set()
+        for member in (TPESampler, RandomSampler, CmaEsSampler, GPSampler, QMCSampler,
+                       MedianPruner, SuccessiveHalvingPruner, HyperbandPruner, WilcoxonPruner):
+            keys.update(member.model_fields)
+        return sorted(keys)
+    return list(model.model_fields) if len(section) == 1 else ["value", "choices", "low", "high",
+                                                                "log", "step"]
