@@ -23,6 +23,7 @@ from objectives.data import Dataset, load_dataset
 from objectives.keras_setup import keras
 from objectives.model import build_model
 from objectives.optimizers import get_optimizer
+from objectives.session import fresh_session
 from objectives.space import SearchSpace, suggest
 
 logger = logging.getLogger(__name__)
@@ -143,10 +144,10 @@ class MlpObjective:
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         params = suggest(trial, self.space)
-        keras.utils.clear_session(free_memory=True)  # memory must not grow trial after trial
-        keras.utils.set_random_seed(self.seed + trial.number)
         try:
-            outcome = train(params, self.dataset, self.training, self.metric, trial=trial)
+            with fresh_session():  # memory must not grow trial after trial
+                keras.utils.set_random_seed(self.seed + trial.number)
+                outcome = train(params, self.dataset, self.training, self.metric, trial=trial)
         except optuna.TrialPruned as pruned:
             _record(trial, pruned.outcome.attributes())  # type: ignore[attr-defined]
             raise

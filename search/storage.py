@@ -66,7 +66,7 @@ def _engine_kwargs(parsed: URL) -> dict[str, object]:
 
 def _sqlite_path(parsed: URL) -> Path | None:
     database = parsed.database
-    if not database or database == ":memory:":
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     return Path(database)
 

@@ -159,7 +159,8 @@ class StudyFile(_Section):
         if isinstance(pruner, HyperbandPruner) and isinstance(pruner.max_resource, int):
             if not pruner.min_resource < pruner.max_resource <= self.training.max_epochs:
                 raise ValueError(
-                    "pruner: `min_resource < max_resource <= training.max_epochs` must hold, but "
+                    "pruner.max_resource: `min_resource < max_resource <= training.max_epochs` "
+                    "must hold, but "
                     f"got (min_resource={pruner.min_resource}, max_resource="
                     f"{pruner.max_resource}, max_epochs={self.training.max_epochs})"
                 )
@@ -224,7 +225,7 @@ def _describe(error: Any) -> str:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        message = "unknown key" + _did_you_mean(error, loc)
+        message = "unknown key" + _did_you_mean(error["loc"], loc)
     elif kind == "union_tag_invalid":
         tags = error["ctx"]["expected_tags"]
         return f"{key}.type: must be one of {tags}, but got {error['ctx']['tag']!r}"
@@ -232,19 +233,31 @@ def _describe(error: Any) -> str:
         message = message.removeprefix("Value error, ")
     elif "input" in error and not isinstance(error["input"], (dict, list)):
         message = f"{message}, but got {error['input']!r}"
-    return f"{key or 'study file'}: {message}"
+    return f"{key}: {message}" if key else message
 
 
-# pydantic puts the chosen union member's tag or generic class name into error locations
-_TAGS = {"tpe", "random", "cmaes", "gp", "qmc", "median", "successive_halving", "hyperband",
-         "wilcoxon", "none"}
+# pydantic puts the chosen sampler's or pruner's tag into error locations
+_KINDS: dict[str, type[BaseModel]] = {
+    "tpe": TPESampler, "random": RandomSampler, "cmaes": CmaEsSampler, "gp": GPSampler,
+    "qmc": QMCSampler, "median": MedianPruner, "successive_halving": SuccessiveHalvingPruner,
+    "hyperband": HyperbandPruner, "wilcoxon": WilcoxonPruner, "none": NoPruner,
+}
+_TAGS = set(_KINDS)
 
 
-def _did_you_mean(error: Any, loc: list[Any]) -> str:
+def _did_you_mean(raw_loc: tuple[Any, ...], loc: list[Any]) -> str:
     name = str(loc[-1]) if loc else ""
-    candidates = _known_keys(loc[:-1])
+    kind = next((part for part in raw_loc if part in _TAGS), None)
+    if kind is not None:
+        keys = [key for key in _KINDS[kind].model_fields if key != "type"]
+        return f" for {loc[0]} type {kind!r} (it takes {keys or 'no arguments'})"
+    candidates = [key for key in _known_keys(loc[:-1]) if key != name]
     close = difflib.get_close_matches(name, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if candidates and len(loc) == 3 and loc[0] == "space":
+        return f" (`{loc[1]}` takes {', '.join(f'`{key}`' for key in candidates)})"
+    return ""
 
 
 def _known_keys(section: list[Any]) -> list[str]:
@@ -256,10 +269,11 @@ def _known_keys(section: list[Any]) -> list[str]:
         return list(StudyFile.model_fields)
     model = models.get(str(section[0]))
     if model is None:
-        keys: set[str] = set()
-        for member in (TPESampler, RandomSampler, CmaEsSampler, GPSampler, QMCSampler,
-                       MedianPruner, SuccessiveHalvingPruner, HyperbandPruner, WilcoxonPruner):
-            keys.update(member.model_fields)
-        return sorted(keys)
-    return list(model.model_fields) if len(section) == 1 else ["value", "choices", "low", "high",
-                                                                "log", "step"]
+        return []
+    if len(section) == 1:
+        return list(model.model_fields)
+    field = model.model_fields.get(str(section[1]))
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []

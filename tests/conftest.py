@@ -1,0 +1,105 @@
+"""Shared fixtures: study files on stub data, and storages of every kind.
+
+PostgreSQL tests use the server at ``HPSEARCH_TEST_POSTGRES`` (default: the local server on
+127.0.0.1:5432 with trust auth), each in a fresh database that is dropped afterwards. Where no
+server answers they are skipped, unless ``HPSEARCH_REQUIRE_POSTGRES=1`` (as in CI) makes that a
+failure.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "HPSEARCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+# A study of 3 stub trials of 3 epochs: a few seconds.
+TINY_STUDY = """
+[study]
+name = "tiny"
+n_trials = 3
+seed = 3
+
+[sampler]
+type = "tpe"
+n_startup_trials = 2
+
+[pruner]
+type = "none"
+
+[data]
+dataset = "stub"
+validation_fraction = 0.2
+
+[training]
+max_epochs = 3
+early_stopping_patience = 2
+
+[space]
+n_layers = {low = 1, high = 2}
+units = {low = 16, high = 64, log = true}
+activation = ["relu", "tanh"]
+optimizer = ["adam", "sgd"]
+batch_size = 128
+"""
+
+
+@pytest.fixture
+def write_study(tmp_path: Path) -> Callable[..., Path]:
+    """Write a study file into the test's folder and return its path."""
+
+    def write(text: str = TINY_STUDY, name: str = "study.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+def _postgres_database() -> Iterator[str]:
+    admin = sqlalchemy.create_engine(
+        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        with admin.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as exc:
+        admin.dispose()
+        message = f"no PostgreSQL server at {POSTGRES_ADMIN_URL}: {exc.orig}"
+        if os.environ.get("HPSEARCH_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"hpsearch_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sqlalchemy.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test."""
+    yield from _postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh storage of each kind: a SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studies.db'}"
+    else:
+        yield from _postgres_database()

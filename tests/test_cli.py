@@ -1,0 +1,168 @@
+"""The ``hpsearch`` command, run in-process: exit codes, messages, resuming, reading back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner, Result
+from optuna.trial import TrialState
+
+from search.cli import cli
+
+BIN = Path(sys.executable).parent
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    assert "Traceback" not in result.output
+    return result
+
+
+def finished(url: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_run_resume_and_read_back(write_study: Callable[..., Path], storage_url: str) -> None:
+    study_file = write_study()
+    first = invoke("run", str(study_file), "--storage", storage_url)
+    assert first.exit_code == 0, first.output
+    assert "study tiny: ran 3 trials" in first.stdout
+    assert "trial 2 " in first.stderr  # one line per finished trial
+    assert len(finished(storage_url)) == 3
+
+    again = invoke("run", str(study_file), "--storage", storage_url)
+    assert again.exit_code == 0 and "already has 3 finished trials" in again.stderr
+
+    more = invoke("run", str(study_file), "--storage", storage_url, "--n-trials", "4")
+    assert more.exit_code == 0 and "ran 1 trials" in more.stdout
+    assert sorted(t.number for t in finished(storage_url)) == [0, 1, 2, 3]
+
+    status = invoke("status", "--storage", storage_url)
+    assert status.exit_code == 0 and "study tiny (maximize): 4 trials" in status.stdout
+    table = invoke("trials", "--storage", storage_url, "--format", "csv")
+    lines = table.stdout.strip().splitlines()
+    assert lines[0].startswith("number,state,value,train_accuracy") and len(lines) == 5
+    best = invoke("best", "--storage", storage_url, "--study", "tiny")
+    assert best.exit_code == 0 and "val_accuracy = " in best.stdout and "n_layers = " in best.stdout
+
+    # a plain Optuna study: Optuna's own command reads it
+    optuna_cli = subprocess.run(
+        [str(BIN / "optuna"), "trials", "--storage", storage_url, "--study-name", "tiny",
+         "-f", "json"], capture_output=True, text=True, timeout=120,
+    )
+    assert optuna_cli.returncode == 0, optuna_cli.stderr
+    assert optuna_cli.stdout.count('"number"') == 4
+
+
+def test_storage_from_environment(write_study: Callable[..., Path], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    result = invoke("run", str(write_study()), "--n-trials", "1", env={"HPSEARCH_STORAGE": url})
+    assert result.exit_code == 0, result.output
+    assert len(finished(url)) == 1
+
+
+def test_default_storage_is_a_sqlite_file_in_the_working_directory(
+    write_study: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    assert invoke("run", str(write_study()), "--n-trials", "1").exit_code == 0
+    assert (tmp_path / "hpsearch.db").exists()
+
+
+def test_a_different_space_is_refused_and_nothing_is_written(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert invoke("run", str(write_study()), "--storage", url, "--n-trials", "1").exit_code == 0
+    changed = write_study(Path(write_study()).read_text().replace(
+        'activation = ["relu", "tanh"]', 'activation = ["relu", "gelu"]'), name="changed.toml")
+    result = invoke("run", str(changed), "--storage", url, "--n-trials", "2")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: study 'tiny' exists with a different search space (space.activation.choices: "
+        "stored ['relu', 'tanh'], file ['relu', 'gelu']): resuming would mix two spaces; give "
+        "the study another name"
+    ]
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 1
+
+
+BAD_RUNS = [
+    (["run", "{dir}/missing.toml"], "{dir}/missing.toml: no such study file"),
+    (["run", "{study}", "--storage", "sqlite:///{dir}/no/such/folder/x.db"],
+     "storage 'sqlite:///{dir}/no/such/folder/x.db': the folder {dir}/no/such/folder does not "
+     "exist"),
+    (["run", "{study}", "--storage", "not a url"],
+     "malformed storage URL '<malformed URL>': expected e.g. sqlite:///hpsearch.db or "
+     "postgresql+psycopg://user@host:5432/db"),
+    (["run", "{study}", "--storage", "oracle://u@h/db"],
+     "unsupported storage 'oracle' in 'oracle://u@h/db': use sqlite or postgresql"),
+    (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@127.0.0.1:1/db"],
+     "cannot reach storage 'postgresql+psycopg://u:***@127.0.0.1:1/db': connection failed:"),
+    (["status", "--storage", "sqlite:///{dir}/absent.db"],
+     "no storage at 'sqlite:///{dir}/absent.db': the file {dir}/absent.db does not exist"),
+    (["validate", "{dir}/bad.toml"], "{dir}/bad.toml: space.dropout: Input should be less than "
+     "1, but got 3"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_RUNS)
+def test_user_errors_are_one_line_and_write_nothing(
+    write_study: Callable[..., Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    study = write_study()
+    write_study("[study]\nn_trials = 1\n[space]\ndropout = 3\n", name="bad.toml")
+    fill = {"dir": str(tmp_path), "study": str(study)}
+    result = invoke(*(arg.format(**fill) for arg in args))
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: " + message.format(**fill))
+    assert "s3cret" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "study.toml"]
+
+
+@pytest.mark.parametrize("args", [["run"], ["run", "x.toml", "--n-trials", "0"],
+                                  ["trials", "--format", "xml"], ["nope"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+
+
+def test_unknown_study_name(write_study: Callable[..., Path], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    invoke("run", str(write_study()), "--storage", url, "--n-trials", "1")
+    result = invoke("best", "--storage", url, "--study", "other")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Error: no study 'other' in the storage; it holds ['tiny']"
+
+
+def test_validate_prints_the_resolved_space(write_study: Callable[..., Path]) -> None:
+    result = invoke("validate", str(write_study()))
+    assert result.exit_code == 0
+    assert "study tiny: maximize val_accuracy, budget 3 trials" in result.stdout
+    assert "units_l{i}" in result.stdout and "optimizer == 'sgd'" in result.stdout
+
+
+def test_every_command_has_help_and_none_imports_tensorflow() -> None:
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from search.cli import cli\n"
+        "for args in [['--help'], ['run', '--help'], ['validate', '--help'], ['status', '--help'],"
+        " ['trials', '--help'], ['best', '--help'], ['dashboard', '--help'],"
+        " ['validate', 'studies/cifar10-mlp.toml']]:\n"
+        "    result = CliRunner().invoke(cli, args)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stderr

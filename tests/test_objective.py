@@ -1,0 +1,154 @@
+"""The Keras MLP objective on stub data: what a trial records, pruning, failures, repeatability."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from objectives.config import DataConfig, TrainingConfig
+from objectives.data import load_dataset, make_stub
+from objectives.mlp import MlpObjective, create_objective
+from objectives.model import build_model
+from objectives.space import SearchSpace
+
+DATA = DataConfig(dataset="stub", validation_fraction=0.2)
+GOOD = {
+    "n_layers": 1, "units_l0": 64, "activation": "relu", "batch_norm": False, "dropout": 0.0,
+    "l2": 1e-6, "initializer": "he_normal", "optimizer": "adam", "learning_rate": 1e-3,
+    "batch_size": 64,
+}
+# Plain SGD with a tiny step: it barely moves, so the median pruner stops it.
+STALLED = {**GOOD, "optimizer": "sgd", "learning_rate": 1e-6, "momentum": 0.0,
+           "nesterov": False}
+# SGD with an absurd step: the loss overflows within the first epoch.
+DIVERGING = {**GOOD, "optimizer": "sgd", "learning_rate": 1e4, "momentum": 0.99,
+             "nesterov": False}
+# Wide enough for the extreme learning rates above.
+SPACE = SearchSpace.model_validate({"learning_rate": {"low": 1e-7, "high": 1e5, "log": True}})
+
+RECORDED = {"n_params", "epochs_run", "best_epoch", "train_accuracy", "train_loss",
+            "val_accuracy", "val_loss", "history", "seconds_per_epoch", "stop_reason"}
+
+
+def objective(max_epochs: int = 3, seed: int = 0) -> MlpObjective:
+    return create_objective(
+        space=SPACE, data=DATA, metric="val_accuracy", seed=seed,
+        training=TrainingConfig(max_epochs=max_epochs, early_stopping_patience=2),
+    )
+
+
+def test_stub_dataset_has_cifar10_shapes_and_is_repeatable() -> None:
+    x, y, x_test, y_test = make_stub(5)
+    assert x.shape[1:] == (32, 32, 3) and x.dtype == np.uint8
+    assert x_test.shape[1:] == (32, 32, 3) and set(np.unique(y)) == set(range(10))
+    again = make_stub(5)
+    assert np.array_equal(x, again[0]) and np.array_equal(y, again[1])
+    assert not np.array_equal(x, make_stub(6)[0])
+
+
+def test_validation_split_is_stratified_and_loaded_once_per_process() -> None:
+    dataset = load_dataset(DATA, 0)
+    assert load_dataset(DATA, 0) is dataset  # the cache: no second generation or decoding
+    counts = np.bincount(dataset.y_val, minlength=10)
+    assert counts.min() == counts.max()  # stub classes are balanced, so the split is exact
+    assert len(dataset.y_val) == pytest.approx(0.2 * (len(dataset.y_train) + len(dataset.y_val)))
+    subset = load_dataset(DATA.model_copy(update={"train_subset": 500}), 0)
+    assert len(subset.y_train) == 500
+    assert np.bincount(subset.y_train, minlength=10).tolist() == [50] * 10
+
+
+def test_model_takes_raw_images() -> None:
+    dataset = load_dataset(DATA, 0)
+    model = build_model({**GOOD, "batch_norm": True, "dropout": 0.3}, dataset.input_shape, 10)
+    probabilities = model.predict(dataset.x_test[:8], verbose=0)
+    assert probabilities.shape == (8, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_trial_trains_and_records_every_metric() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(GOOD)
+    study.optimize(objective(max_epochs=3), n_trials=1)
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    assert trial.state == TrialState.COMPLETE
+    assert RECORDED <= set(attrs)
+    assert attrs["epochs_run"] == len(attrs["history"]["val_accuracy"]) == 3
+    best = attrs["best_epoch"] - 1
+    assert trial.value == pytest.approx(attrs["val_accuracy"], abs=1e-6)
+    assert attrs["val_accuracy"] == pytest.approx(max(attrs["history"]["val_accuracy"]))
+    assert attrs["train_loss"] == attrs["history"]["loss"][best]
+    assert attrs["n_params"] == 3072 * 64 + 64 + 64 * 10 + 10
+    assert attrs["stop_reason"] in {"completed", "early_stopped"}
+    assert attrs["seconds_per_epoch"] > 0
+    assert trial.value > 0.25  # above the 0.1 of chance within three epochs
+    assert len(attrs["history"]["learning_rate"]) == 3
+
+
+def test_the_pruner_prunes_for_real() -> None:
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
+    study.enqueue_trial(GOOD)
+    study.enqueue_trial(STALLED)
+    study.optimize(objective(max_epochs=4), n_trials=2)
+    pruned = study.trials[1]
+    assert pruned.state == TrialState.PRUNED
+    assert pruned.user_attrs["stop_reason"] == "pruned"
+    assert pruned.user_attrs["epochs_run"] < 4
+    assert len(pruned.user_attrs["history"]["val_accuracy"]) == pruned.user_attrs["epochs_run"]
+
+
+def test_nan_loss_fails_only_its_trial() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(DIVERGING)
+    study.enqueue_trial(GOOD)
+    study.optimize(objective(max_epochs=2), n_trials=2)
+    failed, completed = study.trials
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["stop_reason"] == "nan"
+    assert "training loss became" in failed.user_attrs["fail_reason"]
+    assert completed.state == TrialState.COMPLETE
+
+
+def test_an_error_inside_a_trial_is_recorded_and_the_search_goes_on() -> None:
+    broken = objective(max_epochs=1)
+    dataset = broken.dataset
+    broken.dataset = dataclasses.replace(dataset, x_val=dataset.x_val[:, :16])  # wrong shape
+    study = optuna.create_study(direction="maximize")
+    study.optimize(broken, n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert study.trials[0].user_attrs["stop_reason"] == "error"
+    assert study.trials[0].user_attrs["fail_reason"].startswith("ValueError")
+
+
+def test_a_seeded_single_worker_study_repeats() -> None:
+    def run() -> list[tuple[dict, float]]:
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=11, n_startup_trials=1)
+        )
+        study.optimize(objective(max_epochs=2, seed=11), n_trials=2)
+        return [(t.params, t.value) for t in study.trials]
+
+    first, second = run(), run()
+    assert [p for p, _ in first] == [p for p, _ in second]
+    for (_, a), (_, b) in zip(first, second):
+        assert math.isclose(a, b, abs_tol=1e-6)
+
+
+def test_trials_leave_no_traced_graphs_behind() -> None:
+    from objectives.session import _gradient_registry
+
+    registry = _gradient_registry()
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective(max_epochs=1), n_trials=1)  # the first trial warms up Keras
+    before = set(registry)
+    study.optimize(objective(max_epochs=1), n_trials=2)
+    assert study.trials[-1].state == TrialState.COMPLETE
+    assert [name for name in registry if name not in before] == []

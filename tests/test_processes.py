@@ -1,0 +1,126 @@
+"""Real ``hpsearch`` processes: interrupted mid-trial by a real signal, and the dashboard
+answering HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
+
+SLOW_STUDY = """
+[study]
+name = "slow"
+n_trials = 2
+seed = 1
+
+[pruner]
+type = "none"
+
+[data]
+dataset = "stub"
+
+[training]
+max_epochs = 12
+early_stopping_patience = 12
+
+[space]
+n_layers = 1
+units = 64
+optimizer = "adam"
+learning_rate = 1e-3
+batch_size = 64
+"""
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name="slow", storage=url).trials
+    except KeyError:
+        return []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_trial_leaves_a_resumable_study(
+    write_study: Callable[..., Path], tmp_path: Path, signum: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    study_file = write_study(SLOW_STUDY)
+    worker = subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+                              for t in _trials(url)), 120, "a trial in the middle of training")
+        worker.send_signal(signum)
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    states = [t.state for t in _trials(url)]
+    assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL
+
+    resumed = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url,
+                              "--n-trials", "1"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(t.state == TrialState.COMPLETE for t in _trials(url)) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_dashboard_answers_on_its_address(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    made = subprocess.run([HPSEARCH, "run", str(write_study()), "--storage", url,
+                           "--n-trials", "1"], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    port = _free_port()
+    server = subprocess.Popen([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _wait_for(answers, 60, "the dashboard")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+            studies = json.load(r)["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["tiny"]
+
+        busy = subprocess.run([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 1
+        assert busy.stderr.strip() == (
+            f"Error: address 127.0.0.1:{port} is in use; pick another with --port")
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    assert f"optuna-dashboard at http://127.0.0.1:{port}/" in stderr

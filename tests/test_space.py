@@ -1,0 +1,66 @@
+"""The search space becomes the expected ``trial.suggest_*`` calls with stable names."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import (
+    CategoricalDistribution, FloatDistribution, IntDistribution,
+)
+
+from objectives.space import SearchSpace, layer_widths, suggest
+
+SGD_CONFIG = {
+    "n_layers": 2, "units_l0": 256, "units_l1": 64, "activation": "tanh", "batch_norm": False,
+    "dropout": 0.2, "l2": 5e-5, "initializer": "glorot_uniform", "optimizer": "sgd",
+    "learning_rate": 1e-2, "batch_size": 128, "momentum": 0.9, "nesterov": True,
+}
+
+
+def test_fixed_trial_gives_back_its_configuration() -> None:
+    params = suggest(optuna.trial.FixedTrial(SGD_CONFIG), SearchSpace())
+    assert params == SGD_CONFIG
+    assert layer_widths(params) == [256, 64]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "own"),
+    [("adam", []), ("adamw", ["weight_decay"]), ("sgd", ["momentum", "nesterov"]),
+     ("rmsprop", ["rho"])],
+)
+def test_only_the_chosen_optimizer_parameters_are_sampled(optimizer: str, own: list[str]) -> None:
+    space = SearchSpace.model_validate({"optimizer": optimizer})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = suggest(trial, space)
+    optimizer_specific = {"weight_decay", "momentum", "nesterov", "rho"}
+    assert sorted(optimizer_specific & set(params)) == sorted(own)
+    assert set(trial.params) == set(params)
+
+
+def test_distributions_follow_the_space() -> None:
+    space = SearchSpace.model_validate({
+        "n_layers": 3, "units": {"low": 32, "high": 1024, "log": True},
+        "dropout": {"low": 0.0, "high": 0.5}, "activation": ["relu", "gelu"],
+        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": [64, 128],
+        "optimizer": "adamw", "batch_norm": True,
+    })
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    suggest(trial, space)
+    d = trial.distributions
+    assert [f"units_l{i}" for i in range(3)] == [n for n in d if n.startswith("units_")]
+    assert d["units_l2"] == IntDistribution(32, 1024, log=True)
+    assert d["dropout"] == FloatDistribution(0.0, 0.5)
+    assert d["learning_rate"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert d["activation"] == CategoricalDistribution(["relu", "gelu"])
+    assert d["batch_size"] == CategoricalDistribution([64, 128])
+    # a fixed value is still recorded under its name, so every trial shows it
+    assert d["n_layers"] == CategoricalDistribution([3])
+    assert d["optimizer"] == CategoricalDistribution(["adamw"])
+    assert trial.params["batch_norm"] is True
+
+
+def test_space_round_trips_through_its_json_form() -> None:
+    space = SearchSpace.model_validate({"units": {"low": 8, "high": 64, "step": 8}})
+    assert SearchSpace.model_validate(space.fingerprint()) == space

@@ -1,0 +1,142 @@
+"""Study files: every problem reported at once, each naming its key and what must hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from objectives.space import SearchSpace
+from search import studyfile
+from search.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+BUDGET = "[study]\nn_trials = 3\n"
+
+BAD_FILES = [
+    ("[study\nn_trials = 3\n",
+     ["not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"]),
+    ("[study]\nseed = 1\n",
+     ["study: give a budget: `n_trials`, `timeout` (seconds) or both"]),
+    ("[study]\nn_trial = 3\n",
+     ["study.n_trial: unknown key (did you mean 'n_trials'?)"]),
+    (BUDGET + "[trainig]\nmax_epochs = 3\n",
+     ["trainig: unknown key (did you mean 'training'?)"]),
+    ("[study]\nn_trials = 0\n",
+     ["study.n_trials: Input should be greater than or equal to 1, but got 0"]),
+    ("[study]\ntimeout = -5\n",
+     ["study.timeout: Input should be greater than 0, but got -5"]),
+    (BUDGET + 'direction = "minimize"\n',
+     ["study: direction 'minimize' does not fit metric 'val_accuracy' (it must be 'maximize'; "
+      "leave it out to get it)"]),
+    (BUDGET + 'name = "my study!"\n',
+     ["study.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', but got "
+      "'my study!'"]),
+    (BUDGET + 'objective = "xgboost"\n',
+     ["study: objective must be one of ['keras-mlp'], but got 'xgboost'"]),
+    (BUDGET + '[sampler]\ntype = "bayes"\n',
+     ["sampler.type: must be one of 'tpe', 'random', 'cmaes', 'gp', 'qmc', but got 'bayes'"]),
+    (BUDGET + '[sampler]\ntype = "random"\nn_startup_trials = 5\n',
+     ["sampler.n_startup_trials: unknown key for sampler type 'random' (it takes no arguments)"]),
+    (BUDGET + '[pruner]\ntype = "asha"\n',
+     ["pruner.type: must be one of 'median', 'successive_halving', 'hyperband', 'wilcoxon', "
+      "'none', but got 'asha'"]),
+    (BUDGET + '[pruner]\ntype = "hyperband"\nmax_resource = 50\n',
+     ["pruner.max_resource: `min_resource < max_resource <= training.max_epochs` must hold, but "
+      "got (min_resource=1, max_resource=50, max_epochs=20)"]),
+    (BUDGET + '[data]\ndataset = "mnist"\n',
+     ["data.dataset: Input should be 'stub' or 'cifar10', but got 'mnist'"]),
+    (BUDGET + "[data]\nvalidation_fraction = 1.0\n",
+     ["data.validation_fraction: Input should be less than 1, but got 1.0"]),
+    (BUDGET + '[training]\nmax_epochs = "ten"\n',
+     ["training.max_epochs: Input should be a valid integer, unable to parse string as an "
+      "integer, but got 'ten'"]),
+    (BUDGET + "[training]\nmax_epochs = 3\npruning_interval = 5\n",
+     ["training: `pruning_interval <= max_epochs` must hold, but got (pruning_interval=5, "
+      "max_epochs=3)"]),
+    (BUDGET + '[space]\noptimizer = ["adam", "adagrad"]\n',
+     ["space.optimizer.choices[1]: Input should be 'adam', 'adamw', 'sgd' or 'rmsprop', but got "
+      "'adagrad'"]),
+    (BUDGET + '[space]\nactivation = "relux"\n',
+     ["space.activation: Input should be 'relu', 'tanh', 'gelu', 'selu', 'elu', 'swish', "
+      "'sigmoid' or 'leaky_relu', but got 'relux'"]),
+    (BUDGET + "[space]\nactivation = []\n",
+     ["space.activation.choices: List should have at least 1 item after validation, not 0"]),
+    (BUDGET + "[space]\nactivation = {low = 1, high = 2}\n",
+     ["space.activation.low: unknown key (`activation` takes `value`, `choices`)",
+      "space.activation.high: unknown key (`activation` takes `value`, `choices`)"]),
+    (BUDGET + '[space]\nbatch_norm = "yes"\n',
+     ["space.batch_norm: Input should be a valid boolean, but got 'yes'"]),
+    (BUDGET + "[space]\ndropout = {low = 0.1, high = 1.5}\n",
+     ["space.dropout.high: Input should be less than 1, but got 1.5"]),
+    (BUDGET + "[space]\nunits = {low = 512, high = 32}\n",
+     ["space.units: `low <= high` must hold, but got (low=512, high=32)"]),
+    (BUDGET + "[space]\nunits = {low = 3}\n",
+     ["space.units: a range needs both `low` and `high`, but got (low=3, high=None)"]),
+    (BUDGET + "[space]\nunits = {value = 3, low = 1, high = 4}\n",
+     ["space.units: give exactly one of a value, `choices` or `low` and `high`, but got "
+      "['value', 'low/high']"]),
+    (BUDGET + "[space]\nl2 = {low = 0.0, high = 1e-3, log = true}\n",
+     ["space.l2: a log-scale range needs `low > 0`, but got (low=0.0)"]),
+    (BUDGET + "[space]\nbatch_size = [64, 64]\n",
+     ["space.batch_size: choices must be distinct, but got [64, 64]"]),
+    (BUDGET + "[space]\nn_layers = {low = 0, high = 40}\n",
+     ["space.n_layers.low: Input should be greater than or equal to 1, but got 0",
+      "space.n_layers.high: Input should be less than or equal to 16, but got 40"]),
+    (BUDGET + '[space]\noptimizer = ["adam", "adamw"]\nmomentum = 0.9\n',
+     ["space.momentum: applies only to optimizer 'sgd', which `optimizer` does not allow (it "
+      "allows ['adam', 'adamw'])"]),
+]
+
+
+@pytest.mark.parametrize(("text", "problems"), BAD_FILES)
+def test_bad_study_file_lists_every_problem(
+    write_study: Callable[..., Path], text: str, problems: list[str]
+) -> None:
+    path = write_study(text, name="bad.toml")
+    with pytest.raises(UserError) as caught:
+        studyfile.load(path)
+    assert str(caught.value).splitlines() == [f"{path}: {problem}" for problem in problems]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"nope.toml: no such study file$"):
+        studyfile.load(tmp_path / "nope.toml")
+
+
+def test_several_sections_wrong_at_once(write_study: Callable[..., Path]) -> None:
+    path = write_study('[study]\nn_trials = 0\n[data]\ndataset = "x"\n[space]\ndropout = 2.0\n')
+    with pytest.raises(UserError) as caught:
+        studyfile.load(path)
+    keys = [line.split(": ")[1] for line in str(caught.value).splitlines()]
+    assert keys == ["study.n_trials", "data.dataset", "space.dropout"]
+
+
+def test_minimal_file_gets_every_default(write_study: Callable[..., Path]) -> None:
+    spec = studyfile.load(write_study("[study]\nn_trials = 5\n", name="minimal.toml"))
+    assert spec.name == "minimal"
+    assert spec.study.resolved_direction == "maximize"
+    assert spec.sampler.type == "tpe" and spec.pruner.type == "median"
+    assert spec.space == SearchSpace()
+    assert spec.data.dataset == "stub" and spec.data.validation_fraction == 0.1
+
+
+def test_val_loss_minimizes(write_study: Callable[..., Path]) -> None:
+    spec = studyfile.load(write_study('[study]\nn_trials = 1\nmetric = "val_loss"\n'))
+    assert spec.study.resolved_direction == "minimize"
+
+
+def test_command_line_overrides_win(write_study: Callable[..., Path]) -> None:
+    spec = studyfile.load(write_study(), {"study": {"n_trials": 9, "timeout": None}})
+    assert spec.study.n_trials == 9 and spec.study.timeout is None
+
+
+def test_sampler_without_type_is_tpe(write_study: Callable[..., Path]) -> None:
+    spec = studyfile.load(write_study(BUDGET + "[sampler]\nn_startup_trials = 4\n"))
+    assert spec.sampler.type == "tpe" and spec.sampler.n_startup_trials == 4
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_study_files_are_valid(path: Path) -> None:
+    studyfile.load(path)
