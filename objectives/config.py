@@ -8,16 +8,35 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Metric = Literal["val_accuracy", "val_loss"]
 
+# A trial enqueued with this user attribute trains for that many epochs instead of the study's
+# `max_epochs` (the hand-built experiments each had their own budget).
+MAX_EPOCHS_ATTR = "max_epochs"
+
 
 class DataConfig(BaseModel):
-    """Which dataset to train on and how to split it."""
+    """Which dataset to train on and how to split it.
+
+    ``cifar10`` without a path is Keras's download; with a path, CIFAR-10's pickled batches
+    (archive or folder) or an image-folder tree. ``images`` is any image-folder tree
+    (``train/<class>/...``, ``test/<class>/...``), as a folder or a .tar.gz/.zip archive.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: Literal["stub", "cifar10"] = "stub"
+    dataset: Literal["stub", "cifar10", "images"] = "stub"
+    path: str | None = Field(default=None, min_length=1)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     train_subset: int | None = Field(default=None, ge=10)
     validation_subset: int | None = Field(default=None, ge=10)
+
+
+    @model_validator(mode="after")
+    def _path_fits_dataset(self) -> DataConfig:
+        if self.dataset == "images" and self.path is None:
+            raise ValueError("dataset 'images' needs `path`: an image-folder tree or its archive")
+        if self.dataset == "stub" and self.path is not None:
+            raise ValueError("dataset 'stub' is generated and takes no `path`")
+        return self
 
 
 class TrainingConfig(BaseModel):

@@ -1,4 +1,4 @@
-"""Datasets for the Keras MLP objective, loaded once per process.
+"""Datasets for the Keras MLP objective: loaded once per process, decoded once per machine.
 
 Images stay uint8 (N, 32, 32, 3); scaling to [-1, 1] happens inside the model, so a saved
 model takes raw images. The validation split is stratified by class and seeded; the test
@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from objectives.cache import derived_key, load_or_build, source_key
 from objectives.config import DataConfig
+from objectives.sources import DatasetError, read_source
+
+__all__ = ["CIFAR10_CLASSES", "Dataset", "DatasetError", "load_dataset", "make_stub"]
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
 IMAGE_SHAPE = (32, 32, 3)
-
-
-class DatasetError(Exception):
-    """The dataset cannot be loaded: a user error, reported as one line."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def make_stub(seed: int = 0, *, n_train: int = 3000, n_test: int = 600) -> tuple
     return x_train, y_train, x_test, y_test
 
 
-def _load_cifar10() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _download_cifar10() -> tuple[dict[str, np.ndarray], dict[str, object]]:
     from objectives.keras_setup import keras  # only here: validating a study needs no Keras
 
     try:
@@ -88,40 +89,82 @@ def _load_cifar10() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     except Exception as exc:  # urllib raises several kinds; all mean the same to the user
         raise DatasetError(
             f"cannot download CIFAR-10 ({type(exc).__name__}: {exc}); this machine may be "
-            "offline"
-        ) from exc
-    return x_train, y_train.reshape(-1), x_test, y_test.reshape(-1)
+            "offline: set [data] path (or --data-path) to a local cifar-10-python.tar.gz (or "
+            "its cifar-10-batches-py folder) or to an image-folder tree train/<class>/, "
+            "test/<class>/"
+        ) from None
+    arrays = {"x_pool": x_train, "y_pool": y_train.reshape(-1).astype(np.int64),
+              "x_test": x_test, "y_test": y_test.reshape(-1).astype(np.int64)}
+    return arrays, {"class_names": list(CIFAR10_CLASSES), "source": "keras download"}
 
 
-def stratified_subset(
-    x: np.ndarray, y: np.ndarray, size: int | None, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``size`` examples of ``x, y`` with the class proportions kept."""
-    if size is None or size >= len(y):
-        return x, y
-    keep, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=y, random_state=seed)
-    keep.sort()
-    return x[keep], y[keep]
+def _decode(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    decoded = read_source(path)
+    arrays = {"x_pool": decoded.x_train, "y_pool": decoded.y_train,
+              "x_test": decoded.x_test, "y_test": decoded.y_test}
+    return arrays, {"class_names": list(decoded.class_names), "source": str(path)}
 
 
-def split(
-    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    config: DataConfig, seed: int, class_names: tuple[str, ...],
-) -> Dataset:
-    """Split the training pool into train and validation, stratified by class and seeded."""
-    train_idx, val_idx = train_test_split(
-        np.arange(len(y)), test_size=config.validation_fraction, stratify=y, random_state=seed
-    )
-    x_train, y_train = stratified_subset(x[train_idx], y[train_idx], config.train_subset, seed)
-    x_val, y_val = stratified_subset(x[val_idx], y[val_idx], config.validation_subset, seed)
-    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, class_names)
+def _source(config: DataConfig) -> tuple[str, dict[str, np.ndarray], tuple[str, ...]]:
+    """The decoded source (key, arrays, class names): from the cache, else decoded into it."""
+    if config.path is None:
+        key = derived_key("keras-cifar10", "v1")
+        arrays, meta = load_or_build(key, _download_cifar10)
+    else:
+        path = Path(config.path).expanduser()
+        if not path.exists():
+            raise DatasetError(f"{path}: no such file or folder")
+        key = source_key(path)
+        arrays, meta = load_or_build(key, lambda: _decode(path))
+    names = meta["class_names"]
+    assert isinstance(names, list)
+    return key, arrays, tuple(str(n) for n in names)
+
+
+def _split_indices(y: np.ndarray, config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices into the pool: stratified, seeded, subsets stratified too."""
+    try:
+        train, val = train_test_split(
+            np.arange(len(y)), test_size=config.validation_fraction, stratify=y,
+            random_state=seed,
+        )
+        if config.train_subset is not None and config.train_subset < len(train):
+            train, _ = train_test_split(train, train_size=config.train_subset,
+                                        stratify=y[train], random_state=seed)
+        if config.validation_subset is not None and config.validation_subset < len(val):
+            val, _ = train_test_split(val, train_size=config.validation_subset,
+                                      stratify=y[val], random_state=seed)
+    except ValueError as exc:  # a class too small to be split
+        raise DatasetError(f"cannot split the data stratified by class: {exc}") from None
+    return np.sort(train), np.sort(val)
 
 
 @functools.lru_cache(maxsize=2)
 def load_dataset(config: DataConfig, seed: int) -> Dataset:
-    """Load and split the configured dataset; cached, so each process loads it once."""
+    """Load and split the configured dataset.
+
+    Real datasets are decoded into the cache on first use and the split is cached as well, so
+    every array is memory-mapped and shared by all worker processes of a machine; within a
+    process the result is kept, so trials never reload it.
+
+    Raises:
+        DatasetError: the source is missing, corrupt or inconsistent, cannot be downloaded,
+            or the cache cannot be written; the message names what is wrong.
+    """
     if config.dataset == "stub":
         x, y, x_test, y_test = make_stub(seed)
-    else:
-        x, y, x_test, y_test = _load_cifar10()
-    return split(x, y, x_test, y_test, config, seed, CIFAR10_CLASSES)
+        train, val = _split_indices(y, config, seed)
+        return Dataset(x[train], y[train], x[val], y[val], x_test, y_test, CIFAR10_CLASSES)
+    key, source, class_names = _source(config)
+
+    def build_split() -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        y = np.asarray(source["y_pool"])
+        train, val = _split_indices(y, config, seed)
+        x = source["x_pool"]
+        return {"x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val]}, {}
+
+    split_key = derived_key(key, config.validation_fraction, config.train_subset,
+                            config.validation_subset, seed)
+    split, _ = load_or_build(split_key, build_split)
+    return Dataset(split["x_train"], split["y_train"], split["x_val"], split["y_val"],
+                   source["x_test"], source["y_test"], class_names)

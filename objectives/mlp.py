@@ -3,7 +3,8 @@
 Each trial records as user attributes: ``n_params``, ``epochs_run``, ``best_epoch`` (1-based),
 ``train_accuracy``, ``train_loss``, ``val_accuracy`` and ``val_loss`` at the best epoch,
 ``history`` (per-epoch lists), ``seconds_per_epoch`` and ``stop_reason`` (``completed``,
-``early_stopped``, ``pruned``, ``nan`` or ``error``), plus ``fail_reason`` when it failed.
+``early_stopped``, ``pruned``, ``nan`` or ``error``), plus ``fail_reason`` when it failed, and
+``test_accuracy`` / ``test_loss`` measured after training (never used for selection).
 A failure inside one trial fails that trial only; the search goes on.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import optuna
 
 from objectives.callbacks import EpochRecorder, TrainingDiverged, trial_callbacks
-from objectives.config import DataConfig, Metric, TrainingConfig
+from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig
 from objectives.data import Dataset, load_dataset
 from objectives.keras_setup import keras
 from objectives.model import build_model
@@ -74,6 +75,7 @@ class TrainingOutcome:
                 attrs[name] = history[key][index]
         if self.fail_reason:
             attrs["fail_reason"] = self.fail_reason
+        attrs.update(self.extra)
         return attrs
 
 
@@ -84,6 +86,7 @@ def train(
     metric: Metric,
     *,
     trial: optuna.trial.BaseTrial | None = None,
+    max_epochs: int | None = None,
 ) -> TrainingOutcome:
     """Build, compile and fit one configuration with early stopping, LR reduction and pruning.
 
@@ -103,7 +106,7 @@ def train(
             dataset.x_train,
             dataset.y_train,
             validation_data=(dataset.x_val, dataset.y_val),
-            epochs=training.max_epochs,
+            epochs=max_epochs or training.max_epochs,
             batch_size=int(params["batch_size"]),
             callbacks=callbacks,
             verbose=0,
@@ -118,6 +121,12 @@ def train(
         return outcome
     if early_stopping.stopped_epoch > 0:
         outcome.stop_reason = "early_stopped"
+    # The test split is measured after training, for the record only: nothing selects on it.
+    test_loss, test_accuracy = model.evaluate(
+        dataset.x_test, dataset.y_test, batch_size=1024, verbose=0
+    )
+    outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
+                         test_loss=round(float(test_loss), 6))
     return outcome
 
 
@@ -147,7 +156,8 @@ class MlpObjective:
         try:
             with fresh_session():  # memory must not grow trial after trial
                 keras.utils.set_random_seed(self.seed + trial.number)
-                outcome = train(params, self.dataset, self.training, self.metric, trial=trial)
+                outcome = train(params, self.dataset, self.training, self.metric, trial=trial,
+                                max_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR))
         except optuna.TrialPruned as pruned:
             _record(trial, pruned.outcome.attributes())  # type: ignore[attr-defined]
             raise

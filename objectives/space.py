@@ -17,6 +17,7 @@ This module imports neither Keras nor TensorFlow, so validating a study file is 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import optuna
@@ -75,6 +76,12 @@ class _Param(BaseModel, Generic[T]):
             return f"fixed {self.value!r}"
         return f"one of {self.choices!r}"
 
+    def contains(self, value: Any) -> bool:
+        if self.value is not None:
+            return bool(value == self.value and type(value) is type(self.value))
+        assert self.choices is not None
+        return any(value == c and type(value) is type(c) for c in self.choices)
+
     def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
         if self.value is not None:
             return trial.suggest_categorical(name, [self.value])  # type: ignore[list-item]
@@ -132,6 +139,18 @@ class Numeric(_Param[T], Generic[T]):
         scale = ", log" if self.log else ""
         step = f", step {self.step}" if self.step is not None else ""
         return f"[{self.low}, {self.high}]{scale}{step}"
+
+    def contains(self, value: Any) -> bool:
+        if self.low is None:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                allowed = [self.value] if self.value is not None else self.choices or []
+                return any(value == v for v in allowed)
+            return False
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if isinstance(self.low, int) and not isinstance(value, int):
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
 
     def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
         if self.low is None:
@@ -212,6 +231,18 @@ class SearchSpace(BaseModel):
         for name, owner in OPTIMIZER_PARAMS.items():
             rows.append((name, getattr(self, name).describe(), f"optimizer == {owner!r}"))
         return rows
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        """What is wrong with a fixed configuration: unknown names, values outside the space."""
+        problems = []
+        for name, value in params.items():
+            entry_name = "units" if re.fullmatch(r"units_l\d+", name) else name
+            entry = getattr(self, entry_name, None) if entry_name in type(self).model_fields else None
+            if entry is None:
+                problems.append(f"{name}: not a parameter of the space")
+            elif not entry.contains(value):
+                problems.append(f"{name}: {value!r} is outside the space ({entry.describe()})")
+        return problems
 
     def fingerprint(self) -> dict[str, Any]:
         """A JSON-able form, stored with the study so that resuming can refuse another space."""

@@ -110,14 +110,17 @@ study_opt = click.option("--study", "study_name", metavar="NAME",
 @click.option("--n-trials", type=click.IntRange(min=1), help="Total finished trials to reach.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop starting trials after this many seconds.")
+@click.option("--data-path", metavar="PATH",
+              help="The dataset's local copy (overrides [data] path).")
 def run(study_file: Path, storage_url: str | None, n_trials: int | None,
-        timeout: float | None) -> None:
+        timeout: float | None, data_path: str | None) -> None:
     """Create the study of STUDY_FILE, or resume it, and run its trials."""
     from search import progress, studyfile
     from search.runner import run_study
     from search.storage import redact, resolve_url
 
-    spec = studyfile.load(study_file, {"study": {"n_trials": n_trials, "timeout": timeout}})
+    spec = studyfile.load(study_file, {"study": {"n_trials": n_trials, "timeout": timeout},
+                                       "data": {"path": data_path}})
     url = resolve_url(storage_url)
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends like Ctrl-C: resumable
     with progress.TrialProgress(spec.study.metric) as display:

@@ -14,7 +14,8 @@ from rich.table import Table
 
 from search.errors import UserError
 
-METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss")
+METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy",
+                "test_loss")
 
 
 def pick_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
@@ -66,13 +67,14 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
         for name in trial.params:
             if name not in param_names:
                 param_names.append(name)
-    header = ["number", "state", "value", *METRIC_ATTRS, "n_params", "epochs", "seconds",
+    header = ["number", "label", "state", "value", *METRIC_ATTRS, "n_params", "epochs", "seconds",
               "ended", *param_names]
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
         rows.append([
-            str(trial.number), trial.state.name.lower(), _fmt(trial.value),
+            str(trial.number), str(trial.user_attrs.get("label", "")), trial.state.name.lower(),
+            _fmt(trial.value),
             *(_fmt(attrs.get(name)) for name in METRIC_ATTRS),
             _fmt(attrs.get("n_params")), _fmt(attrs.get("epochs_run")), _age(trial),
             _how_ended(trial), *(_fmt(trial.params.get(name)) for name in param_names),

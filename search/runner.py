@@ -19,6 +19,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.data import DatasetError
+from objectives.config import MAX_EPOCHS_ATTR
 from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
@@ -84,6 +85,11 @@ def open_study(
     study.set_user_attr(
         STUDY_ATTR, {"fingerprint": spec.fingerprint(), "study_file": spec.model_dump(mode="json")}
     )
+    for fixed in spec.fixed_trials:  # only by the process that created the study
+        attrs: dict[str, Any] = {"label": fixed.label}
+        if fixed.max_epochs is not None:
+            attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
+        study.enqueue_trial(fixed.params(), user_attrs=attrs)
     return study
 
 

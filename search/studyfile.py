@@ -132,6 +132,28 @@ PrunerConfig = Annotated[
 ]
 
 
+class FixedTrial(BaseModel):
+    """A configuration to run as it is, before the sampler proposes any (``[[fixed_trials]]``).
+
+    Every key besides ``label``, ``max_epochs`` and ``hidden_layers`` is a parameter of the
+    space by its name; ``hidden_layers = [512, 256]`` stands for ``n_layers = 2``,
+    ``units_l0 = 512``, ``units_l1 = 256``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    label: str = Field(min_length=1)
+    max_epochs: int | None = Field(default=None, ge=1)
+    hidden_layers: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, min_length=1)
+
+    def params(self) -> dict[str, Any]:
+        params = dict(self.model_extra or {})
+        if self.hidden_layers is not None:
+            params["n_layers"] = len(self.hidden_layers)
+            params.update({f"units_l{i}": w for i, w in enumerate(self.hidden_layers)})
+        return params
+
+
 class StudyFile(_Section):
     """A whole study file, resolved: every default filled in."""
 
@@ -141,6 +163,7 @@ class StudyFile(_Section):
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     space: SearchSpace = SearchSpace()
+    fixed_trials: list[FixedTrial] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -164,6 +187,20 @@ class StudyFile(_Section):
                     f"got (min_resource={pruner.min_resource}, max_resource="
                     f"{pruner.max_resource}, max_epochs={self.training.max_epochs})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _fixed_trials_fit_the_space(self) -> StudyFile:
+        problems = [
+            f"fixed_trials[{i}].{problem}"
+            for i, fixed in enumerate(self.fixed_trials)
+            for problem in self.space.check(fixed.params())
+        ]
+        labels = [fixed.label for fixed in self.fixed_trials]
+        if len(set(labels)) != len(labels):
+            problems.append(f"fixed_trials: labels must be distinct, but got {labels}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

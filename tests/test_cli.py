@@ -48,7 +48,7 @@ def test_run_resume_and_read_back(write_study: Callable[..., Path], storage_url:
     assert status.exit_code == 0 and "study tiny (maximize): 4 trials" in status.stdout
     table = invoke("trials", "--storage", storage_url, "--format", "csv")
     lines = table.stdout.strip().splitlines()
-    assert lines[0].startswith("number,state,value,train_accuracy") and len(lines) == 5
+    assert lines[0].startswith("number,label,state,value,train_accuracy") and len(lines) == 5
     best = invoke("best", "--storage", storage_url, "--study", "tiny")
     assert best.exit_code == 0 and "val_accuracy = " in best.stdout and "n_layers = " in best.stdout
 
@@ -166,3 +166,28 @@ def test_every_command_has_help_and_none_imports_tensorflow() -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
     assert done.returncode == 0, done.stderr
+
+
+def test_fixed_trials_run_first_with_their_label_and_epochs(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study_file = write_study(Path(write_study()).read_text() + """
+[[fixed_trials]]
+label = "hand-built"
+max_epochs = 2
+hidden_layers = [32, 16]
+activation = "tanh"
+optimizer = "sgd"
+momentum = 0.9
+nesterov = true
+""")
+    assert invoke("run", str(study_file), "--storage", url, "--n-trials", "2").exit_code == 0
+    first = optuna.load_study(study_name="tiny", storage=url).trials[0]
+    assert first.user_attrs["label"] == "hand-built"
+    assert first.user_attrs["epochs_run"] == 2
+    assert {k: first.params[k] for k in ("n_layers", "units_l0", "units_l1", "activation",
+                                         "momentum", "nesterov")} == {
+        "n_layers": 2, "units_l0": 32, "units_l1": 16, "activation": "tanh", "momentum": 0.9,
+        "nesterov": True}
+    assert 0.0 <= first.user_attrs["test_accuracy"] <= 1.0

@@ -46,7 +46,7 @@ BAD_FILES = [
      ["pruner.max_resource: `min_resource < max_resource <= training.max_epochs` must hold, but "
       "got (min_resource=1, max_resource=50, max_epochs=20)"]),
     (BUDGET + '[data]\ndataset = "mnist"\n',
-     ["data.dataset: Input should be 'stub' or 'cifar10', but got 'mnist'"]),
+     ["data.dataset: Input should be 'stub', 'cifar10' or 'images', but got 'mnist'"]),
     (BUDGET + "[data]\nvalidation_fraction = 1.0\n",
      ["data.validation_fraction: Input should be less than 1, but got 1.0"]),
     (BUDGET + '[training]\nmax_epochs = "ten"\n',
@@ -84,6 +84,10 @@ BAD_FILES = [
     (BUDGET + "[space]\nn_layers = {low = 0, high = 40}\n",
      ["space.n_layers.low: Input should be greater than or equal to 1, but got 0",
       "space.n_layers.high: Input should be less than or equal to 16, but got 40"]),
+    (BUDGET + '[[fixed_trials]]\nlabel = "a"\nhidden_layers = [5000]\ndropout = 0.9\nfoo = 1\n',
+     ["fixed_trials[0].dropout: 0.9 is outside the space ([0.0, 0.5]); fixed_trials[0].foo: not "
+      "a parameter of the space; fixed_trials[0].units_l0: 5000 is outside the space ([32, "
+      "1024], log)"]),
     (BUDGET + '[space]\noptimizer = ["adam", "adamw"]\nmomentum = 0.9\n',
      ["space.momentum: applies only to optimizer 'sgd', which `optimizer` does not allow (it "
       "allows ['adam', 'adamw'])"]),
