@@ -125,6 +125,12 @@ def _check_same_study(spec: StudyFile, study: optuna.Study) -> None:
         )
 
 
+def _ended(study: optuna.Study) -> int:
+    """Trials in a final state; waiting (enqueued) and running ones are not counted."""
+    counts = count_states(study.get_trials(deepcopy=False))
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
+
+
 def count_states(trials: list[FrozenTrial]) -> dict[TrialState, int]:
     counts = {state: 0 for state in TrialState}
     for trial in trials:
@@ -223,14 +229,14 @@ def run_study(
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [reporter]
     if target is not None:
         callbacks.insert(0, MaxTrialsCallback(target, states=FINISHED))
-    before = len(study.get_trials(deepcopy=False))
+    before = _ended(study)
     if on_start is not None:
         on_start(study, target)
     study.optimize(
         _with_worker(objective), timeout=spec.study.timeout, callbacks=callbacks,
         gc_after_trial=False,
     )
-    ran = len(study.get_trials(deepcopy=False)) - before
+    ran = _ended(study) - before
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]
         raise UserError(

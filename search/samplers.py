@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import warnings
+from collections.abc import Iterator
 
 import optuna
 
@@ -14,19 +16,35 @@ from search.studyfile import (
 )
 
 
+@contextlib.contextmanager
+def _stable_enough() -> Iterator[None]:
+    # TPE's `multivariate`/`group`/`constant_liar`, QMC and Wilcoxon have been "experimental"
+    # for years; a notice on every start says nothing the user can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with the study's seed."""
+    with _stable_enough():
+        return _make_sampler(spec)
+
+
+def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
+    """The configured pruner; epochs are its steps."""
+    with _stable_enough():
+        return _make_pruner(spec)
+
+
+def _make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
     config, seed = spec.sampler, spec.study.seed
     if isinstance(config, TPESampler):
-        with warnings.catch_warnings():
-            # `multivariate`, `group` and `constant_liar` have been "experimental" for years;
-            # the notice on every start says nothing the user can act on.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                n_startup_trials=config.n_startup_trials, multivariate=config.multivariate,
-                group=config.group and config.multivariate, constant_liar=config.constant_liar,
-                seed=seed,
-            )
+        return optuna.samplers.TPESampler(
+            n_startup_trials=config.n_startup_trials, multivariate=config.multivariate,
+            group=config.group and config.multivariate, constant_liar=config.constant_liar,
+            seed=seed,
+        )
     if isinstance(config, RandomSampler):
         return optuna.samplers.RandomSampler(seed=seed)
     if isinstance(config, CmaEsSampler):
@@ -45,8 +63,7 @@ def make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
     raise AssertionError(f"unhandled sampler {config!r}")
 
 
-def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
-    """The configured pruner; epochs are its steps."""
+def _make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
     config = spec.pruner
     if isinstance(config, MedianPruner):
         return optuna.pruners.MedianPruner(

@@ -182,7 +182,8 @@ optimizer = "sgd"
 momentum = 0.9
 nesterov = true
 """)
-    assert invoke("run", str(study_file), "--storage", url, "--n-trials", "2").exit_code == 0
+    result = invoke("run", str(study_file), "--storage", url, "--n-trials", "2")
+    assert result.exit_code == 0 and "ran 2 trials" in result.stdout
     first = optuna.load_study(study_name="tiny", storage=url).trials[0]
     assert first.user_attrs["label"] == "hand-built"
     assert first.user_attrs["epochs_run"] == 2
