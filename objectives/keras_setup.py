@@ -34,4 +34,17 @@ else:
     with _stderr_silenced():
         import keras
 
+def _size_thread_pools() -> None:
+    """``HPSEARCH_TF_THREADS`` (set by ``hpsearch run --workers``) sizes TensorFlow's pools, so
+    several workers on one machine do not oversubscribe its cores."""
+    threads = os.environ.get("HPSEARCH_TF_THREADS")
+    if threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(min(int(threads), 2))
+
+
+_size_thread_pools()
+
 __all__ = ["keras"]

@@ -8,8 +8,11 @@ TensorFlow: only ``run`` does, through the objective, once the study file has be
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -104,28 +107,98 @@ study_opt = click.option("--study", "study_name", metavar="NAME",
                          help="Study name (default: the only study in the storage).")
 
 
+def _run_options(command: Any) -> Any:
+    for option in reversed([
+        storage_opt,
+        click.option("--n-trials", type=click.IntRange(min=1),
+                     help="Total finished trials the study should reach."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     metavar="SECONDS", help="Stop starting trials after this many seconds."),
+        click.option("--data-path", metavar="PATH",
+                     help="The dataset's local copy (overrides [data] path)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _load(study_file: Path, n_trials: int | None, timeout: float | None,
+          data_path: str | None) -> Any:
+    from search import studyfile
+
+    return studyfile.load(study_file, {"study": {"n_trials": n_trials, "timeout": timeout},
+                                       "data": {"path": data_path}})
+
+
 @cli.command()
 @study_file_arg
-@storage_opt
-@click.option("--n-trials", type=click.IntRange(min=1), help="Total finished trials to reach.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop starting trials after this many seconds.")
-@click.option("--data-path", metavar="PATH",
-              help="The dataset's local copy (overrides [data] path).")
+@_run_options
+@click.option("--workers", default="1", show_default=True, metavar="K|auto",
+              help="Worker processes on this machine (auto: one per core).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="T",
+              help="TensorFlow threads per worker (default: cores / workers).")
 def run(study_file: Path, storage_url: str | None, n_trials: int | None,
-        timeout: float | None, data_path: str | None) -> None:
+        timeout: float | None, data_path: str | None, workers: str, threads: int | None) -> None:
     """Create the study of STUDY_FILE, or resume it, and run its trials."""
-    from search import progress, studyfile
-    from search.runner import run_study
+    from search import progress
     from search.storage import redact, resolve_url
+    from search.workers import resolve_layout
 
-    spec = studyfile.load(study_file, {"study": {"n_trials": n_trials, "timeout": timeout},
-                                       "data": {"path": data_path}})
+    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+        raise click.BadParameter(f"must be a whole number >= 1 or 'auto', not {workers!r}",
+                                 param_hint="--workers")
+    spec = _load(study_file, n_trials, timeout, data_path)
     url = resolve_url(storage_url)
+    count, per_worker = resolve_layout(workers, threads)
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends like Ctrl-C: resumable
-    with progress.TrialProgress(spec.study.metric) as display:
-        summary = run_study(spec, url, on_start=display.start, on_progress=display.update)
-    progress.print_summary(summary.study, _stdout(), redact(url), ran=summary.ran)
+    if count == 1:
+        if threads is not None:
+            os.environ.setdefault("HPSEARCH_TF_THREADS", str(threads))
+        from search.runner import run_study
+
+        with progress.TrialProgress(spec.study.metric) as display:
+            summary = run_study(spec, url, on_start=display.start, on_progress=display.update)
+        progress.print_summary(summary.study, _stdout(), redact(url), ran=summary.ran)
+        return
+    from search.runner import ended, start
+    from search.workers import run_workers
+
+    study, objective = start(spec, url)
+    before = ended(study)
+    if objective is not None:
+        passed = [arg for flag, value in (("--n-trials", n_trials), ("--timeout", timeout),
+                                          ("--data-path", data_path)) if value is not None
+                  for arg in (flag, str(value))]
+        with progress.TrialProgress(spec.study.metric) as display:
+            display.start(study, spec.study.n_trials)
+            codes = run_workers(study_file, url, count, per_worker, extra_args=passed,
+                                study=study, on_progress=display.update)
+        failed = [code for code in codes if code != 0]
+        if failed:
+            raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "
+                            "their errors are above")
+    progress.print_summary(study, _stdout(), redact(url), ran=ended(study) - before)
+
+
+@cli.command()
+@study_file_arg
+@_run_options
+@click.option("--threads", type=click.IntRange(min=1), metavar="T",
+              help="TensorFlow threads for this worker (default: TensorFlow's own choice).")
+def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
+           timeout: float | None, data_path: str | None, threads: int | None) -> None:
+    """Join the study of STUDY_FILE (creating it if needed) and run trials until its budget is
+    spent across all workers. Start as many as you like, on any machines, on one storage."""
+    from search.runner import run_study
+    from search.storage import resolve_url
+
+    if threads is not None:
+        os.environ["HPSEARCH_TF_THREADS"] = str(threads)
+    spec = _load(study_file, n_trials, timeout, data_path)
+    signal.signal(signal.SIGTERM, _interrupt)
+    # Workers of one study must not all draw the same configurations from the same seed.
+    offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
+    summary = run_study(spec, resolve_url(storage_url), seed_offset=offset)
+    logger.info("worker done: ran %d trials", summary.ran)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

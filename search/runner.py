@@ -10,20 +10,23 @@ import logging
 import math
 import os
 import socket
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.data import DatasetError
 from objectives.config import MAX_EPOCHS_ATTR
 from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
-from search.storage import open_storage, redact
+from search.slots import BudgetLock
+from search.storage import engine_kwargs, open_storage, redact
 from search.studyfile import StudyFile
 
 logger = logging.getLogger(__name__)
@@ -125,7 +128,7 @@ def _check_same_study(spec: StudyFile, study: optuna.Study) -> None:
         )
 
 
-def _ended(study: optuna.Study) -> int:
+def ended(study: optuna.Study) -> int:
     """Trials in a final state; waiting (enqueued) and running ones are not counted."""
     counts = count_states(study.get_trials(deepcopy=False))
     return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
@@ -179,39 +182,133 @@ class TrialReporter:
             self.on_progress(study)
 
 
-def _with_worker(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+def _with_worker(
+    objective: Callable[[optuna.Trial], float], on_created: Callable[[], None]
+) -> Callable[[optuna.Trial], float]:
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(trial: optuna.Trial) -> float:
+        on_created()  # the trial exists now: other workers may count it
         trial.set_user_attr("worker", worker)
         return objective(trial)
 
     return run
 
 
-def run_study(
-    spec: StudyFile,
-    storage_url: str,
-    *,
-    on_start: Callable[[optuna.Study, int | None], None] | None = None,
-    on_progress: Callable[[optuna.Study], None] | None = None,
-) -> RunSummary:
-    """Create or resume ``spec``'s study on ``storage_url`` and run it until its budget is spent.
+ObjectiveFn = Callable[[optuna.Trial], float]
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+POLL_S = 1.0
 
-    Everything that can be checked is checked before the storage is written to: the sampler and
-    pruner are built, the storage is reached, and the stored space (if any) compared.
+
+class WorkerLoop:
+    """Runs trials of one study until its budget is spent across all workers.
+
+    Before each trial the worker takes the study's budget lock, fails stale trials (whose
+    worker stopped beating), and counts: with N finished trials it stops; when finished plus
+    running trials already reach N it waits, since a running trial may still fail and free its
+    slot. An unreachable storage is retried with backoff for ``storage_wait`` seconds.
     """
-    sampler, pruner = make_sampler(spec), make_pruner(spec)
-    storage = open_storage(storage_url, create=True)
+
+    def __init__(self, spec: StudyFile, storage_url: str, study: optuna.Study,
+                 objective: Callable[[optuna.Trial], float], reporter: TrialReporter) -> None:
+        self.spec = spec
+        self.study = study
+        self.objective = objective
+        self.reporter = reporter
+        self.lock = BudgetLock(storage_url, spec.name, engine_kwargs(storage_url))
+
+    def run(self) -> None:
+        target, timeout = self.spec.study.n_trials, self.spec.study.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited_since: float | None = None
+        backoff = 1.0
+        try:
+            while not self.reporter.stopped_by_failures:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                try:
+                    if not self._one_trial(target):
+                        return
+                    waited_since, backoff = None, 1.0
+                except STORAGE_ERRORS as exc:
+                    self.lock.release()
+                    now = time.monotonic()
+                    waited_since = waited_since or now
+                    if now - waited_since > self.spec.workers.storage_wait:
+                        raise UserError(
+                            f"the storage stayed unreachable for "
+                            f"{self.spec.workers.storage_wait:g} s: {_first_line(exc)}"
+                        ) from None
+                    logger.warning("storage error (%s); retrying in %.0f s", _first_line(exc),
+                                   backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 16.0)
+        finally:
+            self.lock.dispose()
+
+    def _one_trial(self, target: int | None) -> bool:
+        """Run one trial if the budget allows; False when this worker is done."""
+        self.lock.acquire()
+        try:
+            if target is not None:
+                with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)
+                counts = count_states(self.study.get_trials(deepcopy=False))
+                finished = sum(counts[state] for state in FINISHED)
+                if finished >= target:
+                    return False
+                if finished + counts[TrialState.RUNNING] >= target:
+                    self.lock.release()
+                    time.sleep(POLL_S)  # a running trial may still fail and free its slot
+                    return True
+            self.study.optimize(
+                _with_worker(self.objective, self.lock.release), n_trials=1,
+                callbacks=[self.reporter], gc_after_trial=False,
+            )
+            return True
+        finally:
+            self.lock.release()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple[
+    optuna.storages.RDBStorage, optuna.Study | None, int
+]:
+    """Check everything that can be checked before trials run: sampler, pruner, storage,
+    stored space. Returns the storage, the existing study (if any) and its finished trials."""
+    sampler, pruner = make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
+    workers = spec.workers
+    storage = open_storage(
+        storage_url, create=True,
+        heartbeat=(workers.heartbeat_interval, workers.grace_period, workers.max_retry),
+    )
     existing = find_study(spec, storage, sampler=sampler, pruner=pruner)
-    target = spec.study.n_trials
     finished = 0
     if existing is not None:
         finished = sum(count_states(existing.get_trials(deepcopy=False))[s] for s in FINISHED)
-        if target is not None and finished >= target:
-            logger.info("study %r already has %d finished trials; nothing to run", spec.name,
-                        finished)
-            return RunSummary(study=existing, ran=0)
+    return storage, existing, finished
+
+
+def start(
+    spec: StudyFile, storage_url: str, *, seed_offset: int = 0
+) -> tuple[optuna.Study, ObjectiveFn | None]:
+    """Create or resume the study, with its objective ready; no objective when nothing is left.
+
+    Everything that can be checked is checked before the storage is written to: the sampler and
+    pruner are built, the storage is reached, the stored space (if any) compared and the data
+    loaded (which also fills this machine's data cache for every worker).
+    """
+    storage, existing, finished = prepare(spec, storage_url, seed_offset=seed_offset)
+    target = spec.study.n_trials
+    if existing is not None and target is not None and finished >= target:
+        logger.info("study %r already has %d finished trials; nothing to run", spec.name,
+                    finished)
+        return existing, None
     try:
         objective = load_objective(spec.study.objective)(
             space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
@@ -220,23 +317,36 @@ def run_study(
     except DatasetError as exc:
         raise UserError(str(exc)) from None
     # Created only now, so that a dataset that cannot be loaded leaves nothing in the storage.
-    study = existing or open_study(spec, storage, sampler=sampler, pruner=pruner)
+    study = existing or open_study(
+        spec, storage, sampler=make_sampler(spec, seed_offset=seed_offset),
+        pruner=make_pruner(spec),
+    )
     logger.info(
         "study %r on %s: %s trials finished, %s", spec.name, redact(storage_url), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
     )
+    return study, objective
+
+
+def run_study(
+    spec: StudyFile,
+    storage_url: str,
+    *,
+    on_start: Callable[[optuna.Study, int | None], None] | None = None,
+    on_progress: Callable[[optuna.Study], None] | None = None,
+    seed_offset: int = 0,
+) -> RunSummary:
+    """Create or resume ``spec``'s study on ``storage_url`` and run trials in this process until
+    the study's budget is spent (also when other workers run trials of the same study)."""
+    study, objective = start(spec, storage_url, seed_offset=seed_offset)
+    if objective is None:
+        return RunSummary(study=study, ran=0)
     reporter = TrialReporter(spec.study.metric, on_progress)
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [reporter]
-    if target is not None:
-        callbacks.insert(0, MaxTrialsCallback(target, states=FINISHED))
-    before = _ended(study)
+    before = ended(study)
     if on_start is not None:
-        on_start(study, target)
-    study.optimize(
-        _with_worker(objective), timeout=spec.study.timeout, callbacks=callbacks,
-        gc_after_trial=False,
-    )
-    ran = _ended(study) - before
+        on_start(study, spec.study.n_trials)
+    WorkerLoop(spec, storage_url, study, objective, reporter).run()
+    ran = ended(study) - before
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]
         raise UserError(

@@ -25,10 +25,11 @@ def _stable_enough() -> Iterator[None]:
         yield
 
 
-def make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with the study's seed."""
+def make_sampler(spec: StudyFile, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with the study's seed (plus ``seed_offset``, which keeps
+    several workers of one study from proposing the very same configurations)."""
     with _stable_enough():
-        return _make_sampler(spec)
+        return _make_sampler(spec, spec.study.seed + seed_offset)
 
 
 def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
@@ -37,8 +38,8 @@ def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
         return _make_pruner(spec)
 
 
-def _make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
-    config, seed = spec.sampler, spec.study.seed
+def _make_sampler(spec: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
+    config = spec.sampler
     if isinstance(config, TPESampler):
         return optuna.samplers.TPESampler(
             n_startup_trials=config.n_startup_trials, multivariate=config.multivariate,

@@ -7,18 +7,26 @@ password never appears in what we print: use :func:`redact` on any URL shown to 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import sqlite3
+import warnings
 from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from search.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 CONNECT_TIMEOUT_S = 10
+SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 
 
 def resolve_url(given: str | None) -> str:
@@ -42,7 +50,7 @@ def _parse(url: str) -> URL:
             f"malformed storage URL {redact(url)!r}: expected e.g. sqlite:///hpsearch.db or "
             "postgresql+psycopg://user@host:5432/db"
         ) from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise UserError(
             f"unsupported storage {parsed.get_backend_name()!r} in {redact(url)!r}: use sqlite "
             "or postgresql"
@@ -52,6 +60,11 @@ def _parse(url: str) -> URL:
             f"storage {redact(url)!r}: use the psycopg 3 driver, postgresql+psycopg://..."
         )
     return parsed
+
+
+def engine_kwargs(url: str) -> dict[str, object]:
+    """The SQLAlchemy engine options hpsearch uses for ``url``."""
+    return _engine_kwargs(_parse(url))
 
 
 def _engine_kwargs(parsed: URL) -> dict[str, object]:
@@ -71,11 +84,50 @@ def _sqlite_path(parsed: URL) -> Path | None:
     return Path(database)
 
 
-def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
+@contextlib.contextmanager
+def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Iterator[None]:
+    """Workers that start together on an empty database would all create Optuna's tables at
+    once and collide; the first creates them while the others wait."""
+    if not needed:
+        yield
+        return
+    path = _sqlite_path(parsed)
+    if path is not None:
+        with open(f"{path}.schema.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(parsed, poolclass=NullPool, **kwargs)  # type: ignore[arg-type]
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+    finally:
+        engine.dispose()
+
+
+def _use_wal(path: Path) -> None:
+    """Write-ahead logging lets readers and one writer work at once: several workers on one
+    machine then wait less for each other. The setting is stored in the database file."""
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def open_storage(
+    url: str, *, create: bool, heartbeat: tuple[int, int, int] | None = None
+) -> optuna.storages.RDBStorage:
     """Open the storage at ``url`` after checking that it can be reached.
 
     With ``create=False`` (reading commands) a storage that does not exist yet is an error
-    rather than being created empty.
+    rather than being created empty. ``heartbeat`` is (interval, grace period, retries): a
+    running trial whose worker stops beating for the grace period is failed by the next worker
+    that looks, and run again with the same parameters up to ``retries`` times.
 
     Raises:
         UserError: the URL is malformed, names an unknown driver, or the database cannot be
@@ -104,8 +156,22 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
         raise UserError(f"cannot reach storage {shown!r}: {reason}") from None
     if not create and not has_tables:
         raise UserError(f"storage {shown!r} holds no studies")
+    if parsed.get_backend_name() == "sqlite" and path is not None:
+        _use_wal(path)
+    options: dict[str, Any] = {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat is not None:
+                interval, grace, retries = heartbeat
+                options = dict(
+                    heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
+                    ),
+                )
+            with _schema_lock(parsed, kwargs, needed=create and not has_tables):
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"cannot open storage {shown!r}: {reason}") from None

@@ -132,6 +132,25 @@ PrunerConfig = Annotated[
 ]
 
 
+class WorkersSection(_Section):
+    """How workers watch each other: heartbeats, retries of dead workers' trials, patience
+    with an unreachable database. Not part of what must match when a study is resumed."""
+
+    heartbeat_interval: int = Field(default=10, ge=1)
+    grace_period: int = Field(default=60, ge=2)
+    max_retry: int = Field(default=1, ge=0)
+    storage_wait: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _grace_exceeds_interval(self) -> WorkersSection:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                "`grace_period > heartbeat_interval` must hold, but got (grace_period="
+                f"{self.grace_period}, heartbeat_interval={self.heartbeat_interval})"
+            )
+        return self
+
+
 class FixedTrial(BaseModel):
     """A configuration to run as it is, before the sampler proposes any (``[[fixed_trials]]``).
 
@@ -163,6 +182,7 @@ class StudyFile(_Section):
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     space: SearchSpace = SearchSpace()
+    workers: WorkersSection = WorkersSection()
     fixed_trials: list[FixedTrial] = []
 
     @model_validator(mode="before")
@@ -300,7 +320,7 @@ def _did_you_mean(raw_loc: tuple[Any, ...], loc: list[Any]) -> str:
 def _known_keys(section: list[Any]) -> list[str]:
     models: dict[str, type[BaseModel]] = {
         "study": StudySection, "data": DataConfig, "training": TrainingConfig,
-        "space": SearchSpace,
+        "space": SearchSpace, "workers": WorkersSection,
     }
     if not section:
         return list(StudyFile.model_fields)

@@ -1,0 +1,71 @@
+"""Several worker processes on this machine: ``hpsearch run FILE --workers K``.
+
+Each worker is an ``hpsearch worker`` process on the same study and storage; the storage
+coordinates them. TensorFlow's thread pools are sized so that K workers x T threads do not
+exceed the cores unless told otherwise. The storage URL reaches the workers through the
+environment, so a password in it never shows in a process list.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "HPSEARCH_TF_THREADS"
+
+
+def resolve_layout(workers: str, threads: int | None, cores: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): ``auto`` is one worker per core, one thread each."""
+    cores = cores or os.cpu_count() or 1
+    count = cores if workers == "auto" else int(workers)
+    return count, threads if threads is not None else max(1, cores // count)
+
+
+def run_workers(
+    study_file: Path, storage_url: str, count: int, threads: int, *, extra_args: list[str],
+    study: optuna.Study, on_progress: Callable[[optuna.Study], None],
+) -> list[int]:
+    """Start ``count`` workers, show their combined progress, wait for them; their exit codes.
+
+    Ctrl-C or SIGTERM is passed on to every worker, which fails its running trial and exits,
+    leaving the study resumable.
+    """
+    env = {**os.environ, "HPSEARCH_STORAGE": storage_url, THREADS_ENV: str(threads)}
+    command = [sys.executable, "-m", "search.cli", "worker", str(study_file), *extra_args]
+    processes = [subprocess.Popen(command, env=env) for _ in range(count)]
+    logger.info("started %d workers x %d TensorFlow threads (pids %s)", count, threads,
+                ", ".join(str(p.pid) for p in processes))
+
+    def forward(signum: int, frame: Any) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while any(p.poll() is None for p in processes):
+            on_progress(study)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    on_progress(study)
+    return [p.returncode for p in processes]

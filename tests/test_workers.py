@@ -1,0 +1,199 @@
+"""Several real worker processes on one study, on PostgreSQL and SQLite: the budget is exact,
+a worker killed with SIGKILL has its trial retried, SIGTERM leaves nothing running, and
+workers carry on when the database drops their connections."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
+
+STUDY = """
+[study]
+name = "shared"
+n_trials = {n_trials}
+seed = 5
+
+[pruner]
+type = "none"
+
+[data]
+dataset = "stub"
+
+[training]
+max_epochs = {epochs}
+early_stopping_patience = {epochs}
+
+[workers]
+heartbeat_interval = 1
+grace_period = 4
+max_retry = 1
+storage_wait = 60
+
+[space]
+n_layers = {{low = 1, high = 2}}
+units = {{low = 32, high = 96}}
+optimizer = ["adam", "rmsprop"]
+batch_size = 64
+"""
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name="shared", storage=url).trials
+    except KeyError:
+        return []
+
+
+def _finished(url: str) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in _trials(url) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def _worker(study_file: Path, url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "1"],
+                            env={**os.environ, "HPSEARCH_STORAGE": url},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(workers: list[subprocess.Popen[str]], seconds: float = 300) -> list[str]:
+    errors = []
+    for worker in workers:
+        try:
+            _, stderr = worker.communicate(timeout=seconds)
+        finally:
+            worker.kill()
+        errors.append(stderr)
+    return errors
+
+
+def test_three_workers_end_with_exactly_n_trials(
+    write_study: Callable[..., Path], storage_url: str
+) -> None:
+    study_file = write_study(STUDY.format(n_trials=7, epochs=2))
+    workers = [_worker(study_file, storage_url) for _ in range(3)]
+    errors = _finish(workers)
+    assert [w.returncode for w in workers] == [0, 0, 0], errors
+    assert all("Traceback" not in e for e in errors)
+    trials = _trials(storage_url)
+    assert len(_finished(storage_url)) == 7
+    assert [t.state for t in trials].count(TrialState.RUNNING) == 0
+    configurations = [tuple(sorted(t.params.items())) for t in _finished(storage_url)]
+    assert len(set(configurations)) == 7  # the workers did not all draw the same ones
+    assert all({"n_layers", "units_l0", "optimizer", "learning_rate"} <= set(t.params)
+               for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2
+
+
+def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
+    write_study: Callable[..., Path], storage_url: str
+) -> None:
+    study_file = write_study(STUDY.format(n_trials=3, epochs=12))
+    victim = _worker(study_file, storage_url)
+    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+                          and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                          for t in _trials(storage_url)), 120, "the victim mid-trial")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = next(t for t in _trials(storage_url) if t.state == TrialState.RUNNING)
+    survivor = _worker(study_file, storage_url)
+    errors = _finish([survivor])
+    assert survivor.returncode == 0, errors
+    trials = _trials(storage_url)
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1
+    assert retries[0].params == killed.params
+    assert retries[0].state == TrialState.COMPLETE
+    assert len(_finished(storage_url)) == 3
+
+
+def test_sigterm_leaves_no_trial_running(
+    write_study: Callable[..., Path], storage_url: str
+) -> None:
+    study_file = write_study(STUDY.format(n_trials=3, epochs=12))
+    worker = _worker(study_file, storage_url)
+    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+                          for t in _trials(storage_url)), 120, "a trial mid-training")
+    worker.send_signal(signal.SIGTERM)
+    errors = _finish([worker], 60)
+    assert worker.returncode == 130, errors
+    assert TrialState.RUNNING not in [t.state for t in _trials(storage_url)]
+
+
+def test_workers_carry_on_when_the_database_drops_their_connections(
+    write_study: Callable[..., Path], postgres_url: str
+) -> None:
+    study_file = write_study(STUDY.format(n_trials=6, epochs=3))
+    database = sqlalchemy.engine.make_url(postgres_url).database
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    workers = [_worker(study_file, postgres_url) for _ in range(2)]
+    terminated = 0
+    stop = threading.Event()
+
+    def terminate_connections() -> None:
+        nonlocal terminated
+        while not stop.is_set() and terminated < 3:
+            time.sleep(3)
+            with admin.connect() as connection:
+                killed = connection.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+                ).scalar()
+            terminated += 1 if killed else 0
+
+    killer = threading.Thread(target=terminate_connections)
+    killer.start()
+    try:
+        errors = _finish(workers)
+    finally:
+        stop.set()
+        killer.join()
+        admin.dispose()
+    assert terminated >= 1
+    assert [w.returncode for w in workers] == [0, 0], errors
+    _wait_for(lambda: len(_finished(postgres_url)) == 6, 60, "six finished trials")
+
+
+def test_run_with_local_workers_never_prints_the_password(
+    write_study: Callable[..., Path], postgres_url: str
+) -> None:
+    url = sqlalchemy.engine.make_url(postgres_url).set(password="s3cret").render_as_string(
+        hide_password=False)  # trust auth: the server ignores it, hpsearch must hide it
+    study_file = write_study(STUDY.format(n_trials=4, epochs=2))
+    done = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url, "--workers", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "started 2 workers x 1 TensorFlow threads" in done.stderr
+    assert "postgres:***@" in done.stdout
+    assert len(_finished(postgres_url)) == 4
+
+
+def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
+    from search.workers import resolve_layout
+
+    assert resolve_layout("auto", None, cores=2) == (2, 1)
+    assert resolve_layout("1", None, cores=8) == (1, 8)
+    assert resolve_layout("3", None, cores=8) == (3, 2)
+    assert resolve_layout("4", 3, cores=8) == (4, 3)  # told otherwise
