@@ -114,8 +114,9 @@ def _run_options(command: Any) -> Any:
                      help="Total finished trials the study should reach."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
                      metavar="SECONDS", help="Stop starting trials after this many seconds."),
-        click.option("--data-path", metavar="PATH",
-                     help="The dataset's local copy (overrides [data] path)."),
+        click.option("--data-path", metavar="PATH", envvar="HPSEARCH_DATA_PATH",
+                     help="The dataset's local copy (overrides [data] path; also "
+                          "$HPSEARCH_DATA_PATH)."),
     ]):
         command = option(command)
     return command
@@ -126,7 +127,7 @@ def _load(study_file: Path, n_trials: int | None, timeout: float | None,
     from search import studyfile
 
     return studyfile.load(study_file, {"study": {"n_trials": n_trials, "timeout": timeout},
-                                       "data": {"path": data_path}})
+                                       "data": {"path": data_path or None}})
 
 
 @cli.command()
@@ -276,14 +277,17 @@ def best(storage_url: str | None, study_name: str | None) -> None:
 def dashboard(storage_url: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard on the storage and print its address."""
     from search.dashboard import serve
+    from search.storage import resolve_url
 
-    serve(_open(storage_url), host=host, port=port)
+    # A database server may be empty still (workers not started yet); a SQLite file must exist.
+    url = resolve_url(storage_url)
+    serve(_open(url, create=not url.startswith("sqlite")), host=host, port=port)
 
 
-def _open(storage_url: str | None) -> Any:
+def _open(storage_url: str | None, *, create: bool = False) -> Any:
     from search.storage import open_storage, resolve_url
 
-    return open_storage(resolve_url(storage_url), create=False)
+    return open_storage(resolve_url(storage_url), create=create)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+import sqlalchemy
 from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.data import DatasetError
@@ -246,15 +247,36 @@ class WorkerLoop:
         finally:
             self.lock.dispose()
 
+    def _counts(self) -> dict[TrialState, int]:
+        """Trials by state, counted by the database rather than by loading every trial."""
+        counts = {state: 0 for state in TrialState}
+        storage = self.study._storage
+        engine = getattr(storage, "engine", None) or getattr(
+            getattr(storage, "_backend", None), "engine", None)
+        if engine is None:  # not an RDB storage: count the slow way
+            return count_states(self.study.get_trials(deepcopy=False))
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :study "
+                                "GROUP BY state"),
+                {"study": self.study._study_id},
+            )
+            for state, count in rows:
+                counts[TrialState[state]] = int(count)
+        return counts
+
     def _one_trial(self, target: int | None) -> bool:
         """Run one trial if the budget allows; False when this worker is done."""
         self.lock.acquire()
         try:
             if target is not None:
-                with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(self.study)
-                counts = count_states(self.study.get_trials(deepcopy=False))
+                counts = self._counts()
+                if sum(counts[s] for s in FINISHED) + counts[TrialState.RUNNING] >= target:
+                    # The budget looks spent; trials of dead workers may hold slots.
+                    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(self.study)
+                    counts = self._counts()
                 finished = sum(counts[state] for state in FINISHED)
                 if finished >= target:
                     return False

@@ -17,7 +17,6 @@ from types import TracebackType
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 
 class BudgetLock:
@@ -39,8 +38,10 @@ class BudgetLock:
             self._file = Path(f"{database}.{study_name}.lock") if database not in (
                 "", ":memory:") else None
         else:
-            kwargs = {k: v for k, v in engine_kwargs.items() if k == "connect_args"}
-            self._engine = sqlalchemy.create_engine(parsed, poolclass=NullPool, **kwargs)
+            # A pooled connection, checked before use: taking the lock costs one round trip.
+            self._engine = sqlalchemy.create_engine(
+                parsed, pool_size=1, max_overflow=0, **engine_kwargs  # type: ignore[arg-type]
+            )
 
     def acquire(self) -> None:
         if self._file is not None:
@@ -62,8 +63,11 @@ class BudgetLock:
             if self._connection is not None:
                 try:
                     self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
+                except Exception:
+                    self._connection.invalidate()  # a dead session holds no lock any more
+                    raise
                 finally:
-                    self._connection.close()  # closing ends the session and its lock anyway
+                    self._connection.close()
                     self._connection = None
 
     def __enter__(self) -> BudgetLock:
