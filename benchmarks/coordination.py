@@ -46,7 +46,8 @@ def worker(study_file: str, url: str, out: str) -> None:
 
     from objectives.space import suggest
     from search import studyfile
-    from search.runner import TrialReporter, WorkerLoop, open_study, prepare
+    from search.runner import TrialReporter, WorkerLoop, prepare
+    from search.studies import open_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = studyfile.load(study_file)

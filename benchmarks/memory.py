@@ -66,7 +66,8 @@ def main() -> None:
     if 10 in rss and args.trials in rss:
         growth = rss[args.trials] - rss[10]
         verdict = "OK" if growth < 150 else "TOO MUCH"
-        print(f"growth from trial 10 to {args.trials}: {growth:+.1f} MB ({verdict}, target < 150 MB)")
+        print(f"growth from trial 10 to {args.trials}: {growth:+.1f} MB ({verdict}, "
+              "target < 150 MB)")
 
 
 if __name__ == "__main__":

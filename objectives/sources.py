@@ -135,7 +135,9 @@ def read_batches(path: Path) -> Arrays:
             try:
                 batches[base] = pickle.load(io.BytesIO(data), encoding="bytes")
             except Exception as exc:  # a damaged pickle raises many kinds
-                raise DatasetError(f"{path}: {name} is not a CIFAR-10 batch ({_reason(exc)})") from None
+                raise DatasetError(
+                    f"{path}: {name} is not a CIFAR-10 batch ({_reason(exc)})"
+                ) from None
     missing = sorted(BATCH_NAMES - {"batches.meta"} - set(batches))
     if missing:
         raise DatasetError(f"{path}: CIFAR-10 batches missing: {', '.join(missing)}")

@@ -118,7 +118,9 @@ class Numeric(_Param[T], Generic[T]):
                 raise ValueError("`log` and `step` apply only to a `low`/`high` range")
             return self
         if self.low is None or self.high is None:
-            raise ValueError(f"a range needs both `low` and `high`, but got (low={self.low}, high={self.high})")
+            raise ValueError(
+                f"a range needs both `low` and `high`, but got (low={self.low}, high={self.high})"
+            )
         if self.low > self.high:  # type: ignore[operator]
             raise ValueError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
         if self.log and self.low <= 0:  # type: ignore[operator]
@@ -155,10 +157,14 @@ class Numeric(_Param[T], Generic[T]):
     def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
         if self.low is None:
             return super().suggest(trial, name)
-        if isinstance(self.low, int):
-            step = 1 if self.step is None else int(self.step)  # type: ignore[arg-type]
-            return trial.suggest_int(name, self.low, int(self.high), step=step, log=self.log)  # type: ignore[arg-type]
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)  # type: ignore[arg-type]
+        low, high, step = self.low, self.high, self.step  # T is int or float here
+        step_value: Any = step
+        if isinstance(low, int) and isinstance(high, int):
+            return trial.suggest_int(name, low, high,
+                                     step=1 if step is None else int(step_value), log=self.log)
+        assert isinstance(low, (int, float)) and isinstance(high, (int, float))
+        return trial.suggest_float(name, float(low), float(high), log=self.log,
+                                   step=None if step is None else float(step_value))
 
 
 Depth = Annotated[int, Field(ge=1, le=16)]
@@ -237,7 +243,8 @@ class SearchSpace(BaseModel):
         problems = []
         for name, value in params.items():
             entry_name = "units" if re.fullmatch(r"units_l\d+", name) else name
-            entry = getattr(self, entry_name, None) if entry_name in type(self).model_fields else None
+            known = entry_name in type(self).model_fields
+            entry = getattr(self, entry_name) if known else None
             if entry is None:
                 problems.append(f"{name}: not a parameter of the space")
             elif not entry.contains(value):

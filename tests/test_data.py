@@ -6,7 +6,6 @@ the same images), so nothing here needs a download or ../shared.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import subprocess

@@ -147,6 +147,8 @@ def test_trials_leave_no_traced_graphs_behind() -> None:
 
     registry = _gradient_registry()
     study = optuna.create_study(direction="maximize")
+    for config in (GOOD, {**GOOD, "units_l0": 32}, {**GOOD, "batch_norm": True}):
+        study.enqueue_trial(config)
     study.optimize(objective(max_epochs=1), n_trials=1)  # the first trial warms up Keras
     before = set(registry)
     study.optimize(objective(max_epochs=1), n_trials=2)

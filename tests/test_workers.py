@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 

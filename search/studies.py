@@ -1,0 +1,101 @@
+"""Studies in the storage: created from a study file, or resumed only if they were made from
+the same search space (resuming must never silently mix two spaces)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from objectives.config import MAX_EPOCHS_ATTR
+from search.errors import UserError
+from search.studyfile import StudyFile
+
+STUDY_ATTR = "hpsearch"  # study user attribute: the fingerprint and the study file it came from
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def fingerprint_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The keys on which two study fingerprints differ, as ``key: stored X, file Y``."""
+    old, new = _flatten(stored), _flatten(wanted)
+    return [
+        f"{key}: stored {old.get(key, '(absent)')!r}, file {new.get(key, '(absent)')!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+def open_study(
+    spec: StudyFile, storage: optuna.storages.BaseStorage, *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
+    """Create the study, or load it if it exists and was made from the same search space.
+
+    Raises:
+        UserError: a study of that name exists with another space, metric or objective (resuming
+            must not silently mix two spaces), or was not created by hpsearch.
+    """
+    kwargs: dict[str, Any] = dict(
+        study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner
+    )
+    existing = find_study(spec, storage, sampler=sampler, pruner=pruner)
+    if existing is not None:
+        return existing
+    try:
+        study = optuna.create_study(direction=spec.study.resolved_direction, **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it meanwhile
+        study = optuna.load_study(**kwargs)
+        _check_same_study(spec, study)
+        return study
+    study.set_user_attr(
+        STUDY_ATTR, {"fingerprint": spec.fingerprint(), "study_file": spec.model_dump(mode="json")}
+    )
+    for fixed in spec.fixed_trials:  # only by the process that created the study
+        attrs: dict[str, Any] = {"label": fixed.label}
+        if fixed.max_epochs is not None:
+            attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
+        study.enqueue_trial(fixed.params(), user_attrs=attrs)
+    return study
+
+
+def find_study(
+    spec: StudyFile, storage: optuna.storages.BaseStorage, *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study | None:
+    """The stored study of ``spec``'s name, checked against ``spec``; None if there is none."""
+    try:
+        study = optuna.load_study(
+            study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner
+        )
+    except KeyError:
+        return None
+    _check_same_study(spec, study)
+    return study
+
+
+def _check_same_study(spec: StudyFile, study: optuna.Study) -> None:
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if not isinstance(stored, dict) or "fingerprint" not in stored:
+        raise UserError(
+            f"study {spec.name!r} exists in this storage but was not created by hpsearch; "
+            "choose another [study] name"
+        )
+    differences = fingerprint_differences(stored["fingerprint"], spec.fingerprint())
+    if differences:
+        shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
+        raise UserError(
+            f"study {spec.name!r} exists with a different search space ({shown}): resuming "
+            "would mix two spaces; give the study another name"
+        )
+
+
