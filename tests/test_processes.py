@@ -8,10 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from conftest import wait_for
 
 import optuna
 import pytest
@@ -44,15 +45,6 @@ batch_size = 64
 """
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-
-
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
     try:
         return optuna.load_study(study_name="slow", storage=url).trials
@@ -69,7 +61,7 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
     worker = subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+        wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                               for t in _trials(url)), 120, "a trial in the middle of training")
         worker.send_signal(signum)
         _, stderr = worker.communicate(timeout=60)
@@ -110,7 +102,7 @@ def test_dashboard_answers_on_its_address(
             except OSError:
                 return False
 
-        _wait_for(answers, 60, "the dashboard")
+        wait_for(answers, 60, "the dashboard")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
             studies = json.load(r)["study_summaries"]
         assert [s["study_name"] for s in studies] == ["tiny"]

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from conftest import wait_for
+
 import optuna
 import sqlalchemy
 from optuna.trial import TrialState
@@ -60,15 +62,6 @@ def _finished(url: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in _trials(url) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-
-
 def _worker(study_file: Path, url: str) -> subprocess.Popen[str]:
     return subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "1"],
                             env={**os.environ, "HPSEARCH_STORAGE": url},
@@ -109,7 +102,7 @@ def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
 ) -> None:
     study_file = write_study(STUDY.format(n_trials=3, epochs=12))
     victim = _worker(study_file, storage_url)
-    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+    wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                           and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
                           for t in _trials(storage_url)), 120, "the victim mid-trial")
     victim.send_signal(signal.SIGKILL)
@@ -132,7 +125,7 @@ def test_sigterm_leaves_no_trial_running(
 ) -> None:
     study_file = write_study(STUDY.format(n_trials=3, epochs=12))
     worker = _worker(study_file, storage_url)
-    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+    wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                           for t in _trials(storage_url)), 120, "a trial mid-training")
     worker.send_signal(signal.SIGTERM)
     errors = _finish([worker], 60)
@@ -171,7 +164,7 @@ def test_workers_carry_on_when_the_database_drops_their_connections(
         admin.dispose()
     assert terminated >= 1
     assert [w.returncode for w in workers] == [0, 0], errors
-    _wait_for(lambda: len(_finished(postgres_url)) == 6, 60, "six finished trials")
+    wait_for(lambda: len(_finished(postgres_url)) == 6, 60, "six finished trials")
 
 
 def test_run_with_local_workers_never_prints_the_password(
