@@ -25,7 +25,7 @@ from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
-from search.storage import engine_kwargs, open_storage, redact
+from search.storage import database_error, engine_kwargs, open_storage, redact
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 
@@ -151,9 +151,9 @@ class WorkerLoop:
                     if now - waited_since > self.spec.workers.storage_wait:
                         raise UserError(
                             f"the storage stayed unreachable for "
-                            f"{self.spec.workers.storage_wait:g} s: {_first_line(exc)}"
+                            f"{self.spec.workers.storage_wait:g} s: {database_error(exc)}"
                         ) from None
-                    logger.warning("storage error (%s); retrying in %.0f s", _first_line(exc),
+                    logger.warning("storage error (%s); retrying in %.0f s", database_error(exc),
                                    backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 16.0)
@@ -204,11 +204,6 @@ class WorkerLoop:
             return True
         finally:
             self.lock.release()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple[

@@ -34,6 +34,12 @@ def resolve_url(given: str | None) -> str:
     return given or os.environ.get("HPSEARCH_STORAGE") or DEFAULT_STORAGE
 
 
+def database_error(exc: BaseException) -> str:
+    """The driver's own first line for a database error, without SQLAlchemy's wrapping."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def redact(url: str) -> str:
     """The URL as it may be shown: the password, if any, replaced by ``***``."""
     try:
@@ -152,8 +158,7 @@ def open_storage(
     except ModuleNotFoundError as exc:
         raise UserError(f"storage {shown!r}: its driver is not installed ({exc.name})") from None
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise UserError(f"cannot reach storage {shown!r}: {reason}") from None
+        raise UserError(f"cannot reach storage {shown!r}: {database_error(exc)}") from None
     if not create and not has_tables:
         raise UserError(f"storage {shown!r} holds no studies")
     if parsed.get_backend_name() == "sqlite" and path is not None:
@@ -173,5 +178,4 @@ def open_storage(
             with _schema_lock(parsed, kwargs, needed=create and not has_tables):
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise UserError(f"cannot open storage {shown!r}: {reason}") from None
+        raise UserError(f"cannot open storage {shown!r}: {database_error(exc)}") from None

@@ -108,6 +108,9 @@ def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed = next(t for t in _trials(storage_url) if t.state == TrialState.RUNNING)
+    status = subprocess.run([HPSEARCH, "status", "--storage", storage_url], capture_output=True,
+                            text=True, timeout=60)
+    assert f"running: trial {killed.number} on {killed.user_attrs['worker']}, " in status.stdout
     survivor = _worker(study_file, storage_url)
     errors = _finish([survivor])
     assert survivor.returncode == 0, errors
