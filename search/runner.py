@@ -84,9 +84,11 @@ class TrialReporter:
         self.on_progress = on_progress
         self.consecutive_failures = 0
         self.stopped_by_failures = False
+        self.ran = 0  # trials this process ran; other workers' trials end without calling us
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         logger.info(describe_trial(trial, self.metric))
+        self.ran += 1
         failed = trial.state == TrialState.FAIL
         self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
         if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -272,15 +274,13 @@ def run_study(
     if objective is None:
         return RunSummary(study=study, ran=0)
     reporter = TrialReporter(spec.study.metric, on_progress)
-    before = ended(study)
     if on_start is not None:
         on_start(study, spec.study.n_trials)
     WorkerLoop(spec, storage_url, study, objective, reporter).run()
-    ran = ended(study) - before
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]
         raise UserError(
             f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row; the last one: "
             f"{last.user_attrs.get('fail_reason', 'no reason recorded')}"
         )
-    return RunSummary(study=study, ran=ran)
+    return RunSummary(study=study, ran=reporter.ran)
