@@ -6,6 +6,7 @@ and pruned trials (failed ones are run again). ``timeout`` bounds one invocation
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -146,28 +147,65 @@ class WorkerLoop:
                     if not self._one_trial(target):
                         return
                     waited_since, backoff = None, 1.0
-                except STORAGE_ERRORS as exc:
+                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                    # Another worker took this trial for dead (no heartbeat for the grace
+                    # period, e.g. during a database outage) and has queued it again.
+                    self.lock.release()
+                    logger.warning("trial result not stored: %s", exc)
+                except Exception as error:
+                    cause = _storage_failure(error)
+                    if cause is None:
+                        raise
                     self.lock.release()
                     now = time.monotonic()
                     waited_since = waited_since or now
                     if now - waited_since > self.spec.workers.storage_wait:
                         raise UserError(
                             f"the storage stayed unreachable for "
-                            f"{self.spec.workers.storage_wait:g} s: {database_error(exc)}"
+                            f"{self.spec.workers.storage_wait:g} s: {database_error(cause)}"
                         ) from None
-                    logger.warning("storage error (%s); retrying in %.0f s", database_error(exc),
+                    logger.warning("storage error (%s); retrying in %.0f s", database_error(cause),
                                    backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 16.0)
         finally:
             self.lock.dispose()
 
+    def _engine(self) -> sqlalchemy.Engine | None:
+        storage = self.study._storage
+        return getattr(storage, "engine", None) or getattr(
+            getattr(storage, "_backend", None), "engine", None)
+
+    def _fail_trials_that_never_beat(self) -> None:
+        """Fail running trials that never recorded a heartbeat and started over a grace period
+        ago: their worker lost the database (or died) between creating the trial and its first
+        beat, and Optuna's own staleness check only sees trials that did beat once."""
+        engine = self._engine()
+        if engine is None:
+            return
+        grace = dt.timedelta(seconds=self.spec.workers.grace_period)
+        cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - grace  # stored as UTC
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text(
+                "SELECT t.trial_id, t.datetime_start FROM trials t LEFT JOIN trial_heartbeats h "
+                "ON h.trial_id = t.trial_id WHERE t.study_id = :study AND t.state = 'RUNNING' "
+                "AND h.trial_id IS NULL"), {"study": self.study._study_id}).all()
+        storage = self.study._storage
+        for trial_id, started in rows:
+            if started is None or started >= cutoff:
+                continue
+            try:
+                if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                    storage.set_trial_user_attr(
+                        trial_id, "fail_reason",
+                        "its worker lost the storage before the first heartbeat")
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker got there first
+
     def _counts(self) -> dict[TrialState, int]:
         """Trials by state, counted by the database rather than by loading every trial."""
         counts = {state: 0 for state in TrialState}
-        storage = self.study._storage
-        engine = getattr(storage, "engine", None) or getattr(
-            getattr(storage, "_backend", None), "engine", None)
+        engine = self._engine()
         if engine is None:  # not an RDB storage: count the slow way
             return count_states(self.study.get_trials(deepcopy=False))
         with engine.connect() as connection:
@@ -191,6 +229,7 @@ class WorkerLoop:
                     with warnings.catch_warnings():  # "experimental" since Optuna 2.9
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         optuna.storages.fail_stale_trials(self.study)
+                    self._fail_trials_that_never_beat()
                     counts = self._counts()
                 finished = sum(counts[state] for state in FINISHED)
                 if finished >= target:
@@ -206,6 +245,21 @@ class WorkerLoop:
             return True
         finally:
             self.lock.release()
+
+
+def _storage_failure(error: BaseException) -> BaseException | None:
+    """The storage error behind ``error``, if any.
+
+    When the database fails while Optuna records a trial's end, Optuna's own bookkeeping can
+    raise a different error (an AssertionError in Optuna 5.0) on top of the storage error; the
+    chain of causes still holds the real one.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, STORAGE_ERRORS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple[

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import warnings
@@ -25,6 +26,8 @@ from sqlalchemy.pool import NullPool
 from search.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
+logger = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT_S = 10
 SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 
@@ -118,6 +121,22 @@ def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Ite
         engine.dispose()
 
 
+class _HeartbeatTolerantStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose heartbeat survives a database hiccup.
+
+    Optuna beats from a thread that dies, with a traceback, on the first failed write; the
+    trial would then look dead to other workers while it still trains. Here a failed beat is
+    logged in one line and tried again at the next interval.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            logger.warning("heartbeat of trial %d not recorded: %s", trial_id,
+                           database_error(exc))
+
+
 def _use_wal(path: Path) -> None:
     """Write-ahead logging lets readers and one writer work at once: several workers on one
     machine then wait less for each other. The setting is stored in the database file."""
@@ -176,6 +195,6 @@ def open_storage(
                     ),
                 )
             with _schema_lock(parsed, kwargs, needed=create and not has_tables):
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
+                return _HeartbeatTolerantStorage(url, engine_kwargs=kwargs, **options)
     except SQLAlchemyError as exc:
         raise UserError(f"cannot open storage {shown!r}: {database_error(exc)}") from None
