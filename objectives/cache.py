@@ -56,10 +56,10 @@ def derived_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-Arrays = dict[str, np.ndarray]
+ArrayMap = dict[str, np.ndarray]
 
 
-def _open(entry: Path) -> tuple[Arrays, dict[str, object]] | None:
+def _open(entry: Path) -> tuple[ArrayMap, dict[str, object]] | None:
     meta_file = entry / "meta.json"
     if not meta_file.exists():
         return None
@@ -72,8 +72,8 @@ def _open(entry: Path) -> tuple[Arrays, dict[str, object]] | None:
 
 
 def load_or_build(
-    key: str, build: Callable[[], tuple[Arrays, dict[str, object]]]
-) -> tuple[Arrays, dict[str, object]]:
+    key: str, build: Callable[[], tuple[ArrayMap, dict[str, object]]]
+) -> tuple[ArrayMap, dict[str, object]]:
     """The cached arrays of ``key``, memory-mapped; ``build`` makes them when they are absent.
 
     Raises:
