@@ -33,6 +33,7 @@ from search.studyfile import StudyFile
 logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ObjectiveFn = Callable[[optuna.Trial], float]
 MAX_CONSECUTIVE_FAILURES = 5
 
 
@@ -99,9 +100,7 @@ class TrialReporter:
             self.on_progress(study)
 
 
-def _with_worker(
-    objective: Callable[[optuna.Trial], float], on_created: Callable[[], None]
-) -> Callable[[optuna.Trial], float]:
+def _with_worker(objective: ObjectiveFn, on_created: Callable[[], None]) -> ObjectiveFn:
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(trial: optuna.Trial) -> float:
@@ -112,7 +111,6 @@ def _with_worker(
     return run
 
 
-ObjectiveFn = Callable[[optuna.Trial], float]
 STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
 POLL_S = 1.0
 
@@ -127,7 +125,7 @@ class WorkerLoop:
     """
 
     def __init__(self, spec: StudyFile, storage_url: str, study: optuna.Study,
-                 objective: Callable[[optuna.Trial], float], reporter: TrialReporter) -> None:
+                 objective: ObjectiveFn, reporter: TrialReporter) -> None:
         self.spec = spec
         self.study = study
         self.objective = objective
@@ -150,13 +148,11 @@ class WorkerLoop:
                 except optuna.exceptions.UpdateFinishedTrialError as exc:
                     # Another worker took this trial for dead (no heartbeat for the grace
                     # period, e.g. during a database outage) and has queued it again.
-                    self.lock.release()
                     logger.warning("trial result not stored: %s", exc)
                 except Exception as error:
                     cause = _storage_failure(error)
                     if cause is None:
                         raise
-                    self.lock.release()
                     now = time.monotonic()
                     waited_since = waited_since or now
                     if now - waited_since > self.spec.workers.storage_wait:

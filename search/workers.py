@@ -23,6 +23,13 @@ import optuna
 logger = logging.getLogger(__name__)
 
 THREADS_ENV = "HPSEARCH_TF_THREADS"
+GRACE_S = 10.0  # how long workers hit by Ctrl-C get to stop before they are terminated
+
+
+def _wait_all(processes: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(0.1)
 
 
 def resolve_layout(workers: str, threads: int | None, cores: int | None = None) -> tuple[int, int]:
@@ -47,18 +54,23 @@ def run_workers(
     logger.info("started %d workers x %d TensorFlow threads (pids %s)", count, threads,
                 ", ".join(str(p.pid) for p in processes))
 
-    def forward(signum: int, frame: Any) -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        terminated.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while any(p.poll() is None for p in processes):
             on_progress(study)
             time.sleep(1.0)
     except KeyboardInterrupt:
+        # Each worker is told once: a second signal would interrupt it while it records its
+        # running trial as failed. Ctrl-C on a terminal already reached the whole process
+        # group, so then the workers get a moment to stop by themselves first.
+        if not terminated:
+            _wait_all(processes, GRACE_S)
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

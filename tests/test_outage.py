@@ -166,4 +166,5 @@ def test_a_database_that_stays_down_ends_the_worker_with_one_line(
     assert time.monotonic() - started < 60  # a bounded wait, not a hang
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and errors[0].startswith("Error: the storage stayed unreachable for 5 s")
+    assert len(errors) == 1
+    assert errors[0].startswith("Error: the storage stayed unreachable for 5 s")

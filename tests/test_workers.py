@@ -62,6 +62,13 @@ def _finished(url: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in _trials(url) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+def _mid_trial(url: str, pid: int | None = None) -> bool:
+    """A trial is training (it has reported an epoch), on the worker ``pid`` if given."""
+    return any(t.state == TrialState.RUNNING and t.intermediate_values
+               and (pid is None or t.user_attrs.get("worker", "").endswith(f":{pid}"))
+               for t in _trials(url))
+
+
 def _worker(study_file: Path, url: str) -> subprocess.Popen[str]:
     return subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "1"],
                             env={**os.environ, "HPSEARCH_STORAGE": url},
@@ -102,9 +109,7 @@ def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
 ) -> None:
     study_file = write_study(STUDY.format(n_trials=3, epochs=12))
     victim = _worker(study_file, storage_url)
-    wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
-                          and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-                          for t in _trials(storage_url)), 120, "the victim mid-trial")
+    wait_for(lambda: _mid_trial(storage_url, victim.pid), 120, "the victim mid-trial")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed = next(t for t in _trials(storage_url) if t.state == TrialState.RUNNING)
@@ -128,12 +133,28 @@ def test_sigterm_leaves_no_trial_running(
 ) -> None:
     study_file = write_study(STUDY.format(n_trials=3, epochs=12))
     worker = _worker(study_file, storage_url)
-    wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
-                          for t in _trials(storage_url)), 120, "a trial mid-training")
+    wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
     worker.send_signal(signal.SIGTERM)
     errors = _finish([worker], 60)
     assert worker.returncode == 130, errors
     assert TrialState.RUNNING not in [t.state for t in _trials(storage_url)]
+
+
+def test_sigterm_to_run_with_workers_stops_every_worker_cleanly(
+    write_study: Callable[..., Path], storage_url: str
+) -> None:
+    study_file = write_study(STUDY.format(n_trials=4, epochs=12))
+    run = subprocess.Popen([HPSEARCH, "run", str(study_file), "--workers", "2"],
+                           env={**os.environ, "HPSEARCH_STORAGE": storage_url},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
+    run.send_signal(signal.SIGTERM)
+    errors = _finish([run], 90)
+    assert run.returncode == 130, errors
+    assert "Traceback" not in errors[0]
+    trials = _trials(storage_url)
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    assert TrialState.FAIL in [t.state for t in trials]
 
 
 def test_workers_carry_on_when_the_database_drops_their_connections(
