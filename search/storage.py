@@ -96,7 +96,11 @@ def _sqlite_path(parsed: URL) -> Path | None:
 @contextlib.contextmanager
 def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Iterator[None]:
     """Workers that start together on an empty database would all create Optuna's tables at
-    once and collide; the first creates them while the others wait."""
+    once and collide; the first creates them while the others wait.
+
+    Taken by every opening that may create: a worker that finds the tables already there may
+    still come while another is writing their version rows, and would write them twice.
+    """
     if not needed:
         yield
         return
@@ -194,7 +198,7 @@ def open_storage(
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
                     ),
                 )
-            with _schema_lock(parsed, kwargs, needed=create and not has_tables):
+            with _schema_lock(parsed, kwargs, needed=create):
                 return _HeartbeatTolerantStorage(url, engine_kwargs=kwargs, **options)
     except SQLAlchemyError as exc:
         raise UserError(f"cannot open storage {shown!r}: {database_error(exc)}") from None

@@ -1,0 +1,37 @@
+"""Workers that open one fresh storage at nearly the same time all get it: none trips on the
+tables another is still creating."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import optuna
+
+OPENERS = 8
+STAGGER_S = 0.1  # later openers find the tables half made
+
+OPEN_AT = """
+import sys, time
+from search.storage import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+open_storage(sys.argv[1], create=True, heartbeat=(5, 20, 1))
+"""
+
+
+def test_workers_opening_a_fresh_storage_at_once_all_succeed(storage_url: str) -> None:
+    start = time.time() + 6.0  # after every process has imported Optuna
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, storage_url, str(start + i * STAGGER_S)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(OPENERS)
+    ]
+    failures = [
+        err for err in (p.communicate(timeout=120)[1] for p in openers) if "Error" in err
+    ]
+    assert [p.returncode for p in openers] == [0] * OPENERS, failures
+    assert optuna.storages.RDBStorage(storage_url).get_all_studies() == []
