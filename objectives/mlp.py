@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
@@ -87,6 +87,7 @@ def train(
     *,
     trial: optuna.trial.BaseTrial | None = None,
     max_epochs: int | None = None,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainingOutcome:
     """Build, compile and fit one configuration with early stopping, LR reduction and pruning.
 
@@ -100,6 +101,7 @@ def train(
         metrics=["accuracy"],
     )
     recorder, early_stopping, callbacks = trial_callbacks(training, metric, trial)
+    callbacks += extra_callbacks or []
     outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
     try:
         model.fit(
@@ -130,6 +132,40 @@ def train(
     return outcome
 
 
+def train_on_all(
+    params: dict[str, Any], dataset: Dataset, *, epochs: int, learning_rates: list[float],
+) -> TrainingOutcome:
+    """Train on train plus validation for a fixed number of epochs, replaying the learning rate
+    of each epoch as the trial had it (its plateau reductions), since no validation set is left
+    to decide when to stop or to reduce."""
+    model = build_model(params, dataset.input_shape, dataset.n_classes)
+    model.compile(optimizer=get_optimizer(params), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    recorder = EpochRecorder()
+    rates = [rate for rate in learning_rates if math.isfinite(rate)]
+    callbacks: list[keras.callbacks.Callback] = [recorder]
+    if rates:
+        callbacks.insert(0, keras.callbacks.LearningRateScheduler(
+            lambda epoch, current: rates[min(epoch, len(rates) - 1)]))
+    model.fit(
+        np.concatenate([dataset.x_train, dataset.x_val]),
+        np.concatenate([dataset.y_train, dataset.y_val]),
+        epochs=epochs, batch_size=int(params["batch_size"]), callbacks=callbacks, verbose=0,
+        shuffle=True,
+    )
+    return TrainingOutcome(model=model, recorder=recorder, metric="val_accuracy")
+
+
+class TrialHooks(Protocol):
+    """What the service adds to a trial's training: more callbacks (TensorBoard), and a look at
+    the trained model before it is dropped (figures, the saved model)."""
+
+    def callbacks(self, trial: optuna.trial.Trial) -> list[keras.callbacks.Callback]: ...
+
+    def after_training(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
+                       dataset: Dataset, params: dict[str, Any]) -> None: ...
+
+
 class MlpObjective:
     """The objective Optuna calls: one trial, one configuration, one training run.
 
@@ -144,8 +180,10 @@ class MlpObjective:
         training: TrainingConfig,
         metric: Metric,
         seed: int,
+        hooks: TrialHooks | None = None,
     ) -> None:
         self.space = space
+        self.hooks = hooks
         self.training = training
         self.metric = metric
         self.seed = seed
@@ -156,10 +194,19 @@ class MlpObjective:
         try:
             with fresh_session():  # memory must not grow trial after trial
                 keras.utils.set_random_seed(self.seed + trial.number)
-                outcome = train(params, self.dataset, self.training, self.metric, trial=trial,
-                                max_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR))
-        except optuna.TrialPruned as pruned:
-            _record(trial, pruned.outcome.attributes())  # type: ignore[attr-defined]
+                extra = self.hooks.callbacks(trial) if self.hooks is not None else []
+                try:
+                    outcome = train(params, self.dataset, self.training, self.metric,
+                                    trial=trial, max_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR),
+                                    extra_callbacks=extra)
+                except optuna.TrialPruned as pruned:
+                    outcome = pruned.outcome  # type: ignore[attr-defined]
+                    self._after(trial, outcome, params)
+                    _record(trial, outcome.attributes())
+                    raise
+                if outcome.stop_reason != "nan":
+                    self._after(trial, outcome, params)
+        except optuna.TrialPruned:
             raise
         except Exception as exc:  # one trial's failure (OOM, a bad kernel) must not end the search
             logger.debug("trial %d failed", trial.number, exc_info=True)
@@ -170,6 +217,20 @@ class MlpObjective:
             return math.nan  # Optuna marks the trial failed; fail_reason says why
         return outcome.best_value
 
+    def _after(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
+               params: dict[str, Any]) -> None:
+        """The hooks' look at the trained model; their failure costs the trial its figures,
+        not its result."""
+        if self.hooks is None:
+            return
+        try:
+            self.hooks.after_training(trial, outcome, self.dataset, params)
+        except Exception as exc:
+            logger.warning("trial %d: artifacts not stored: %s: %s", trial.number,
+                           type(exc).__name__, exc)
+            logger.debug("artifacts of trial %d", trial.number, exc_info=True)
+            outcome.extra["artifact_error"] = f"{type(exc).__name__}: {exc}"
+
 
 def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:
     for key, value in attrs.items():
@@ -177,7 +238,9 @@ def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:
 
 
 def create_objective(
-    *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric, seed: int
+    *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric, seed: int,
+    hooks: TrialHooks | None = None,
 ) -> MlpObjective:
     """The registry's entry point for the ``keras-mlp`` objective."""
-    return MlpObjective(space=space, data=data, training=training, metric=metric, seed=seed)
+    return MlpObjective(space=space, data=data, training=training, metric=metric, seed=seed,
+                        hooks=hooks)

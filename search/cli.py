@@ -105,6 +105,10 @@ study_file_arg = click.argument(
 storage_opt = click.option("--storage", "storage_url", metavar="URL", help=STORAGE_HELP)
 study_opt = click.option("--study", "study_name", metavar="NAME",
                          help="Study name (default: the only study in the storage).")
+artifacts_opt = click.option(
+    "--artifacts", metavar="DIR|s3://BUCKET", envvar="HPSEARCH_ARTIFACTS",
+    help="Artifact store for plots, reports and models (default: the study file's [artifacts] "
+         "store, else beside the SQLite file; also $HPSEARCH_ARTIFACTS).")
 
 
 def _run_options(command: Any) -> Any:
@@ -117,6 +121,7 @@ def _run_options(command: Any) -> Any:
         click.option("--data-path", metavar="PATH", envvar="HPSEARCH_DATA_PATH",
                      help="The dataset's local copy (overrides [data] path; also "
                           "$HPSEARCH_DATA_PATH)."),
+        artifacts_opt,
     ]):
         command = option(command)
     return command
@@ -138,7 +143,8 @@ def _load(study_file: Path, n_trials: int | None, timeout: float | None,
 @click.option("--threads", type=click.IntRange(min=1), metavar="T",
               help="TensorFlow threads per worker (default: cores / workers).")
 def run(study_file: Path, storage_url: str | None, n_trials: int | None,
-        timeout: float | None, data_path: str | None, workers: str, threads: int | None) -> None:
+        timeout: float | None, data_path: str | None, artifacts: str | None, workers: str,
+        threads: int | None) -> None:
     """Create the study of STUDY_FILE, or resume it, and run its trials."""
     from search import progress
     from search.storage import redact, resolve_url
@@ -157,17 +163,19 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
         from search.runner import run_study
 
         with progress.TrialProgress(spec.study.metric) as display:
-            summary = run_study(spec, url, on_start=display.start, on_progress=display.update)
+            summary = run_study(spec, url, on_start=display.start, on_progress=display.update,
+                                artifacts=artifacts)
         progress.print_summary(summary.study, _stdout(), redact(url), ran=summary.ran)
         return
     from search.runner import ended, start
     from search.workers import run_workers
 
-    study, objective = start(spec, url)
+    study, objective = start(spec, url, artifacts=artifacts)
     before = ended(study)
     if objective is not None:
         passed = [arg for flag, value in (("--n-trials", n_trials), ("--timeout", timeout),
-                                          ("--data-path", data_path)) if value is not None
+                                          ("--data-path", data_path),
+                                          ("--artifacts", artifacts)) if value is not None
                   for arg in (flag, str(value))]
         with progress.TrialProgress(spec.study.metric) as display:
             display.start(study, spec.study.n_trials)
@@ -186,7 +194,8 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
 @click.option("--threads", type=click.IntRange(min=1), metavar="T",
               help="TensorFlow threads for this worker (default: TensorFlow's own choice).")
 def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
-           timeout: float | None, data_path: str | None, threads: int | None) -> None:
+           timeout: float | None, data_path: str | None, artifacts: str | None,
+           threads: int | None) -> None:
     """Join the study of STUDY_FILE (creating it if needed) and run trials until its budget is
     spent across all workers. Start as many as you like, on any machines, on one storage."""
     from search.runner import run_study
@@ -198,7 +207,7 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     signal.signal(signal.SIGTERM, _interrupt)
     # Workers of one study must not all draw the same configurations from the same seed.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
-    summary = run_study(spec, resolve_url(storage_url), seed_offset=offset)
+    summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts)
     logger.info("worker done: ran %d trials", summary.ran)
 
 
@@ -272,16 +281,81 @@ def best(storage_url: str | None, study_name: str | None) -> None:
 
 @cli.command()
 @storage_opt
+@artifacts_opt
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-def dashboard(storage_url: str | None, host: str, port: int) -> None:
-    """Start optuna-dashboard on the storage and print its address."""
+def dashboard(storage_url: str | None, artifacts: str | None, host: str, port: int) -> None:
+    """Start optuna-dashboard on the storage, with the studies' artifact store, and print its
+    address."""
+    import optuna
+
+    from search.artifacts import location_for, open_store
     from search.dashboard import serve
     from search.storage import resolve_url
 
     # A database server may be empty still (workers not started yet); a SQLite file must exist.
     url = resolve_url(storage_url)
-    serve(_open(url, create=not url.startswith("sqlite")), host=host, port=port)
+    storage = _open(url, create=not url.startswith("sqlite"))
+    studies = [optuna.load_study(study_name=s.study_name, storage=storage)
+               for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    location = location_for(studies, artifacts, url)
+    serve(storage, host=host, port=port, artifact_store=open_store(location),
+          artifacts_shown=location)
+
+
+@cli.command()
+@storage_opt
+@study_opt
+@artifacts_opt
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), metavar="N",
+              help="The trial to evaluate (default: the best).")
+@click.option("--full-train", is_flag=True,
+              help="Retrain on training plus validation for the trial's best number of epochs "
+                   "(default: as the search trained it, on the training split).")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Where to save the model and figures (default: "
+                   "hpsearch-evaluations/STUDY-trial-N).")
+@click.option("--data-path", metavar="PATH", envvar="HPSEARCH_DATA_PATH",
+              help="The dataset's local copy on this machine (default: the study's).")
+def evaluate(storage_url: str | None, study_name: str | None, artifacts: str | None,
+             trial_number: int | None, full_train: bool, output: Path | None,
+             data_path: str | None) -> None:
+    """Retrain a trial's configuration from its seed and measure it once on the test split."""
+    from search.evaluate import evaluate_trial
+    from search.results import pick_study, print_evaluation
+    from search.storage import resolve_url
+
+    url = resolve_url(storage_url)
+    study = pick_study(_open(url), study_name)
+    run = evaluate_trial(study, trial_number, storage_url=url, output=output,
+                         full_train=full_train, data_path=data_path, artifacts=artifacts)
+    print_evaluation(run, _stdout())
+
+
+@cli.command()
+@storage_opt
+@study_opt
+@artifacts_opt
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Folder for report.html and report.md (default: hpsearch-report-STUDY).")
+def report(storage_url: str | None, study_name: str | None, artifacts: str | None,
+           output: Path | None) -> None:
+    """Write a study's comparison table, history, importances and best trial as one HTML
+    file (images embedded) and a Markdown table."""
+    from search.artifacts import location_for, open_store
+    from search.report import write_report
+    from search.results import pick_study
+    from search.storage import redact, resolve_url
+
+    url = resolve_url(storage_url)
+    study = pick_study(_open(url), study_name)
+    store = open_store(location_for([study], artifacts, url))
+    folder = output or Path(f"hpsearch-report-{study.study_name}")
+    written = write_report(study, store, folder, storage_shown=redact(url))
+    console = _stdout()
+    console.print(f"report of {study.study_name}: {written.rows} trials; figures: "
+                  f"{', '.join(written.figures) or 'none'}", markup=False)
+    console.print(f"  {written.html_path}\n  {written.markdown_path}", markup=False)
 
 
 def _open(storage_url: str | None, *, create: bool = False) -> Any:

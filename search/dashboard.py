@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from typing import Any
 
 import optuna
 
@@ -13,8 +14,10 @@ from search.errors import UserError
 logger = logging.getLogger(__name__)
 
 
-def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int) -> None:
-    """Serve optuna-dashboard until Ctrl-C; an address in use is a user error, said at once."""
+def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
+          artifact_store: Any = None, artifacts_shown: str | None = None) -> None:
+    """Serve optuna-dashboard until Ctrl-C; an address in use is a user error, said at once.
+    With an artifact store, each trial's page lists its plots, reports and model."""
     import optuna_dashboard
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -25,7 +28,9 @@ def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int) -> None
             raise UserError(f"address {host}:{port} {reason}; pick another with --port") from None
     shown = f"[{host}]" if ":" in host else host
     logger.info("optuna-dashboard at http://%s:%d/ (Ctrl-C to stop)", shown, port)
+    if artifacts_shown:
+        logger.info("artifacts from %s", artifacts_shown)
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port)
+        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store)
     except KeyboardInterrupt:
         logger.info("dashboard stopped")

@@ -20,7 +20,7 @@ OBJECTIVES: dict[str, str] = {
 class ObjectiveFactory(Protocol):
     def __call__(
         self, *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric,
-        seed: int,
+        seed: int, hooks: Any = None,
     ) -> Callable[[optuna.trial.Trial], float]: ...
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from search.errors import UserError
+from search.evaluate import EvaluationRun, evaluations
 
 METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy",
                 "test_loss")
@@ -67,8 +68,9 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
         for name in trial.params:
             if name not in param_names:
                 param_names.append(name)
-    header = ["number", "label", "state", "value", *METRIC_ATTRS, "n_params", "epochs", "seconds",
-              "ended", *param_names]
+    evaluated = evaluations(study)
+    header = ["number", "label", "state", "value", *METRIC_ATTRS, "evaluated_test_accuracy",
+              "n_params", "epochs", "seconds", "ended", *param_names]
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
@@ -76,6 +78,7 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
             str(trial.number), str(trial.user_attrs.get("label", "")), trial.state.name.lower(),
             _fmt(trial.value),
             *(_fmt(attrs.get(name)) for name in METRIC_ATTRS),
+            _fmt(evaluated.get(trial.number, {}).get("test_accuracy")),
             _fmt(attrs.get("n_params")), _fmt(attrs.get("epochs_run")), _age(trial),
             _how_ended(trial), *(_fmt(trial.params.get(name)) for name in param_names),
         ])
@@ -139,3 +142,28 @@ def print_best(study: optuna.Study, console: Console) -> None:
                  "stop_reason"):
         if name in best.user_attrs:
             console.print(f"  {name} = {_fmt(best.user_attrs[name])}", markup=False)
+    evaluation = evaluations(study).get(best.number)
+    if evaluation is not None:
+        console.print(f"evaluated (hpsearch evaluate, retrained on {evaluation['mode']}): test "
+                      f"accuracy {_fmt(evaluation['test_accuracy'])}, loss "
+                      f"{_fmt(evaluation['test_loss'])}, in {evaluation['folder']}", markup=False)
+
+
+def print_evaluation(run: EvaluationRun, console: Console) -> None:
+    """The test figures of one evaluation: accuracy and loss, confusion matrix, report."""
+    result = run.result
+    console.print(f"trial {run.trial.number} retrained on {run.mode} ({run.epochs} epochs, "
+                  f"{run.seconds:.1f} s), evaluated once on the test split:", markup=False)
+    console.print(f"  test accuracy {result.accuracy:.4f}, test loss {result.loss:.4f} "
+                  f"({len(result.confusion.sum(axis=1))} classes, "
+                  f"{int(result.confusion.sum())} images)", markup=False)
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in result.class_names:
+        table.add_column(name[:6], justify="right")
+    for name, row in zip(result.class_names, result.confusion):
+        table.add_row(name, *(str(int(v)) for v in row))
+    console.print(table)
+    console.print(result.report_text, markup=False, highlight=False)
+    console.print(f"saved: {run.folder} (model.keras, curves.png, confusion_matrix.png, "
+                  "classification_report.txt, metrics.json)", markup=False)

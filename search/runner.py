@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.data import DatasetError
 from search.errors import UserError
+from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
@@ -277,7 +278,7 @@ def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple
 
 
 def start(
-    spec: StudyFile, storage_url: str, *, seed_offset: int = 0
+    spec: StudyFile, storage_url: str, *, seed_offset: int = 0, artifacts: str | None = None
 ) -> tuple[optuna.Study, ObjectiveFn | None]:
     """Create or resume the study, with its objective ready; no objective when nothing is left.
 
@@ -291,10 +292,11 @@ def start(
         logger.info("study %r already has %d finished trials; nothing to run", spec.name,
                     finished)
         return existing, None
+    hooks = hooks_for(spec, storage_url, artifacts)
     try:
         objective = load_objective(spec.study.objective)(
             space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
-            seed=spec.study.seed,
+            seed=spec.study.seed, hooks=hooks,
         )
     except DatasetError as exc:
         raise UserError(str(exc)) from None
@@ -303,6 +305,7 @@ def start(
         spec, storage, sampler=make_sampler(spec, seed_offset=seed_offset),
         pruner=make_pruner(spec),
     )
+    record_location(study, hooks.location)
     logger.info(
         "study %r on %s: %s trials finished, %s", spec.name, redact(storage_url), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
@@ -317,10 +320,11 @@ def run_study(
     on_start: Callable[[optuna.Study, int | None], None] | None = None,
     on_progress: Callable[[optuna.Study], None] | None = None,
     seed_offset: int = 0,
+    artifacts: str | None = None,
 ) -> RunSummary:
     """Create or resume ``spec``'s study on ``storage_url`` and run trials in this process until
     the study's budget is spent (also when other workers run trials of the same study)."""
-    study, objective = start(spec, storage_url, seed_offset=seed_offset)
+    study, objective = start(spec, storage_url, seed_offset=seed_offset, artifacts=artifacts)
     if objective is None:
         return RunSummary(study=study, ran=0)
     reporter = TrialReporter(spec.study.metric, on_progress)

@@ -1,8 +1,9 @@
 """The study file: the one description of a study, validated completely before anything runs.
 
 A study file is TOML with the sections ``[study]``, ``[sampler]``, ``[pruner]``, ``[data]``,
-``[training]`` and ``[space]``; every key has a default except the budget (``n_trials`` and/or
-``timeout``). Validation reports every problem at once, each naming its key.
+``[training]``, ``[space]``, ``[workers]`` and ``[artifacts]``; every key has a default except
+the budget (``n_trials`` and/or ``timeout``). Validation reports every problem at once, each
+naming its key.
 """
 
 from __future__ import annotations
@@ -151,6 +152,23 @@ class WorkersSection(_Section):
         return self
 
 
+class ArtifactsSection(_Section):
+    """What each trial leaves besides its figures in the storage: plots, reports and the best
+    models, in an artifact store. Not part of what must match when a study is resumed."""
+
+    store: str | None = Field(default=None, min_length=1)
+    keep_models: int = Field(default=3, ge=0)
+    figures: bool = True
+    tensorboard: bool = False
+    tensorboard_dir: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _store_kind(self) -> ArtifactsSection:
+        if self.store is not None and "://" in self.store and not self.store.startswith("s3://"):
+            raise ValueError(f"store: a folder or s3://bucket, but got {self.store!r}")
+        return self
+
+
 class FixedTrial(BaseModel):
     """A configuration to run as it is, before the sampler proposes any (``[[fixed_trials]]``).
 
@@ -183,6 +201,7 @@ class StudyFile(_Section):
     training: TrainingConfig = TrainingConfig()
     space: SearchSpace = SearchSpace()
     workers: WorkersSection = WorkersSection()
+    artifacts: ArtifactsSection = ArtifactsSection()
     fixed_trials: list[FixedTrial] = []
 
     @model_validator(mode="before")
@@ -320,7 +339,7 @@ def _did_you_mean(raw_loc: tuple[Any, ...], loc: list[Any]) -> str:
 def _known_keys(section: list[Any]) -> list[str]:
     models: dict[str, type[BaseModel]] = {
         "study": StudySection, "data": DataConfig, "training": TrainingConfig,
-        "space": SearchSpace, "workers": WorkersSection,
+        "space": SearchSpace, "workers": WorkersSection, "artifacts": ArtifactsSection,
     }
     if not section:
         return list(StudyFile.model_fields)

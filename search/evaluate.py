@@ -1,0 +1,192 @@
+"""``hpsearch evaluate``: retrain one trial's configuration and measure it once on the test split.
+
+The trial is retrained from its own seed (the study's seed plus the trial number, as the search
+trained it), either as the search did (training split, early stopping on validation), or with
+``--full-train`` on training plus validation for the number of epochs the trial chose, with its
+learning rate replayed epoch by epoch. The test split is used once, at the end. The figures are
+recorded on the study (``evaluation:<trial number>``, which ``trials``, ``best`` and ``report``
+show) and the files listed on the trial's dashboard page; everything is also written to a
+folder: the model (``model.keras``, which takes raw uint8 images), the curves, the confusion
+matrix, the classification report and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.artifacts import attach_to_finished_trial, detach, listed, location_for, open_store
+from search.errors import UserError
+from search.studies import STUDY_ATTR
+from search.studyfile import StudyFile
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_ATTR = "evaluation:"  # study user attribute, one per evaluated trial number
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    trial: FrozenTrial
+    mode: str
+    epochs: int
+    seconds: float
+    folder: Path
+    result: Any  # objectives.evaluation.Evaluation
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "test_accuracy": round(self.result.accuracy, 6),
+            "test_loss": round(self.result.loss, 6),
+            "test_macro_f1": round(float(self.result.report["macro avg"]["f1-score"]), 6),
+            "mode": self.mode,
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 1),
+            "folder": str(self.folder),
+        }
+
+
+def evaluations(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """What ``evaluate`` recorded, by trial number."""
+    return {int(key[len(EVALUATION_ATTR):]): value for key, value in study.user_attrs.items()
+            if key.startswith(EVALUATION_ATTR) and isinstance(value, dict)}
+
+
+def stored_spec(study: optuna.Study, data_path: str | None) -> StudyFile:
+    """The study file the study was created from, as stored with it."""
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if not isinstance(stored, dict) or "study_file" not in stored:
+        raise UserError(f"study {study.study_name!r} was not created by hpsearch: its "
+                        "configuration is unknown")
+    raw = dict(stored["study_file"])
+    if data_path:
+        raw["data"] = {**raw.get("data", {}), "path": data_path}
+    return StudyFile.model_validate(raw)
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if number is None:
+        if not complete:
+            raise UserError(f"study {study.study_name!r} has no complete trial to evaluate")
+        return study.best_trial
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise UserError(f"study {study.study_name!r} has no trial {number} (it has "
+                        f"{len(trials)} trials)")
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        raise UserError(f"trial {number} is {trial.state.name.lower()}: only a complete trial "
+                        "can be evaluated")
+    return trial
+
+
+def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
+                   output: Path | None, full_train: bool, data_path: str | None,
+                   artifacts: str | None) -> EvaluationRun:
+    """Retrain, test once, save and record. Everything the user could get wrong is checked
+    before training starts."""
+    spec = stored_spec(study, data_path)
+    trial = pick_trial(study, number)
+    folder = (output or Path("hpsearch-evaluations") / f"{study.study_name}-trial-{trial.number}")
+    folder = folder.expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--output {folder}: exists and is not a folder")
+    store = open_store(location_for([study], artifacts, storage_url))
+    epochs = int(trial.user_attrs.get("best_epoch") or 0)
+    if full_train and epochs < 1:
+        raise UserError(f"trial {trial.number} recorded no best epoch; evaluate it without "
+                        "--full-train")
+
+    from objectives.data import DatasetError, load_dataset
+    from objectives.keras_setup import keras
+    from objectives.mlp import train, train_on_all
+    from objectives.session import fresh_session
+    from objectives.space import suggest
+    from objectives.config import MAX_EPOCHS_ATTR
+
+    try:
+        dataset = load_dataset(spec.data, spec.study.seed)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+    params = suggest(optuna.trial.FixedTrial(trial.params), spec.space)
+    started = time.perf_counter()
+    with fresh_session():
+        keras.utils.set_random_seed(spec.study.seed + trial.number)
+        if full_train:
+            history = trial.user_attrs.get("history", {})
+            outcome = train_on_all(params, dataset, epochs=epochs,
+                                   learning_rates=list(history.get("learning_rate", []))[:epochs])
+            mode = "train+validation"
+        else:
+            outcome = train(params, dataset, spec.training, spec.study.metric,
+                            max_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR))
+            if outcome.stop_reason == "nan":
+                raise UserError(f"retraining trial {trial.number} diverged: "
+                                f"{outcome.fail_reason}")
+            mode = "train"
+        seconds = time.perf_counter() - started
+        run = _test_and_save(outcome, dataset, trial, folder, mode, seconds)
+    _record(study, store, run)
+    return run
+
+
+def _test_and_save(outcome: Any, dataset: Any, trial: FrozenTrial, folder: Path, mode: str,
+                   seconds: float) -> EvaluationRun:
+    from objectives.evaluation import evaluate
+    from objectives.figures import plot_confusion, plot_curves
+
+    result = evaluate(outcome.model, dataset.x_test, dataset.y_test, dataset.class_names, "test")
+    run = EvaluationRun(trial=trial, mode=mode, epochs=outcome.recorder.epochs, seconds=seconds,
+                        folder=folder, result=result)
+    # Written beside, then moved into place: an interrupted evaluation leaves no half folder.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        outcome.model.save(staging / "model.keras")
+        index = outcome.best_index
+        plot_curves(outcome.recorder.history, staging / "curves.png",
+                    best_epoch=None if index is None else index + 1,
+                    title=f"trial {trial.number} retrained ({mode})")
+        plot_confusion(result.confusion, dataset.class_names, staging / "confusion_matrix.png",
+                       title=f"trial {trial.number} on test: accuracy {result.accuracy:.4f}")
+        (staging / "classification_report.txt").write_text(
+            f"trial {trial.number}, retrained on {mode}, test split\n\n{result.report_text}",
+            encoding="utf-8")
+        (staging / "metrics.json").write_text(json.dumps(
+            {**run.record(), "trial": trial.number, "params": trial.params,
+             **{k: v for k, v in result.summary().items() if k != "split"}}, indent=1),
+            encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return run
+
+
+def _record(study: optuna.Study, store: Any, run: EvaluationRun) -> None:
+    """The figures on the study, the files on the trial's dashboard page."""
+    number = run.trial.number
+    files = (("model.keras", f"evaluated-trial-{number}.keras"),
+             ("confusion_matrix.png", "test_confusion_matrix.png"),
+             ("classification_report.txt", "test_classification_report.txt"),
+             ("metrics.json", "test_metrics.json"))
+    shown_names = {shown for _, shown in files}
+    for key, meta in listed(study).get(run.trial._trial_id, []):  # an earlier evaluation's
+        if meta.get("filename") in shown_names:
+            detach(store, study, key)
+    for name, shown in files:
+        attach_to_finished_trial(store, study, run.trial._trial_id, run.folder / name,
+                                 filename=shown)
+    study.set_user_attr(f"{EVALUATION_ATTR}{number}", run.record())
