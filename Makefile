@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check search objectives tests benchmarks
+	$(BIN)/ruff check search objectives tests benchmarks scripts
 	$(BIN)/mypy search objectives
 
 clean:

@@ -11,6 +11,7 @@ from objectives.keras_setup import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
+from objectives import interrupts
 from objectives.config import Metric, TrainingConfig
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -54,12 +55,27 @@ class EpochRecorder(keras.callbacks.Callback):
         return len(self.seconds)
 
 
+class StopOnRequest(keras.callbacks.Callback):
+    """Ends ``fit`` with ``KeyboardInterrupt`` at the first step or epoch after a stop request
+    (see ``objectives.interrupts``)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        interrupts.check()
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        interrupts.check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        interrupts.check()
+
+
 def trial_callbacks(
     training: TrainingConfig, metric: Metric, trial: optuna.trial.BaseTrial | None
 ) -> tuple[EpochRecorder, keras.callbacks.EarlyStopping, list[keras.callbacks.Callback]]:
     """The recorder, the early stopping and the full list of callbacks for one training run.
 
-    The recorder comes first so the history is complete when pruning interrupts ``fit``.
+    The recorder comes first (after the stop-request check) so the history is complete when
+    pruning interrupts ``fit``.
     Pruning applies only when there is a real Optuna trial to report to.
     """
     mode = "max" if metric == "val_accuracy" else "min"
@@ -69,6 +85,7 @@ def trial_callbacks(
         restore_best_weights=True,
     )
     callbacks: list[keras.callbacks.Callback] = [
+        StopOnRequest(),
         recorder,
         early_stopping,
         keras.callbacks.ReduceLROnPlateau(

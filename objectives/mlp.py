@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import optuna
 
-from objectives.callbacks import EpochRecorder, TrainingDiverged, trial_callbacks
+from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
+                                  trial_callbacks)
 from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig
 from objectives.data import Dataset, load_dataset
 from objectives.keras_setup import keras
@@ -143,7 +144,7 @@ def train_on_all(
                   metrics=["accuracy"])
     recorder = EpochRecorder()
     rates = [rate for rate in learning_rates if math.isfinite(rate)]
-    callbacks: list[keras.callbacks.Callback] = [recorder]
+    callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder]
     if rates:
         callbacks.insert(0, keras.callbacks.LearningRateScheduler(
             lambda epoch, current: rates[min(epoch, len(rates) - 1)]))

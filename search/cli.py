@@ -156,7 +156,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
     spec = _load(study_file, n_trials, timeout, data_path)
     url = resolve_url(storage_url)
     count, per_worker = resolve_layout(workers, threads)
-    signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends like Ctrl-C: resumable
+    _on_stop_signals(_interrupt)  # a terminated run ends like Ctrl-C: resumable
     if count == 1:
         if threads is not None:
             os.environ.setdefault("HPSEARCH_TF_THREADS", str(threads))
@@ -204,14 +204,25 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     if threads is not None:
         os.environ["HPSEARCH_TF_THREADS"] = str(threads)
     spec = _load(study_file, n_trials, timeout, data_path)
-    signal.signal(signal.SIGTERM, _interrupt)
+    _on_stop_signals(_interrupt)
     # Workers of one study must not all draw the same configurations from the same seed.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
     summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts)
     logger.info("worker done: ran %d trials", summary.ran)
 
 
+def _on_stop_signals(handler: Any) -> None:
+    signal.signal(signal.SIGTERM, handler)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup)
+        signal.signal(signal.SIGINT, handler)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM, and Ctrl-C, end the run like Ctrl-C: the running trial is failed, the study
+    stays resumable. The flag makes sure training sees it even if TensorFlow drops the raise."""
+    from objectives import interrupts
+
+    interrupts.request()
     raise KeyboardInterrupt
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from search.artifacts import attach_to_finished_trial, detach, listed, location_for, open_store
 from search.errors import UserError
@@ -64,13 +65,18 @@ def evaluations(study: optuna.Study) -> dict[int, dict[str, Any]]:
 def stored_spec(study: optuna.Study, data_path: str | None) -> StudyFile:
     """The study file the study was created from, as stored with it."""
     stored = study.user_attrs.get(STUDY_ATTR)
-    if not isinstance(stored, dict) or "study_file" not in stored:
-        raise UserError(f"study {study.study_name!r} was not created by hpsearch: its "
-                        "configuration is unknown")
-    raw = dict(stored["study_file"])
+    if not isinstance(stored, dict) or "study_file_given" not in stored:
+        raise UserError(f"study {study.study_name!r} was not created by this version of "
+                        "hpsearch: its configuration cannot be read back")
+    raw = dict(stored["study_file_given"])
     if data_path:
         raw["data"] = {**raw.get("data", {}), "path": data_path}
-    return StudyFile.model_validate(raw)
+    try:
+        return StudyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"study {study.study_name!r}: its stored configuration no longer "
+                        f"validates ({exc.error_count()} problems); was it made by another "
+                        "version of hpsearch?") from None
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:

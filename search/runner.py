@@ -21,6 +21,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from objectives import interrupts
 from objectives.data import DatasetError
 from search.errors import UserError
 from search.artifacts import hooks_for, record_location
@@ -217,6 +218,7 @@ class WorkerLoop:
 
     def _one_trial(self, target: int | None) -> bool:
         """Run one trial if the budget allows; False when this worker is done."""
+        interrupts.check()  # a stop requested while the last trial ended starts no new one
         self.lock.acquire()
         try:
             if target is not None:

@@ -56,9 +56,11 @@ def open_study(
         study = optuna.load_study(**kwargs)
         _check_same_study(spec, study)
         return study
-    study.set_user_attr(
-        STUDY_ATTR, {"fingerprint": spec.fingerprint(), "study_file": spec.model_dump(mode="json")}
-    )
+    study.set_user_attr(STUDY_ATTR, {
+        "fingerprint": spec.fingerprint(),
+        "study_file": spec.model_dump(mode="json"),  # resolved, every default shown
+        "study_file_given": spec.model_dump(mode="json", exclude_unset=True),  # to rebuild it
+    })
     for fixed in spec.fixed_trials:  # only by the process that created the study
         attrs: dict[str, Any] = {"label": fixed.label}
         if fixed.max_epochs is not None:

@@ -14,7 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from objectives.config import DataConfig, Metric, TrainingConfig
 from objectives.space import SearchSpace
@@ -162,11 +163,12 @@ class ArtifactsSection(_Section):
     tensorboard: bool = False
     tensorboard_dir: str | None = Field(default=None, min_length=1)
 
-    @model_validator(mode="after")
-    def _store_kind(self) -> ArtifactsSection:
-        if self.store is not None and "://" in self.store and not self.store.startswith("s3://"):
-            raise ValueError(f"store: a folder or s3://bucket, but got {self.store!r}")
-        return self
+    @field_validator("store")
+    @classmethod
+    def _store_kind(cls, store: str | None) -> str | None:
+        if store is not None and "://" in store and not store.startswith("s3://"):
+            raise ValueError(f"a folder or s3://bucket, but got {store!r}")
+        return store
 
 
 class FixedTrial(BaseModel):

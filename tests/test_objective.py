@@ -155,3 +155,18 @@ def test_trials_leave_no_traced_graphs_behind() -> None:
     assert study.trials[-1].state == TrialState.COMPLETE
     left = [name for name in registry if name not in before]
     assert not [name for name in left if name.startswith("CustomGradient-")], left
+
+
+def test_a_stop_request_ends_training_even_if_the_raise_was_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal handler's KeyboardInterrupt can be swallowed inside TensorFlow's bindings; the
+    flag it leaves still stops training at the next step, and the trial is failed."""
+    from objectives import interrupts
+
+    monkeypatch.setattr(interrupts, "_requested", True)  # as if the raise had been dropped
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective(max_epochs=3), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert study.trials[0].intermediate_values == {}  # stopped within the first epoch
