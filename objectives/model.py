@@ -10,14 +10,16 @@ from objectives.space import layer_widths
 
 
 def build_model(
-    params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int
+    params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int,
+    dtype_policy: str | None = None,
 ) -> keras.Model:
     """Build the MLP described by ``params`` (the names of ``objectives.space``).
 
     The model takes raw uint8 images: it flattens them and scales them to [-1, 1] itself, so a
     saved model needs no preprocessing. Each hidden layer is Dense, then BatchNorm (when
     ``batch_norm``), then the activation, then Dropout (when ``dropout > 0``); the output layer
-    is a softmax over ``n_classes``.
+    is a softmax over ``n_classes``. ``dtype_policy`` (e.g. ``"mixed_bfloat16"``) sets the
+    hidden layers' computation; the output layer always computes in float32.
 
     Example:
         >>> model = build_model({"n_layers": 2, "units_l0": 32, "units_l1": 32,
@@ -30,9 +32,10 @@ def build_model(
     dropout = float(params.get("dropout", 0.0))
     initializer = params.get("initializer", "glorot_uniform")
 
+    policy: dict[str, Any] = {"dtype": dtype_policy} if dtype_policy else {}
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Flatten()(inputs)
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
+    x = keras.layers.Flatten(**policy)(inputs)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale", **policy)(x)
     for i, width in enumerate(layer_widths(params)):
         x = keras.layers.Dense(
             width,
@@ -40,13 +43,15 @@ def build_model(
             kernel_initializer=initializer,
             kernel_regularizer=regularizer,
             name=f"dense_l{i}",
+            **policy,
         )(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"batch_norm_l{i}")(x)
-        x = keras.layers.Activation(params["activation"], name=f"activation_l{i}")(x)
+            x = keras.layers.BatchNormalization(name=f"batch_norm_l{i}", **policy)(x)
+        x = keras.layers.Activation(params["activation"], name=f"activation_l{i}", **policy)(x)
         if dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"dropout_l{i}")(x)
+            x = keras.layers.Dropout(dropout, name=f"dropout_l{i}", **policy)(x)
     outputs = keras.layers.Dense(
-        n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes"
+        n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes",
+        dtype="float32",
     )(x)
     return keras.Model(inputs, outputs, name="mlp")

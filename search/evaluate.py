@@ -130,7 +130,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
         keras.utils.set_random_seed(spec.study.seed + trial.number)
         if full_train:
             history = trial.user_attrs.get("history", {})
-            outcome = train_on_all(params, dataset, epochs=epochs,
+            outcome = train_on_all(params, dataset, spec.training, epochs=epochs,
                                    learning_rates=list(history.get("learning_rate", []))[:epochs])
             mode = "train+validation"
         else:

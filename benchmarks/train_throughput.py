@@ -1,0 +1,205 @@
+"""Training throughput of the deep reference MLP: plain model.fit against hpsearch's trial loop,
+side by side with the NumPy matrix-product rate of the same machine, in one run.
+
+Run: .venv/bin/python benchmarks/train_throughput.py [--rounds 3] [--epochs 3]
+         [--data-path ../shared/data/cifar10-jpeg.tar.gz] [--no-docs]
+
+The reference MLP is the hand-built "deep" experiment: 3072-512-256-128-10, BatchNorm,
+Dropout 0.3, L2 1e-4, HeNormal, AdamW, batch 128, trained on 45,000 images with 5,000 for
+validation. Contenders, each in a fresh process, in turn, for ``--rounds`` rounds (the machine
+is shared and noisy, so they alternate and the medians are compared):
+
+- ``numpy``: a 2048x2048 float32 matrix product (the machine's reference rate);
+- ``plain fit``: ``model.fit`` on float32 NumPy arrays, Keras's defaults (the hand-built way);
+- ``hpsearch``: ``objectives.mlp.train`` with a study's default training settings (what every
+  trial runs);
+- ``hpsearch float32``: the same with ``precision = "float32"``, for CPUs without bfloat16.
+
+Seconds per epoch are the medians over rounds of each run's epochs after the first (which
+traces and compiles). GFLOP/s counts the dense layers' multiply-adds: forward and backward
+(3x forward) over the training images plus forward over the validation images, per epoch.
+Random images by default (the speed does not depend on them); ``--data-path`` uses real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+LAYERS = (3072, 512, 256, 128, 10)
+FORWARD_FLOPS = 2 * sum(a * b for a, b in zip(LAYERS, LAYERS[1:]))
+N_TRAIN, N_VAL = 45_000, 5_000
+PARAMS = {"n_layers": 3, "units_l0": 512, "units_l1": 256, "units_l2": 128,
+          "activation": "relu", "batch_norm": True, "dropout": 0.3, "l2": 1e-4,
+          "initializer": "he_normal", "optimizer": "adamw", "learning_rate": 1e-3,
+          "weight_decay": 1e-4, "batch_size": 128}
+CONTENDERS = ("numpy", "plain fit", "hpsearch", "hpsearch float32")
+
+
+def epoch_flops() -> float:
+    return 3 * FORWARD_FLOPS * N_TRAIN + FORWARD_FLOPS * N_VAL
+
+
+def numpy_rate() -> float:
+    import numpy as np
+
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    for _ in range(3):
+        a @ a
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - started)
+    return 2 * 2048**3 / statistics.median(times) / 1e9
+
+
+def _data(path: str | None) -> object:
+    import numpy as np
+
+    from objectives.config import DataConfig
+    from objectives.data import CIFAR10_CLASSES, Dataset, load_dataset
+
+    if path:
+        return load_dataset(DataConfig(dataset="cifar10", path=path,
+                                       validation_fraction=N_VAL / (N_TRAIN + N_VAL)), 0)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(N_TRAIN + N_VAL, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, size=N_TRAIN + N_VAL).astype(np.int64)
+    return Dataset(x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:], x[:100], y[:100],
+                   CIFAR10_CLASSES)
+
+
+def train_epochs(contender: str, epochs: int, path: str | None) -> list[float]:
+    """Seconds of each epoch (training and validation) of one contender's run."""
+    import numpy as np
+
+    from objectives.config import TrainingConfig
+    from objectives.keras_setup import keras
+    from objectives.mlp import train
+    from objectives.model import build_model
+    from objectives.optimizers import get_optimizer
+
+    data = _data(path)
+    keras.utils.set_random_seed(0)
+    seconds: list[float] = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            seconds.append(time.perf_counter() - self.started)
+
+    if contender == "plain fit":
+        x = data.x_train.astype(np.float32)  # type: ignore[attr-defined]
+        x_val = data.x_val.astype(np.float32)  # type: ignore[attr-defined]
+        model = build_model(PARAMS, x.shape[1:], 10)
+        model.compile(optimizer=get_optimizer(PARAMS), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model.fit(x, data.y_train, validation_data=(x_val, data.y_val),  # type: ignore
+                  batch_size=128, epochs=epochs, verbose=0, callbacks=[Clock()])
+        return seconds
+    precision = "float32" if contender == "hpsearch float32" else "auto"
+    training = TrainingConfig(max_epochs=epochs, early_stopping_patience=epochs,
+                              reduce_lr_patience=epochs, precision=precision)
+    import objectives.mlp as mlp
+
+    original = mlp.trial_callbacks
+
+    def with_clock(*args: object, **kwargs: object) -> object:
+        recorder, stopping, callbacks = original(*args, **kwargs)  # type: ignore[arg-type]
+        return recorder, stopping, [Clock(), *callbacks]
+
+    mlp.trial_callbacks = with_clock  # type: ignore[assignment]
+    train(dict(PARAMS), data, training, "val_accuracy")  # type: ignore[arg-type]
+    return seconds
+
+
+def run_one(contender: str, epochs: int, path: str | None) -> dict[str, object]:
+    command = [sys.executable, __file__, "--one", contender, "--epochs", str(epochs)]
+    if path:
+        command += ["--data-path", path]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"{contender} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, the first "
+                        "(tracing) not counted")
+    parser.add_argument("--data-path")
+    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        if args.one == "numpy":
+            print(json.dumps({"gflops": numpy_rate()}))
+        else:
+            print(json.dumps({"seconds": train_epochs(args.one, args.epochs, args.data_path)}))
+        return
+
+    from _docs import command, machine, write_section
+    from objectives.speed import dtype_policy
+
+    print(f"machine: {machine()}")
+    print(f"deep reference MLP, {N_TRAIN} training + {N_VAL} validation images, "
+          f"{epoch_flops() / 1e9:.0f} GFLOP per epoch; hpsearch computes in "
+          f"{dtype_policy('auto') or 'float32'}; {args.rounds} rounds, alternating")
+    rates: list[float] = []
+    epochs: dict[str, list[float]] = {c: [] for c in CONTENDERS if c != "numpy"}
+    for round_number in range(args.rounds):
+        for contender in CONTENDERS:
+            result = run_one(contender, args.epochs, args.data_path)
+            if contender == "numpy":
+                rates.append(float(result["gflops"]))  # type: ignore[arg-type]
+                shown = f"{rates[-1]:.0f} GFLOP/s"
+            else:
+                measured = [float(s) for s in result["seconds"]][1:]  # type: ignore
+                epochs[contender] += measured
+                shown = " ".join(f"{s:.2f}" for s in measured) + " s/epoch"
+            print(f"  round {round_number + 1}: {contender:<17} {shown}", flush=True)
+    numpy_gflops = statistics.median(rates)
+    plain = statistics.median(epochs["plain fit"])
+    rows = [f"| numpy 2048x2048 float32 matmul | | {numpy_gflops:.0f} | 100 % | |"]
+    print(f"\n{'contender':<18}{'s/epoch':>9}{'GFLOP/s':>9}{'of numpy':>10}{'vs plain':>10}")
+    print(f"{'numpy matmul':<18}{'':>9}{numpy_gflops:>9.0f}{'100 %':>10}")
+    for contender, values in epochs.items():
+        seconds = statistics.median(values)
+        gflops = epoch_flops() / seconds / 1e9
+        share = gflops / numpy_gflops * 100
+        speedup = plain / seconds
+        print(f"{contender:<18}{seconds:>9.2f}{gflops:>9.0f}{share:>9.0f} %{speedup:>9.2f}x")
+        rows.append(f"| {contender} | {seconds:.2f} | {gflops:.0f} | {share:.0f} % | "
+                    f"{speedup:.2f}x |")
+    if not args.no_docs:
+        body = "\n".join([
+            "## Training throughput (`benchmarks/train_throughput.py`)", "",
+            f"Command: `{command()}`  ",
+            f"Machine: {machine()}", "",
+            "The deep reference MLP (3072-512-256-128-10, BatchNorm, Dropout 0.3, L2, AdamW, "
+            f"batch 128), {N_TRAIN} training and {N_VAL} validation images per epoch, "
+            f"{epoch_flops() / 1e9:.0f} GFLOP per epoch counted over forward and backward "
+            f"passes. Medians of {args.rounds} alternating rounds, first epoch of each run "
+            f"(tracing) not counted. hpsearch computes in {dtype_policy('auto') or 'float32'} "
+            "here.", "",
+            "| contender | s/epoch | GFLOP/s | of numpy | vs plain fit |",
+            "| --- | --- | --- | --- | --- |", *rows,
+        ])
+        print(f"\nwritten to {write_section('train_throughput', body)}")
+
+
+if __name__ == "__main__":
+    main()
