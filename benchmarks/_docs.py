@@ -14,6 +14,10 @@ HEADER = """# Benchmarks
 
 Each section below is written by the benchmark script it names, with the command that produced
 it and the machine it ran on. Run a script again to replace its section.
+
+The coordination overhead of many workers on one study (PostgreSQL and SQLite, 1 to 8
+workers) is measured by [`benchmarks/coordination.py`](../benchmarks/coordination.py), the
+distributed-workers benchmark, which writes its own section here.
 """
 
 

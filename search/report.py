@@ -117,8 +117,8 @@ def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
                 warnings.simplefilter("ignore")
                 found[name] = dict(optuna.importance.get_param_importances(
                     study, evaluator=evaluator))
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            logger.debug("importances by %s: %s", name, exc)
+        except Exception as exc:  # an evaluator that cannot judge: the report goes on
+            logger.debug("importances by %s: %s: %s", name, type(exc).__name__, exc)
     return found
 
 
