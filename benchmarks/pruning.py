@@ -1,0 +1,108 @@
+"""What pruning saved in a study, and whether it would have cost the best trial.
+
+Run: .venv/bin/python benchmarks/pruning.py [--storage URL] [--study NAME] [--no-docs]
+
+Reads a finished study (any hpsearch study; run one first, e.g. ``hpsearch run
+studies/cifar10-mlp.toml --data-path ...``) and prints:
+
+- epochs trained in all, and the epochs pruning saved: for each pruned trial, the epochs its
+  budget (``max_epochs``) still allowed. Early stopping might have ended some of those runs
+  sooner, so this is an upper bound of the saving; the share is saved / (trained + saved);
+- whether the study's pruner would have pruned the best trial at any of its epochs, replayed
+  against every other finished trial of the study: more than the best trial saw when it ran,
+  so a stricter test than the search itself. It must not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from objectives.config import MAX_EPOCHS_ATTR  # noqa: E402
+from search.evaluate import stored_spec  # noqa: E402
+from search.results import pick_study  # noqa: E402
+from search.samplers import make_pruner  # noqa: E402
+from search.storage import open_storage, redact, resolve_url  # noqa: E402
+
+
+def epochs_saved(study: optuna.Study, max_epochs: int) -> tuple[int, int, int]:
+    """(epochs trained, epochs saved at most, pruned trials)."""
+    trained = saved = pruned = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                         TrialState.PRUNED)):
+        run = int(trial.user_attrs.get("epochs_run") or len(trial.intermediate_values))
+        trained += run
+        if trial.state == TrialState.PRUNED:
+            pruned += 1
+            saved += max(0, int(trial.user_attrs.get(MAX_EPOCHS_ATTR) or max_epochs) - run)
+    return trained, saved, pruned
+
+
+def best_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner
+                         ) -> int | None:
+    """The first step at which ``pruner`` would stop the best trial, judged against every
+    other finished trial; None if it never would."""
+    best = study.best_trial
+    others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                  TrialState.PRUNED))
+              if t.number != best.number]
+    replay = optuna.create_study(direction=study.direction)
+    for trial in others:
+        replay.add_trial(trial)
+    steps = sorted(best.intermediate_values)
+    for step in steps:
+        running = copy.deepcopy(best)
+        running.state = TrialState.RUNNING
+        running.values = None  # type: ignore[assignment]
+        running.datetime_complete = None
+        running.intermediate_values = {s: v for s, v in best.intermediate_values.items()
+                                       if s <= step}
+        if pruner.prune(replay, running):
+            return step
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage")
+    parser.add_argument("--study")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    url = resolve_url(args.storage)
+    study = pick_study(open_storage(url, create=False), args.study)
+    spec = stored_spec(study, None)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    trained, saved, pruned = epochs_saved(study, spec.training.max_epochs)
+    share = saved / (trained + saved) if trained + saved else 0.0
+    step = best_would_be_pruned(study, make_pruner(spec))
+    best = study.best_trial
+    lines = [
+        f"study {study.study_name} on {redact(url)}: {len(study.trials)} trials, {pruned} "
+        f"pruned by {spec.pruner.type} ({spec.pruner.model_dump(exclude={'type'})})",
+        f"epochs trained: {trained}; saved by pruning: at most {saved} "
+        f"({share:.0%} of what the study would have trained without it)",
+        f"best trial {best.number} ({best.value:.4f}, {len(best.intermediate_values)} epochs): "
+        + ("never pruned when replayed against all other trials" if step is None
+           else f"WOULD BE PRUNED at epoch {step + 1} against all other trials"),
+    ]
+    print("\n".join(lines))
+    if not args.no_docs:
+        from _docs import command, machine, write_section
+
+        body = "\n".join(["## Pruning (`benchmarks/pruning.py`)", "",
+                          f"Command: `{command()}`  ", f"Machine: {machine()}", "",
+                          *[f"- {line}" for line in lines]])
+        print(f"written to {write_section('pruning', body)}")
+
+
+if __name__ == "__main__":
+    main()
