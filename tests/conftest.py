@@ -9,6 +9,7 @@ failure.
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 import time
 import uuid
@@ -81,10 +82,14 @@ def _postgres_database() -> Iterator[str]:
     name = f"hpsearch_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    # A server database's default artifact store is ./hpsearch-artifacts: keep it out of the
+    # working directory (the repository), for this test and the processes it starts.
     try:
-        yield sqlalchemy.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(
-            hide_password=False
-        )
+        with pytest.MonkeyPatch.context() as patch, \
+                tempfile.TemporaryDirectory(prefix="artifacts-") as artifacts:
+            patch.setenv("HPSEARCH_ARTIFACTS", artifacts)
+            yield sqlalchemy.engine.make_url(POSTGRES_ADMIN_URL).set(
+                database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
