@@ -83,6 +83,7 @@ def train_epochs(contender: str, epochs: int, path: str | None) -> list[float]:
     """Seconds of each epoch (training and validation) of one contender's run."""
     import numpy as np
 
+    from objectives.callbacks import EpochRecorder
     from objectives.config import TrainingConfig
     from objectives.keras_setup import keras
     from objectives.mlp import train
@@ -91,38 +92,21 @@ def train_epochs(contender: str, epochs: int, path: str | None) -> list[float]:
 
     data = _data(path)
     keras.utils.set_random_seed(0)
-    seconds: list[float] = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
-            seconds.append(time.perf_counter() - self.started)
-
     if contender == "plain fit":
         x = data.x_train.astype(np.float32)  # type: ignore[attr-defined]
         x_val = data.x_val.astype(np.float32)  # type: ignore[attr-defined]
         model = build_model(PARAMS, x.shape[1:], 10)
         model.compile(optimizer=get_optimizer(PARAMS), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
+        clock = EpochRecorder()  # the same epoch clock every trial keeps
         model.fit(x, data.y_train, validation_data=(x_val, data.y_val),  # type: ignore
-                  batch_size=128, epochs=epochs, verbose=0, callbacks=[Clock()])
-        return seconds
+                  batch_size=128, epochs=epochs, verbose=0, callbacks=[clock])
+        return clock.seconds
     precision = "float32" if contender == "hpsearch float32" else "auto"
     training = TrainingConfig(max_epochs=epochs, early_stopping_patience=epochs,
                               reduce_lr_patience=epochs, precision=precision)
-    import objectives.mlp as mlp
-
-    original = mlp.trial_callbacks
-
-    def with_clock(*args: object, **kwargs: object) -> object:
-        recorder, stopping, callbacks = original(*args, **kwargs)  # type: ignore[arg-type]
-        return recorder, stopping, [Clock(), *callbacks]
-
-    mlp.trial_callbacks = with_clock  # type: ignore[assignment]
-    train(dict(PARAMS), data, training, "val_accuracy")  # type: ignore[arg-type]
-    return seconds
+    outcome = train(dict(PARAMS), data, training, "val_accuracy")  # type: ignore[arg-type]
+    return outcome.recorder.seconds
 
 
 def run_one(contender: str, epochs: int, path: str | None) -> dict[str, object]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -14,6 +15,9 @@ matplotlib.use("Agg")  # files only: workers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+if TYPE_CHECKING:
+    from objectives.evaluation import Evaluation
 
 DPI = 100
 
@@ -76,3 +80,20 @@ def plot_confusion(matrix: np.ndarray, class_names: tuple[str, ...], path: Path,
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def write_figures(folder: Path, history: dict[str, list[float]], best_index: int | None,
+                  evaluation: Evaluation | None, *, title: str, heading: str) -> list[Path]:
+    """What one trained model leaves for people: ``curves.png`` and, with an evaluation,
+    ``confusion_matrix.png`` and ``classification_report.txt``, titled ``title`` (the curves)
+    and ``heading`` (the evaluation's split and run)."""
+    paths = [plot_curves(history, folder / "curves.png",
+                         best_epoch=None if best_index is None else best_index + 1, title=title)]
+    if evaluation is None:
+        return paths
+    paths.append(plot_confusion(evaluation.confusion, evaluation.class_names,
+                                folder / "confusion_matrix.png",
+                                title=f"{heading}: accuracy {evaluation.accuracy:.4f}"))
+    report = folder / "classification_report.txt"
+    report.write_text(f"{heading}\n\n{evaluation.report_text}", encoding="utf-8")
+    return [*paths, report]

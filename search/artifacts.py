@@ -219,25 +219,18 @@ class TrialArtifacts:
     def _figures(self, trial: optuna.trial.Trial, outcome: TrainingOutcome, dataset: Dataset,
                  folder: Path, *, complete: bool) -> list[Path]:
         from objectives.evaluation import evaluate
-        from objectives.figures import plot_curves, plot_confusion
+        from objectives.figures import write_figures
 
-        index = outcome.best_index
-        paths = [plot_curves(outcome.recorder.history, folder / "curves.png",
-                             best_epoch=None if index is None else index + 1,
-                             title=f"trial {trial.number}")]
-        if not complete:
+        result = None if not complete else evaluate(
+            outcome.model, dataset.x_val, dataset.y_val, dataset.class_names, "validation")
+        paths = write_figures(folder, outcome.recorder.history, outcome.best_index, result,
+                              title=f"trial {trial.number}",
+                              heading=f"trial {trial.number}, validation split")
+        if result is None:
             return paths
-        result = evaluate(outcome.model, dataset.x_val, dataset.y_val, dataset.class_names,
-                          "validation")
-        paths.append(plot_confusion(result.confusion, dataset.class_names,
-                                    folder / "confusion_matrix.png",
-                                    title=f"trial {trial.number}: validation, accuracy "
-                                          f"{result.accuracy:.4f}"))
-        (folder / "classification_report.txt").write_text(
-            f"trial {trial.number}, validation split\n\n{result.report_text}", encoding="utf-8")
         (folder / "classification_report.json").write_text(
             json.dumps(result.summary(), indent=1), encoding="utf-8")
-        paths += [folder / "classification_report.txt", folder / "classification_report.json"]
+        paths.append(folder / "classification_report.json")
         outcome.extra["val_macro_f1"] = round(float(result.report["macro avg"]["f1-score"]), 6)
         return paths
 

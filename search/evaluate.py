@@ -149,7 +149,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
 def _test_and_save(outcome: Any, dataset: Any, trial: FrozenTrial, folder: Path, mode: str,
                    seconds: float) -> EvaluationRun:
     from objectives.evaluation import evaluate
-    from objectives.figures import plot_confusion, plot_curves
+    from objectives.figures import write_figures
 
     result = evaluate(outcome.model, dataset.x_test, dataset.y_test, dataset.class_names, "test")
     run = EvaluationRun(trial=trial, mode=mode, epochs=outcome.recorder.epochs, seconds=seconds,
@@ -159,15 +159,9 @@ def _test_and_save(outcome: Any, dataset: Any, trial: FrozenTrial, folder: Path,
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         outcome.model.save(staging / "model.keras")
-        index = outcome.best_index
-        plot_curves(outcome.recorder.history, staging / "curves.png",
-                    best_epoch=None if index is None else index + 1,
-                    title=f"trial {trial.number} retrained ({mode})")
-        plot_confusion(result.confusion, dataset.class_names, staging / "confusion_matrix.png",
-                       title=f"trial {trial.number} on test: accuracy {result.accuracy:.4f}")
-        (staging / "classification_report.txt").write_text(
-            f"trial {trial.number}, retrained on {mode}, test split\n\n{result.report_text}",
-            encoding="utf-8")
+        write_figures(staging, outcome.recorder.history, outcome.best_index, result,
+                      title=f"trial {trial.number} retrained ({mode})",
+                      heading=f"trial {trial.number}, retrained on {mode}, test split")
         (staging / "metrics.json").write_text(json.dumps(
             {**run.record(), "trial": trial.number, "params": trial.params,
              **{k: v for k, v in result.summary().items() if k != "split"}}, indent=1),

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.artifacts import artifacts_of, read_artifact
 from search.evaluate import evaluations
 from search.results import trials_rows
+from search.studies import STUDY_ATTR
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def history_figure(study: optuna.Study) -> str | None:
         for trial, value in hand:
             axis.annotate(str(trial.user_attrs["label"]), (trial.number, value),
                           textcoords="offset points", xytext=(6, -10), fontsize=8)
-    metric = study.user_attrs.get("hpsearch", {}).get("fingerprint", {}).get("metric", "value")
+    metric = _metric(study)
     from matplotlib.ticker import MaxNLocator
 
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -314,7 +315,7 @@ select; <code>evaluated_test_accuracy</code> comes from <code>hpsearch evaluate<
 
 
 def _metric(study: optuna.Study) -> str:
-    stored = study.user_attrs.get("hpsearch", {})
+    stored = study.user_attrs.get(STUDY_ATTR, {})
     return str(stored.get("fingerprint", {}).get("metric", "value"))
 
 
