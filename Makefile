@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean bench-env
 
 setup: $(STAMP)
 
@@ -25,5 +25,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check search objectives tests benchmarks scripts
 	$(BIN)/mypy search objectives
 
+# The benchmark environment: hpsearch plus the tools benchmarks/search_efficiency.py compares it
+# with (keras-tuner), kept out of hpsearch's own environment.
+bench-env: .venv-bench/.installed
+
+.venv-bench/.installed: pyproject.toml
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --upgrade pip
+	.venv-bench/bin/python -m pip install --quiet -e '.[bench]'
+	touch .venv-bench/.installed
+
 clean:
-	rm -rf $(VENV) hpsearch.db
+	rm -rf $(VENV) .venv-bench hpsearch.db

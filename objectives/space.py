@@ -256,6 +256,28 @@ class SearchSpace(BaseModel):
         return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
 
 
+# The configuration a new study tries first (``[study] warm_start``): the strongest of the
+# hand-built experiments on CIFAR-10 (0.55 test accuracy), a deep ReLU MLP with BatchNorm,
+# Dropout and AdamW. Starting from it gives the search a good trial within its first minutes.
+REFERENCE: dict[str, Any] = {
+    "n_layers": 3, "units_l0": 512, "units_l1": 256, "units_l2": 128, "activation": "relu",
+    "batch_norm": True, "dropout": 0.3, "l2": 1e-5, "initializer": "he_normal",
+    "optimizer": "adamw", "learning_rate": 5e-4, "batch_size": 128, "weight_decay": 1e-4,
+}
+
+
+def reference_params(space: SearchSpace) -> dict[str, Any]:
+    """The parts of ``REFERENCE`` that ``space`` holds (the sampler fills in the rest): a
+    parameter outside the space is left out, and the layer widths go with the depth."""
+    allowed = {name: value for name, value in REFERENCE.items()
+               if not space.check({name: value})}
+    if "n_layers" not in allowed:
+        allowed = {k: v for k, v in allowed.items() if not re.fullmatch(r"units_l\d+", k)}
+    if "optimizer" not in allowed:
+        allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
+    return allowed
+
+
 def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]:
     """Sample one configuration from ``space`` through ``trial.suggest_*``.
 

@@ -8,10 +8,12 @@ from typing import Any
 import optuna
 
 from objectives.config import MAX_EPOCHS_ATTR
+from objectives.space import reference_params
 from search.errors import UserError
 from search.studyfile import StudyFile
 
 STUDY_ATTR = "hpsearch"  # study user attribute: the fingerprint and the study file it came from
+WARM_START_ATTR = "warm_start"  # trial user attribute of the reference configuration tried first
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -66,6 +68,10 @@ def open_study(
         if fixed.max_epochs is not None:
             attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
         study.enqueue_trial(fixed.params(), user_attrs=attrs)
+    if not spec.fixed_trials and spec.study.warm_start:
+        start = reference_params(spec.space)
+        if start:
+            study.enqueue_trial(start, user_attrs={WARM_START_ATTR: True})
     return study
 
 

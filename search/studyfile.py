@@ -37,6 +37,9 @@ class StudySection(_Section):
     n_trials: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0, lt=2**31)
+    # A new study without fixed trials tries the reference configuration first (the parts of it
+    # that its space holds); see objectives.space.REFERENCE and benchmarks/search_efficiency.py.
+    warm_start: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySection:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.distributions import (
@@ -64,3 +66,40 @@ def test_distributions_follow_the_space() -> None:
 def test_space_round_trips_through_its_json_form() -> None:
     space = SearchSpace.model_validate({"units": {"low": 8, "high": 64, "step": 8}})
     assert SearchSpace.model_validate(space.fingerprint()) == space
+
+
+def test_reference_params_keep_only_what_the_space_holds() -> None:
+    from objectives.space import REFERENCE, reference_params
+
+    assert reference_params(SearchSpace()) == REFERENCE
+    narrow = SearchSpace.model_validate({"n_layers": {"low": 1, "high": 2},
+                                         "activation": ["tanh", "gelu"],
+                                         "optimizer": ["sgd", "adam"]})
+    start = reference_params(narrow)
+    # depth out of the space takes its widths with it; the optimizer's own parameter goes too
+    assert not {"n_layers", "units_l0", "units_l1", "units_l2", "activation", "optimizer",
+                "weight_decay"} & set(start)
+    assert start["batch_norm"] is True and start["learning_rate"] == 5e-4
+
+
+def test_a_new_study_tries_the_reference_first_and_fixed_trials_replace_it(
+        tmp_path: Path) -> None:
+    from objectives.space import REFERENCE
+    from search.studies import WARM_START_ATTR, open_study
+    from search.studyfile import StudyFile
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'w.db'}")
+    spec = StudyFile.model_validate({"study": {"name": "warm", "n_trials": 2}})
+    study = open_study(spec, storage)
+    trial = study.ask()
+    assert suggest(trial, spec.space) == REFERENCE
+    assert trial.user_attrs == {WARM_START_ATTR: True}
+    assert open_study(spec, storage).get_trials(states=(optuna.trial.TrialState.WAITING,)) == []
+
+    cold = StudyFile.model_validate({"study": {"name": "cold", "n_trials": 2,
+                                               "warm_start": False}})
+    assert open_study(cold, storage).trials == []
+    fixed = StudyFile.model_validate({"study": {"name": "fixed", "n_trials": 2},
+                                      "fixed_trials": [{"label": "a", "dropout": 0.1}]})
+    queued = open_study(fixed, storage).trials
+    assert [t.user_attrs for t in queued] == [{"label": "a"}]

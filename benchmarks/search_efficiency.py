@@ -1,0 +1,304 @@
+"""Best validation accuracy per minute of search: hpsearch against random search, a plain Optuna
+loop, KerasTuner's Hyperband and the hand-built experiments, on CIFAR-10.
+
+Run (once: ``make bench-env``, which makes ``.venv-bench`` with keras-tuner beside hpsearch):
+
+    .venv-bench/bin/python benchmarks/search_efficiency.py \
+        --data-path ../shared/data/cifar10-jpeg.tar.gz [--minutes 30] [--methods ...]
+        [--seed 0] [--keep DIR] [--no-docs]
+
+Every method gets the same wall-clock budget (``--minutes``, 30 by default) on this whole
+machine, one after the other, the same search space (``space()`` below: 1-4 layers, 32-1024
+units, relu/tanh/gelu, BatchNorm, dropout, L2, initializer, four optimizers with their own
+parameters, learning rate, batch size) and the same train/validation split of CIFAR-10:
+
+- hpsearch: ``hpsearch run`` of a study file that gives only the data and the space, so
+  every other setting (sampler, pruner, epochs, early stopping, ``--workers auto``) is
+  hpsearch's default;
+- random: the same, with ``[sampler] type = "random"`` and ``[pruner] type = "none"``;
+- plain-optuna, kerastuner, hand-built: see ``benchmarks/_others.py`` (Keras ``model.fit`` on
+  float32 arrays, as their users write them). The hand-built experiments run to their end.
+
+At the end of its budget a method is stopped (SIGTERM); trials finished by then count. Printed
+and written to docs/benchmarks.md, with the plot docs/search-efficiency.png: the best
+validation accuracy over time, the time to reach 0.55, the best at the end of the budget, and
+the test accuracy of each method's best configuration retrained by ``hpsearch evaluate`` (on
+the training split with hpsearch's early stopping, for the number of epochs that method
+trained it, then tested once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+HPSEARCH = Path(sys.executable).parent / "hpsearch"
+PLOT = REPO / "docs" / "search-efficiency.png"
+TARGET = 0.55
+METHODS = ["hpsearch", "random", "plain-optuna", "kerastuner", "hand-built"]
+
+SPACE_TOML = """
+[space]
+activation = ["relu", "tanh", "gelu"]
+"""
+
+
+def space() -> Any:
+    """The benchmark's search space: hpsearch's defaults with three activations."""
+    from objectives.space import SearchSpace
+
+    return SearchSpace.model_validate({"activation": ["relu", "tanh", "gelu"]})
+
+
+@dataclass
+class Result:
+    method: str
+    points: list[tuple[float, float]] = field(default_factory=list)  # (seconds, value)
+    best_params: dict[str, Any] | None = None
+    best_epochs: int | None = None
+    test_accuracy: float | None = None
+    note: str = ""
+
+    def best_at(self, seconds: float) -> float | None:
+        values = [v for t, v in self.points if t <= seconds]
+        return max(values) if values else None
+
+    def time_to(self, target: float) -> float | None:
+        best = None
+        for t, v in sorted(self.points):
+            best = v if best is None else max(best, v)
+            if best >= target:
+                return t
+        return None
+
+
+def _run(cmd: list[str], budget: float, log: Path, env: dict[str, str] | None = None) -> None:
+    """Run ``cmd`` until it ends or its budget is spent (then SIGTERM, SIGKILL a minute on)."""
+    with log.open("w") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})})
+        try:
+            process.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_hpsearch(method: str, args: argparse.Namespace, folder: Path) -> Result:
+    import optuna
+
+    study_file = folder / f"{method}.toml"
+    extra = ('[sampler]\ntype = "random"\n[pruner]\ntype = "none"\n'
+             if method == "random" else "")
+    study_file.write_text(f'[study]\nname = "{method}"\nseed = {args.seed}\n'
+                          f'[data]\ndataset = "cifar10"\n{extra}{SPACE_TOML}')
+    url = f"sqlite:///{folder / f'{method}.db'}"
+    budget = args.minutes * 60
+    t0 = time.time()
+    _run([str(HPSEARCH), "run", str(study_file), "--storage", url, "--workers", "auto",
+          "--timeout", str(budget), "--data-path", args.data_path], budget,
+         folder / f"{method}.log", {"HPSEARCH_ARTIFACTS": str(folder / f"{method}-artifacts")})
+    study = optuna.load_study(study_name=method, storage=url)
+    result = Result(method)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for trial in complete:
+        assert trial.datetime_complete is not None and trial.value is not None
+        result.points.append((trial.datetime_complete.timestamp() - t0, trial.value))
+    finished = [t for t in complete if t.datetime_complete.timestamp() - t0 <= budget]
+    result.note = f"{len(study.trials)} trials started"
+    if finished:
+        best = max(finished, key=lambda t: t.value)
+        result.test_accuracy = evaluate(url, method, best.number, args, folder)
+        result.best_params = best.params
+    return result
+
+
+def run_other(method: str, args: argparse.Namespace, folder: Path) -> Result:
+    out = folder / f"{method}.jsonl"
+    out.unlink(missing_ok=True)
+    budget = args.minutes * 60
+    t0 = time.time()
+    _run([sys.executable, str(REPO / "benchmarks" / "_others.py"), method, "--data-path",
+          args.data_path, "--out", str(out), "--t0", str(t0), "--budget", str(budget),
+          "--seed", str(args.seed)],
+         budget if method != "hand-built" else 24 * 3600, folder / f"{method}.log")
+    result = Result(method)
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    for record in records:
+        result.points.append((record["seconds"], record["value"]))
+    counted = [r for r in records if r["seconds"] <= budget or method == "hand-built"]
+    result.note = f"{len(records)} trials finished"
+    if counted:
+        best = max(counted, key=lambda r: r["value"])
+        result.best_params, result.best_epochs = best["params"], best["epochs"]
+        url = f"sqlite:///{folder / f'retrain-{method}.db'}"
+        number = _retrain_study(url, f"retrain-{method}", best, args)
+        result.test_accuracy = evaluate(url, f"retrain-{method}", number, args, folder)
+    return result
+
+
+def _retrain_study(url: str, name: str, best: dict[str, Any], args: argparse.Namespace) -> int:
+    """An hpsearch study holding another tool's best configuration as a complete trial (the
+    space widened to hold the hand-built experiments), so ``hpsearch evaluate`` can retrain it."""
+    import optuna
+
+    from objectives.config import MAX_EPOCHS_ATTR
+    from objectives.space import suggest
+    from search.studies import open_study
+    from search.studyfile import StudyFile
+
+    raw = {"study": {"name": name, "seed": args.seed, "n_trials": 1},
+           "data": {"dataset": "cifar10", "path": args.data_path},
+           "space": {"activation": ["relu", "tanh", "gelu"], "l2": {"low": 0.0, "high": 1e-3},
+                     "batch_size": [32, 64, 128, 256]}}
+    spec = StudyFile.model_validate(raw)
+    study = open_study(spec, optuna.storages.RDBStorage(url))
+    study.enqueue_trial(best["params"], user_attrs={MAX_EPOCHS_ATTR: best["epochs"]})
+    trial = study.ask()
+    suggest(trial, spec.space)
+    study.tell(trial, best["value"])
+    return trial.number
+
+
+def evaluate(url: str, study: str, number: int, args: argparse.Namespace,
+             folder: Path) -> float | None:
+    import optuna
+
+    log = folder / f"evaluate-{study}.log"
+    with log.open("w") as out:
+        code = subprocess.run([str(HPSEARCH), "evaluate", "--storage", url, "--study", study,
+                               "--trial", str(number), "--data-path", args.data_path,
+                               "--output", str(folder / f"evaluation-{study}")],
+                              stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ,
+                                   "HPSEARCH_ARTIFACTS": str(folder / f"{study}-artifacts")}
+                              ).returncode
+    if code != 0:
+        print(f"  hpsearch evaluate failed for {study}: see {log}", flush=True)
+        return None
+    record = optuna.load_study(study_name=study, storage=url).user_attrs.get(
+        f"evaluation:{number}", {})
+    return record.get("test_accuracy")
+
+
+def plot(results: list[Result], minutes: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    for result in results:
+        xs, ys, best = [], [], None
+        for t, v in sorted(result.points):
+            best = v if best is None else max(best, v)
+            xs.append(t / 60)
+            ys.append(best)
+        if not xs:
+            continue
+        end = max(minutes, xs[-1]) if result.method == "hand-built" else minutes
+        ax.step([*xs, end], [*ys, ys[-1]], where="post", label=result.method, linewidth=1.8)
+        ax.plot(xs, ys, "o", markersize=3, color=ax.lines[-1].get_color())
+    ax.axhline(TARGET, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("minutes of search (wall clock, whole machine)")
+    ax.set_ylabel("best validation accuracy so far")
+    ax.set_title("CIFAR-10 MLP: best validation accuracy over time")
+    ax.set_xlim(0, minutes)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT)
+    plt.close(fig)
+    return PLOT
+
+
+def _fmt(value: float | None, spec: str = ".4f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-path", required=True)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, help="keep studies, logs and models here")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    args.data_path = str(Path(args.data_path).resolve())
+    if "kerastuner" in args.methods:
+        try:
+            import keras_tuner  # noqa: F401
+        except ImportError:
+            sys.exit("kerastuner needs keras-tuner: run `make bench-env` and this script with "
+                     ".venv-bench/bin/python (or leave kerastuner out of --methods)")
+    from _docs import command, machine, write_section
+
+    from objectives.config import DataConfig
+    from objectives.data import load_dataset
+
+    print(f"machine: {machine()}", flush=True)
+    load_dataset(DataConfig(dataset="cifar10", path=args.data_path), args.seed)  # warm cache
+    budget = args.minutes * 60
+    results = []
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
+        folder = args.keep.resolve() if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for method in args.methods:
+            print(f"{method}: searching for {args.minutes:g} min ...", flush=True)
+            started = time.perf_counter()
+            runner = run_hpsearch if method in ("hpsearch", "random") else run_other
+            result = runner(method, args, folder)
+            results.append(result)
+            reached = result.time_to(TARGET)
+            print(f"  {result.note}; best validation accuracy "
+                  f"{_fmt(result.best_at(budget if method != 'hand-built' else 1e9))}, "
+                  f"{TARGET} reached "
+                  f"{'after ' + _fmt(reached, '.0f') + ' s' if reached is not None else 'never'}"
+                  f"; retrained best: test accuracy {_fmt(result.test_accuracy)} "
+                  f"({time.perf_counter() - started:.0f} s in all)", flush=True)
+    figure = plot(results, args.minutes)
+    print(f"plot: {figure}")
+    rows = []
+    for r in results:
+        horizon = 1e9 if r.method == "hand-built" else budget
+        reached = r.time_to(TARGET)
+        rows.append(f"| {r.method} | {len([p for p in r.points if p[0] <= horizon])} | "
+                    f"{_fmt(r.best_at(horizon))} | "
+                    f"{_fmt(reached, '.0f', 'not reached') + (' s' if reached else '')} | "
+                    f"{_fmt(r.test_accuracy)} |")
+    table = ["| method | trials finished | best val_accuracy | time to 0.55 | "
+             "test accuracy (best, retrained) |", "| --- | --- | --- | --- | --- |", *rows]
+    print("\n".join(table))
+    if not args.no_docs:
+        body = "\n".join([
+            "## Search efficiency (`benchmarks/search_efficiency.py`)", "",
+            f"Command: `{command()}`  ", f"Machine: {machine()}", "",
+            f"Budget: {args.minutes:g} minutes of wall clock per method on the whole machine "
+            "(the hand-built experiments run to their end); trials finished within it count. "
+            "Same search space and validation split for all; the best configuration of each "
+            "retrained once with `hpsearch evaluate` and tested once.", "",
+            *table, "", "![best validation accuracy over time](search-efficiency.png)",
+        ])
+        print(f"written to {write_section('search_efficiency', body)}")
+
+
+if __name__ == "__main__":
+    main()
