@@ -41,7 +41,12 @@ def machine() -> str:
 
 
 def command() -> str:
-    return " ".join(shlex.quote(arg) for arg in [".venv/bin/python", *sys.argv])
+    python = Path(sys.executable)
+    try:
+        shown = str(python.relative_to(DOCS.parent.parent))  # .venv/bin/python, .venv-bench/...
+    except ValueError:
+        shown = "python"
+    return " ".join(shlex.quote(arg) for arg in [shown, *sys.argv])
 
 
 def write_section(name: str, body: str) -> Path:

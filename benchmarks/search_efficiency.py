@@ -5,7 +5,7 @@ Run (once: ``make bench-env``, which makes ``.venv-bench`` with keras-tuner besi
 
     .venv-bench/bin/python benchmarks/search_efficiency.py \
         --data-path ../shared/data/cifar10-jpeg.tar.gz [--minutes 30] [--methods ...]
-        [--seed 0] [--keep DIR] [--no-docs]
+        [--seed 0] [--keep DIR [--resume]] [--no-docs]
 
 Every method gets the same wall-clock budget (``--minutes``, 30 by default) on this whole
 machine, one after the other, the same search space (``space()`` below: 1-4 layers, 32-1024
@@ -19,7 +19,9 @@ parameters, learning rate, batch size) and the same train/validation split of CI
 - plain-optuna, kerastuner, hand-built: see ``benchmarks/_others.py`` (Keras ``model.fit`` on
   float32 arrays, as their users write them). The hand-built experiments run to their end.
 
-At the end of its budget a method is stopped (SIGTERM); trials finished by then count. Printed
+At the end of its budget a method is stopped (SIGTERM); trials finished by then count. With
+``--keep DIR --resume``, methods whose results are already in DIR are read back, not rerun
+(for a run that was stopped, or one method run again). Printed
 and written to docs/benchmarks.md, with the plot docs/search-efficiency.png: the best
 validation accuracy over time, the time to reach 0.55, the best at the end of the budget, and
 the test accuracy of each method's best configuration retrained by ``hpsearch evaluate`` (on
@@ -100,20 +102,46 @@ def _run(cmd: list[str], budget: float, log: Path, env: dict[str, str] | None = 
                 process.wait()
 
 
+def _fresh(folder: Path, method: str) -> None:
+    """Remove what an earlier run of ``method`` left in ``folder``."""
+    for path in folder.glob(f"{method}.*"):
+        path.unlink()
+    for path in folder.glob(f"retrain-{method}.*"):
+        path.unlink()
+
+
+def _stored_test_accuracy(url: str, study: str, number: int) -> float | None:
+    import optuna
+
+    try:
+        loaded = optuna.load_study(study_name=study, storage=url)
+    except KeyError:
+        return None
+    return loaded.user_attrs.get(f"evaluation:{number}", {}).get("test_accuracy")
+
+
 def run_hpsearch(method: str, args: argparse.Namespace, folder: Path) -> Result:
     import optuna
 
     study_file = folder / f"{method}.toml"
-    extra = ('[sampler]\ntype = "random"\n[pruner]\ntype = "none"\n'
-             if method == "random" else "")
-    study_file.write_text(f'[study]\nname = "{method}"\nseed = {args.seed}\n'
-                          f'[data]\ndataset = "cifar10"\n{extra}{SPACE_TOML}')
     url = f"sqlite:///{folder / f'{method}.db'}"
     budget = args.minutes * 60
-    t0 = time.time()
-    _run([str(HPSEARCH), "run", str(study_file), "--storage", url, "--workers", "auto",
-          "--timeout", str(budget), "--data-path", args.data_path], budget,
-         folder / f"{method}.log", {"HPSEARCH_ARTIFACTS": str(folder / f"{method}-artifacts")})
+    reuse = args.resume and (folder / f"{method}.t0").exists()
+    if reuse:
+        t0 = float((folder / f"{method}.t0").read_text())
+    else:
+        _fresh(folder, method)
+        # Random search is the baseline: no pruner and no warm start either.
+        warm, extra = (("warm_start = false\n", '[sampler]\ntype = "random"\n'
+                        '[pruner]\ntype = "none"\n') if method == "random" else ("", ""))
+        study_file.write_text(f'[study]\nname = "{method}"\nseed = {args.seed}\n{warm}'
+                              f'[data]\ndataset = "cifar10"\n{extra}{SPACE_TOML}')
+        t0 = time.time()
+        _run([str(HPSEARCH), "run", str(study_file), "--storage", url, "--workers", "auto",
+              "--timeout", str(budget), "--data-path", args.data_path], budget,
+             folder / f"{method}.log",
+             {"HPSEARCH_ARTIFACTS": str(folder / f"{method}-artifacts")})
+        (folder / f"{method}.t0").write_text(repr(t0))
     study = optuna.load_study(study_name=method, storage=url)
     result = Result(method)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -124,20 +152,23 @@ def run_hpsearch(method: str, args: argparse.Namespace, folder: Path) -> Result:
     result.note = f"{len(study.trials)} trials started"
     if finished:
         best = max(finished, key=lambda t: t.value)
-        result.test_accuracy = evaluate(url, method, best.number, args, folder)
         result.best_params = best.params
+        result.test_accuracy = _stored_test_accuracy(url, method, best.number) or \
+            evaluate(url, method, best.number, args, folder)
     return result
 
 
 def run_other(method: str, args: argparse.Namespace, folder: Path) -> Result:
     out = folder / f"{method}.jsonl"
-    out.unlink(missing_ok=True)
     budget = args.minutes * 60
-    t0 = time.time()
-    _run([sys.executable, str(REPO / "benchmarks" / "_others.py"), method, "--data-path",
-          args.data_path, "--out", str(out), "--t0", str(t0), "--budget", str(budget),
-          "--seed", str(args.seed)],
-         budget if method != "hand-built" else 24 * 3600, folder / f"{method}.log")
+    if not (args.resume and (folder / f"{method}.done").exists()):
+        _fresh(folder, method)
+        t0 = time.time()
+        _run([sys.executable, str(REPO / "benchmarks" / "_others.py"), method, "--data-path",
+              args.data_path, "--out", str(out), "--t0", str(t0), "--budget", str(budget),
+              "--seed", str(args.seed)],
+             budget if method != "hand-built" else 24 * 3600, folder / f"{method}.log")
+        (folder / f"{method}.done").touch()
     result = Result(method)
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     for record in records:
@@ -148,8 +179,10 @@ def run_other(method: str, args: argparse.Namespace, folder: Path) -> Result:
         best = max(counted, key=lambda r: r["value"])
         result.best_params, result.best_epochs = best["params"], best["epochs"]
         url = f"sqlite:///{folder / f'retrain-{method}.db'}"
-        number = _retrain_study(url, f"retrain-{method}", best, args)
-        result.test_accuracy = evaluate(url, f"retrain-{method}", number, args, folder)
+        result.test_accuracy = _stored_test_accuracy(url, f"retrain-{method}", 0)
+        if result.test_accuracy is None:
+            number = _retrain_study(url, f"retrain-{method}", best, args)
+            result.test_accuracy = evaluate(url, f"retrain-{method}", number, args, folder)
     return result
 
 
@@ -163,7 +196,7 @@ def _retrain_study(url: str, name: str, best: dict[str, Any], args: argparse.Nam
     from search.studies import open_study
     from search.studyfile import StudyFile
 
-    raw = {"study": {"name": name, "seed": args.seed, "n_trials": 1},
+    raw = {"study": {"name": name, "seed": args.seed, "n_trials": 1, "warm_start": False},
            "data": {"dataset": "cifar10", "path": args.data_path},
            "space": {"activation": ["relu", "tanh", "gelu"], "l2": {"low": 0.0, "high": 1e-3},
                      "batch_size": [32, 64, 128, 256]}}
@@ -197,7 +230,7 @@ def evaluate(url: str, study: str, number: int, args: argparse.Namespace,
     return record.get("test_accuracy")
 
 
-def plot(results: list[Result], minutes: float) -> Path:
+def plot(results: list[Result], minutes: float, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,10 +256,10 @@ def plot(results: list[Result], minutes: float) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     plt.close(fig)
-    return PLOT
+    return path
 
 
 def _fmt(value: float | None, spec: str = ".4f", none: str = "-") -> str:
@@ -240,9 +273,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="keep studies, logs and models here")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --keep: reuse the results of methods already run there")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     args.data_path = str(Path(args.data_path).resolve())
+    if args.resume and not args.keep:
+        parser.error("--resume needs --keep DIR, the folder of the run to resume")
     if "kerastuner" in args.methods:
         try:
             import keras_tuner  # noqa: F401
@@ -274,7 +311,9 @@ def main() -> None:
                   f"{'after ' + _fmt(reached, '.0f') + ' s' if reached is not None else 'never'}"
                   f"; retrained best: test accuracy {_fmt(result.test_accuracy)} "
                   f"({time.perf_counter() - started:.0f} s in all)", flush=True)
-    figure = plot(results, args.minutes)
+    # A run of some of the methods gets its own section and plot, beside the full comparison.
+    suffix = "" if args.methods == METHODS else f"-{'-'.join(args.methods)}-{args.minutes:g}min"
+    figure = plot(results, args.minutes, PLOT.with_name(f"{PLOT.stem}{suffix}.png"))
     print(f"plot: {figure}")
     rows = []
     for r in results:
@@ -289,15 +328,16 @@ def main() -> None:
     print("\n".join(table))
     if not args.no_docs:
         body = "\n".join([
-            "## Search efficiency (`benchmarks/search_efficiency.py`)", "",
+            f"## Search efficiency{' of ' + ', '.join(args.methods) if suffix else ''} "
+            "(`benchmarks/search_efficiency.py`)", "",
             f"Command: `{command()}`  ", f"Machine: {machine()}", "",
             f"Budget: {args.minutes:g} minutes of wall clock per method on the whole machine "
             "(the hand-built experiments run to their end); trials finished within it count. "
             "Same search space and validation split for all; the best configuration of each "
             "retrained once with `hpsearch evaluate` and tested once.", "",
-            *table, "", "![best validation accuracy over time](search-efficiency.png)",
+            *table, "", f"![best validation accuracy over time]({figure.name})",
         ])
-        print(f"written to {write_section('search_efficiency', body)}")
+        print(f"written to {write_section('search_efficiency' + suffix, body)}")
 
 
 if __name__ == "__main__":

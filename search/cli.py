@@ -250,6 +250,16 @@ def validate(study_file: Path) -> None:
         values = ", ".join(f"{k}={v}" for k, v in section.model_dump().items() if k != "type")
         kind = getattr(section, "type", "")
         console.print(f"{title}: {kind}{' ' if kind and values else ''}{values}", markup=False)
+    if spec.fixed_trials:
+        console.print("first trials: " + ", ".join(f.label for f in spec.fixed_trials),
+                      markup=False)
+    elif study.warm_start:
+        from objectives.space import reference_params
+
+        start = reference_params(spec.space)
+        console.print("first trial: the reference configuration (warm_start), " + (
+            ", ".join(f"{k}={v}" for k, v in start.items()) if start else
+            "none of which the space holds: sampled"), markup=False)
     table = Table(title="search space")
     for column in ("parameter", "distribution", "sampled when"):
         table.add_column(column)

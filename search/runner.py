@@ -28,7 +28,7 @@ from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
-from search.storage import database_error, engine_kwargs, open_storage, redact
+from search.storage import HpsearchStorage, database_error, engine_kwargs, open_storage, redact
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 
@@ -169,6 +169,11 @@ class WorkerLoop:
         finally:
             self.lock.dispose()
 
+    def _backend(self) -> HpsearchStorage | None:
+        storage = self.study._storage
+        backend = getattr(storage, "_backend", storage)
+        return backend if isinstance(backend, HpsearchStorage) else None
+
     def _engine(self) -> sqlalchemy.Engine | None:
         storage = self.study._storage
         return getattr(storage, "engine", None) or getattr(
@@ -219,6 +224,7 @@ class WorkerLoop:
     def _one_trial(self, target: int | None) -> bool:
         """Run one trial if the budget allows; False when this worker is done."""
         interrupts.check()  # a stop requested while the last trial ended starts no new one
+        backend = self._backend()
         self.lock.acquire()
         try:
             if target is not None:
@@ -237,12 +243,19 @@ class WorkerLoop:
                     self.lock.release()
                     time.sleep(POLL_S)  # a running trial may still fail and free its slot
                     return True
+            # The budget is safe once the new trial is RUNNING in the storage: the lock goes
+            # then (HpsearchStorage.on_trial_started), before sampling; at the latest when the
+            # objective starts.
+            if backend is not None:
+                backend.on_trial_started = self.lock.release
             self.study.optimize(
                 _with_worker(self.objective, self.lock.release), n_trials=1,
                 callbacks=[self.reporter], gc_after_trial=False,
             )
             return True
         finally:
+            if backend is not None:
+                backend.on_trial_started = None
             self.lock.release()
 
 

@@ -1,0 +1,66 @@
+"""hpsearch's storage on both backends: what it changes in Optuna's RDB storage keeps Optuna's
+results and errors."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from search.storage import HpsearchStorage, open_storage
+
+
+def test_intermediate_values_are_stored_as_optuna_stores_them(storage_url: str) -> None:
+    storage = open_storage(storage_url, create=True)
+    assert isinstance(storage, HpsearchStorage)
+    study = optuna.create_study(storage=storage, study_name="values")
+    trial = study.ask()
+    for step, value in enumerate([0.25, float("nan"), float("inf"), float("-inf"), 1e-300]):
+        trial.report(value, step)
+    storage.set_trial_intermediate_value(trial._trial_id, 0, 0.5)  # replaced, as in Optuna
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    values = stored.intermediate_values
+    assert values[0] == 0.5 and math.isnan(values[1]) and values[4] == 1e-300
+    assert (values[2], values[3]) == (float("inf"), float("-inf"))
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(trial._trial_id, 5, 0.1)
+    with pytest.raises(KeyError):
+        storage.set_trial_intermediate_value(10_000, 0, 0.1)
+    storage.engine.dispose()
+
+
+def test_the_start_hook_fires_for_running_trials_only(storage_url: str) -> None:
+    storage = open_storage(storage_url, create=True)
+    study = optuna.create_study(storage=storage, study_name="hook")
+    started: list[int] = []
+    storage.on_trial_started = lambda: started.append(len(study.trials))
+    study.enqueue_trial({"x": 1.0})  # a waiting trial: not started
+    assert started == []
+    study.ask()  # takes the waiting trial
+    study.ask()  # creates a running one
+    assert started == [1, 2]
+    storage.engine.dispose()
+
+
+def test_parameters_are_stored_as_optuna_stores_them(storage_url: str) -> None:
+    storage = open_storage(storage_url, create=True)
+    study = optuna.create_study(storage=storage, study_name="params")
+    for _ in range(2):  # the second trial takes the path of a name already seen
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_categorical("act", ["relu", "tanh"])
+        trial.suggest_int("layers", 1, 4)
+        study.tell(trial, 1.0)
+    plain = optuna.storages.RDBStorage(storage_url)
+    assert [t.params for t in plain.get_all_trials(study._study_id)] == \
+        [t.params for t in study.trials]
+    assert plain.get_all_trials(study._study_id)[1].distributions == trial.distributions
+    with pytest.raises(ValueError):  # other choices under a stored name
+        study.ask().suggest_categorical("act", ["relu", "gelu"])
+    finished = study.trials[1]
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        study._storage.set_trial_param(finished._trial_id, "lr", 0.01,
+                                       finished.distributions["lr"])
+    storage.engine.dispose()
