@@ -182,55 +182,49 @@ class HpsearchStorage(optuna.storages.RDBStorage):
 
     def set_trial_intermediate_value(self, trial_id: int, step: int,
                                      intermediate_value: float) -> None:
-        insert = _UPSERTS.get(self.engine.dialect.name)
-        if insert is None:
-            return super().set_trial_intermediate_value(trial_id, step, intermediate_value)
         model = rdb_models.TrialIntermediateValueModel
-        table, trials = model.__table__, rdb_models.TrialModel.__table__
         stored, kind = model.intermediate_value_to_stored_repr(intermediate_value)
-        rows = sqlalchemy.select(
-            sqlalchemy.literal(trial_id, table.c.trial_id.type),
-            sqlalchemy.literal(step, table.c.step.type),
-            sqlalchemy.literal(stored, table.c.intermediate_value.type),
-            sqlalchemy.literal(kind, table.c.intermediate_value_type.type),
-        ).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
-        statement = insert(table).from_select(
-            ["trial_id", "step", "intermediate_value", "intermediate_value_type"], rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["trial_id", "step"],
-            set_={"intermediate_value": statement.excluded.intermediate_value,
-                  "intermediate_value_type": statement.excluded.intermediate_value_type})
-        with self._autocommit.connect() as connection:
-            written = connection.execute(statement).rowcount
-        if written != 1:  # no such trial, or it has finished: Optuna's own check and error
+        row = {"trial_id": trial_id, "step": step, "intermediate_value": stored,
+               "intermediate_value_type": kind}
+        if not self._write_if_running(model.__table__, row, replace_on=("trial_id", "step")):
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
 
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                          distribution: BaseDistribution,
                          previous_distribution: BaseDistribution | None) -> None:
         # Optuna's cached storage passes the distribution this study already stored for the
-        # name; then only the row is left to write, in one statement that also checks that
-        # the trial is running. The first time a name is seen, Optuna's own path looks it up.
-        if previous_distribution is None or self.engine.dialect.name not in _UPSERTS:
-            return super()._set_trial_param(trial_id, param_name, param_value_internal,
-                                            distribution, previous_distribution)
-        check_distribution_compatibility(previous_distribution, distribution)
-        table = rdb_models.TrialParamModel.__table__
+        # name; then only the row is left to write. The first time a name is seen, Optuna's
+        # own path looks the stored distribution up.
+        if previous_distribution is not None:
+            check_distribution_compatibility(previous_distribution, distribution)
+            row = {"trial_id": trial_id, "param_name": param_name,
+                   "param_value": param_value_internal,
+                   "distribution_json": distribution_to_json(distribution)}
+            if self._write_if_running(rdb_models.TrialParamModel.__table__, row):
+                return
+        super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
+                                 previous_distribution)
+
+    def _write_if_running(self, table: sqlalchemy.Table, row: dict[str, Any],
+                          replace_on: tuple[str, ...] = ()) -> bool:
+        """Insert ``row`` (replacing the one with the same ``replace_on`` columns) in one
+        statement, only while its trial is RUNNING. False when nothing was written (no such
+        trial, a finished one, or a database without this statement): the caller then takes
+        Optuna's own path, which raises Optuna's own error."""
+        insert = _UPSERTS.get(self.engine.dialect.name)
+        if insert is None:
+            return False
         trials = rdb_models.TrialModel.__table__
         rows = sqlalchemy.select(
-            sqlalchemy.literal(trial_id, table.c.trial_id.type),
-            sqlalchemy.literal(param_name, table.c.param_name.type),
-            sqlalchemy.literal(param_value_internal, table.c.param_value.type),
-            sqlalchemy.literal(distribution_to_json(distribution),
-                               table.c.distribution_json.type),
-        ).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
-        statement = sqlalchemy.insert(table).from_select(
-            ["trial_id", "param_name", "param_value", "distribution_json"], rows)
+            *(sqlalchemy.literal(value, table.c[name].type) for name, value in row.items())
+        ).where(trials.c.trial_id == row["trial_id"], trials.c.state == TrialState.RUNNING)
+        statement = insert(table).from_select(list(row), rows)
+        if replace_on:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(replace_on),
+                set_={name: statement.excluded[name] for name in row if name not in replace_on})
         with self._autocommit.connect() as connection:
-            written = connection.execute(statement).rowcount
-        if written != 1:  # no such trial, or it has finished: Optuna's own check and error
-            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
-                                     previous_distribution)
+            return bool(connection.execute(statement).rowcount == 1)
 
     @functools.cached_property
     def _autocommit(self) -> sqlalchemy.Engine:

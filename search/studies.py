@@ -3,6 +3,7 @@ the same search space (resuming must never silently mix two spaces)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import optuna
@@ -13,6 +14,7 @@ from search.errors import UserError
 from search.studyfile import StudyFile
 
 STUDY_ATTR = "hpsearch"  # study user attribute: the fingerprint and the study file it came from
+CREATION_WAIT_S = 10.0  # how long an empty study may lack the record of its study file
 WARM_START_ATTR = "warm_start"  # trial user attribute of the reference configuration tried first
 
 
@@ -93,6 +95,14 @@ def find_study(
 
 def _check_same_study(spec: StudyFile, study: optuna.Study) -> None:
     stored = study.user_attrs.get(STUDY_ATTR)
+    # Another worker may have created the study a moment ago and not yet recorded what it
+    # came from (Optuna creates a study and its attributes in separate transactions): an
+    # empty study without the record gets a few seconds to receive it.
+    waited = 0.0
+    while not isinstance(stored, dict) and waited < CREATION_WAIT_S and not study.trials:
+        time.sleep(0.2)
+        waited += 0.2
+        stored = study.user_attrs.get(STUDY_ATTR)
     if not isinstance(stored, dict) or "fingerprint" not in stored:
         raise UserError(
             f"study {spec.name!r} exists in this storage but was not created by hpsearch; "

@@ -4,6 +4,8 @@ results and errors."""
 from __future__ import annotations
 
 import math
+import threading
+from pathlib import Path
 
 import optuna
 import pytest
@@ -64,3 +66,26 @@ def test_parameters_are_stored_as_optuna_stores_them(storage_url: str) -> None:
         study._storage.set_trial_param(finished._trial_id, "lr", 0.01,
                                        finished.distributions["lr"])
     storage.engine.dispose()
+
+
+def test_a_study_another_worker_is_still_creating_is_joined_a_foreign_one_refused(
+        tmp_path: Path) -> None:
+    from search.errors import UserError
+    from search.studies import STUDY_ATTR, find_study, open_study
+    from search.studyfile import StudyFile
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    spec = StudyFile.model_validate({"study": {"name": "joined", "n_trials": 2}})
+    made = optuna.create_study(study_name="joined", storage=url, direction="maximize")
+    record = optuna.storages.RDBStorage(url)
+    record_later = threading.Timer(1.0, lambda: record.set_study_user_attr(
+        made._study_id, STUDY_ATTR, {"fingerprint": spec.fingerprint()}))
+    record_later.start()  # as the creating worker does, a moment after creating it
+    assert find_study(spec, optuna.storages.RDBStorage(url)) is not None
+    record_later.join()
+
+    foreign = optuna.create_study(study_name="foreign", storage=url)
+    foreign.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    other = StudyFile.model_validate({"study": {"name": "foreign", "n_trials": 2}})
+    with pytest.raises(UserError, match="not created by hpsearch"):
+        open_study(other, optuna.storages.RDBStorage(url))
