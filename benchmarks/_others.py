@@ -14,8 +14,9 @@ the epochs it trained, so that ``hpsearch evaluate`` can retrain the best one.
   score is the validation accuracy after the last epoch.
 - kerastuner: KerasTuner's Hyperband (``max_epochs=15``, ``factor=3``, one iteration); a
   trial's score is its best epoch's validation accuracy, as KerasTuner scores it.
-- hand-built: the three experiments of the course report, one after the other, with
-  EarlyStopping restoring the best weights as the report did.
+- hand-built: the three experiments of the course report (the fixed trials of
+  ``studies/seed-experiments.toml``), one after the other, with EarlyStopping restoring the
+  best weights as the report did.
 
 The search space is hpsearch's benchmark space (``search_efficiency.SPACE``) with the same
 parameter names, sampled through each tool's own API.
@@ -40,21 +41,7 @@ OPTIMIZER_PARAMS = {"adamw": ("weight_decay",), "sgd": ("momentum", "nesterov"),
 EPOCHS_PLAIN = 20
 HYPERBAND_MAX_EPOCHS = 15
 
-HAND_BUILT: list[tuple[str, int, dict[str, Any]]] = [
-    ("baseline", 5, {"n_layers": 2, "units_l0": 32, "units_l1": 32, "activation": "relu",
-                     "batch_norm": False, "dropout": 0.0, "l2": 0.0,
-                     "initializer": "glorot_uniform", "optimizer": "adam",
-                     "learning_rate": 1e-3, "batch_size": 32}),
-    ("deep", 15, {"n_layers": 3, "units_l0": 512, "units_l1": 256, "units_l2": 128,
-                  "activation": "relu", "batch_norm": True, "dropout": 0.3, "l2": 1e-5,
-                  "initializer": "he_normal", "optimizer": "adamw", "learning_rate": 5e-4,
-                  "weight_decay": 1e-4, "batch_size": 128}),
-    ("wide-tanh", 20, {"n_layers": 2, "units_l0": 512, "units_l1": 512, "activation": "tanh",
-                       "batch_norm": False, "dropout": 0.2, "l2": 5e-5,
-                       "initializer": "glorot_uniform", "optimizer": "sgd",
-                       "learning_rate": 1e-2, "momentum": 0.9, "nesterov": True,
-                       "batch_size": 128}),
-]
+SEED_EXPERIMENTS = REPO / "studies" / "seed-experiments.toml"  # the hand-built experiments
 
 
 def load_arrays(data_path: str, seed: int) -> tuple[np.ndarray, ...]:
@@ -218,8 +205,11 @@ def kerastuner(arrays: tuple[np.ndarray, ...], log: Log, budget: float, seed: in
 def hand_built(arrays: tuple[np.ndarray, ...], log: Log, budget: float, seed: int) -> None:
     import keras
 
+    from search import studyfile
+
     x_train, y_train, x_val, y_val = arrays
-    for label, epochs, params in HAND_BUILT:
+    for fixed in studyfile.load(SEED_EXPERIMENTS).fixed_trials:
+        label, epochs, params = fixed.label, fixed.max_epochs or EPOCHS_PLAIN, fixed.params()
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
         model = build_model(params)
