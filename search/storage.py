@@ -13,25 +13,24 @@ import functools
 import logging
 import os
 import sqlite3
+import time
 import warnings
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.distributions import (
-    BaseDistribution, check_distribution_compatibility, distribution_to_json,
+    BaseDistribution, check_distribution_compatibility,
 )
-from optuna.storages._rdb import models as rdb_models
 from optuna.trial import TrialState
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from search.errors import UserError
+from search.running import RunningTrials
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 logger = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Ite
 
 
 class HpsearchStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage, with three changes for many workers on one study.
+    """Optuna's RDB storage, with four changes for many workers on one study.
 
     - A heartbeat survives a database hiccup: Optuna beats from a thread that dies, with a
       traceback, on the first failed write; the trial would then look dead to other workers
@@ -144,13 +143,27 @@ class HpsearchStorage(optuna.storages.RDBStorage):
       RUNNING state (created, or a waiting one taken), before the sampler runs: the worker
       loop releases its budget lock there, so other workers wait for a row to be written,
       not for a sampler.
-    - A parameter (a dozen per trial) and an intermediate value (one per epoch, the pruner's
-      input) are each written with one statement that also checks the trial is still
-      running, instead of Optuna's three or four queries in a transaction; the tables, the
-      values stored and the errors for a finished trial are Optuna's own.
+    - The records of a trial this process runs (parameters, intermediate values, user and
+      system attributes) are written behind: kept in memory, where this process reads them,
+      and written to the database together, at most ``WRITE_BEHIND_S`` after the first of them,
+      and always before the trial's state changes. That is the contract of Optuna's own cached
+      storage ("preceding writes ... are written into a persistent storage before writes on
+      state of Trial succeed"); it turns a dozen parameter writes and one write per report
+      into a few statements, off the training thread. Each statement writes only while the
+      trial is RUNNING in the database.
+    - The first write of each parameter name, and every write for a trial this process does
+      not run, take Optuna's own path: the tables, the values stored and the errors for a
+      finished trial are Optuna's.
+    - The trials of a study, as the sampler and the pruner read them (once per report), are
+      read again from the database only when the last read is ``READ_REUSE_S`` old or this
+      process has since created or ended a trial: other workers' trials show up at most that
+      late, this process's own changes at once.
     """
 
     on_trial_started: Callable[[], None] | None = None
+    WRITE_BEHIND_S = 0.5
+    READ_REUSE_S = 0.5
+    _last_read: tuple[object, float, list[optuna.trial.FrozenTrial]] | None = None
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -159,35 +172,76 @@ class HpsearchStorage(optuna.storages.RDBStorage):
             logger.warning("heartbeat of trial %d not recorded: %s", trial_id,
                            database_error(exc))
 
+    # -- trials this process runs --------------------------------------------------------
+
+    @functools.cached_property
+    def _running(self) -> RunningTrials:
+        return RunningTrials(self.engine, self.WRITE_BEHIND_S)
+
     def _create_new_trial(self, study_id: int,
                           template_trial: optuna.trial.FrozenTrial | None = None
                           ) -> optuna.trial.FrozenTrial:
         # Optuna's cached storage (which every study wraps around this one) calls this, not
         # the public create_new_trial, which calls it too.
         trial = super()._create_new_trial(study_id, template_trial)
+        self._last_read = None  # this process reads its own changes
         if trial.state == TrialState.RUNNING:
+            self._running.adopt(trial)
             self._started()
         return trial
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
+        self._running.flush(trial_id)  # every record before the state, as Optuna promises
         changed = super().set_trial_state_values(trial_id, state, values)
+        self._last_read = None
         if changed and state == TrialState.RUNNING:  # a waiting trial taken
+            self._running.adopt(super().get_trial(trial_id))
             self._started()
+        elif state.is_finished():
+            self._running.forget(trial_id)
         return changed
 
     def _started(self) -> None:
         if self.on_trial_started is not None:
             self.on_trial_started()
 
+    def flush(self) -> None:
+        """Write every record still held in memory (tests, and a process about to exit)."""
+        self._running.flush()
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        own = self._running.view(trial_id)
+        return own if own is not None else super().get_trial(trial_id)
+
+    def _get_trials(self, study_id: int, states: Container[TrialState] | None,
+                    included_trial_ids: set[int], trial_id_greater_than: int
+                    ) -> list[optuna.trial.FrozenTrial]:
+        key = (study_id, None if states is None else frozenset(states),  # type: ignore[call-overload]
+               frozenset(included_trial_ids), trial_id_greater_than)
+        now = time.monotonic()
+        last = self._last_read
+        if last is not None and last[0] == key and now - last[1] < self.READ_REUSE_S:
+            trials = last[2]
+        else:
+            trials = super()._get_trials(study_id, states, included_trial_ids,
+                                         trial_id_greater_than)
+            self._last_read = (key, now, trials)
+        return [self._running.view(t._trial_id) or t if t.state == TrialState.RUNNING else t
+                for t in trials]
+
     def set_trial_intermediate_value(self, trial_id: int, step: int,
                                      intermediate_value: float) -> None:
-        model = rdb_models.TrialIntermediateValueModel
-        stored, kind = model.intermediate_value_to_stored_repr(intermediate_value)
-        row = {"trial_id": trial_id, "step": step, "intermediate_value": stored,
-               "intermediate_value_type": kind}
-        if not self._write_if_running(model.__table__, row, replace_on=("trial_id", "step")):
+        if not self._running.intermediate_value(trial_id, step, intermediate_value):
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._running.attr(trial_id, True, key, value):
+            super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._running.attr(trial_id, False, key, value):
+            super().set_trial_system_attr(trial_id, key, value)
 
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                          distribution: BaseDistribution,
@@ -197,41 +251,11 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         # own path looks the stored distribution up.
         if previous_distribution is not None:
             check_distribution_compatibility(previous_distribution, distribution)
-            row = {"trial_id": trial_id, "param_name": param_name,
-                   "param_value": param_value_internal,
-                   "distribution_json": distribution_to_json(distribution)}
-            if self._write_if_running(rdb_models.TrialParamModel.__table__, row):
+            if self._running.param(trial_id, param_name, param_value_internal, distribution):
                 return
         super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
                                  previous_distribution)
-
-    def _write_if_running(self, table: sqlalchemy.Table, row: dict[str, Any],
-                          replace_on: tuple[str, ...] = ()) -> bool:
-        """Insert ``row`` (replacing the one with the same ``replace_on`` columns) in one
-        statement, only while its trial is RUNNING. False when nothing was written (no such
-        trial, a finished one, or a database without this statement): the caller then takes
-        Optuna's own path, which raises Optuna's own error."""
-        insert = _UPSERTS.get(self.engine.dialect.name)
-        if insert is None:
-            return False
-        trials = rdb_models.TrialModel.__table__
-        rows = sqlalchemy.select(
-            *(sqlalchemy.literal(value, table.c[name].type) for name, value in row.items())
-        ).where(trials.c.trial_id == row["trial_id"], trials.c.state == TrialState.RUNNING)
-        statement = insert(table).from_select(list(row), rows)
-        if replace_on:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(replace_on),
-                set_={name: statement.excluded[name] for name in row if name not in replace_on})
-        with self._autocommit.connect() as connection:
-            return bool(connection.execute(statement).rowcount == 1)
-
-    @functools.cached_property
-    def _autocommit(self) -> sqlalchemy.Engine:
-        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-_UPSERTS: dict[str, Any] = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+        self._running.param_written(trial_id, param_name, param_value_internal, distribution)
 
 
 def _use_wal(path: Path) -> None:
