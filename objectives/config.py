@@ -44,7 +44,7 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_epochs: int = Field(default=20, ge=1, le=10_000)
+    max_epochs: int = Field(default=40, ge=1, le=10_000)
     early_stopping_patience: int = Field(default=5, ge=1)
     reduce_lr_patience: int = Field(default=2, ge=1)
     reduce_lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0)

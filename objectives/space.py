@@ -256,26 +256,41 @@ class SearchSpace(BaseModel):
         return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
 
 
-# The configuration a new study tries first (``[study] warm_start``): the strongest of the
-# hand-built experiments on CIFAR-10 (0.55 test accuracy), a deep ReLU MLP with BatchNorm,
-# Dropout and AdamW. Starting from it gives the search a good trial within its first minutes.
+# The configurations a new study tries first (``[study] warm_start``), decided by
+# benchmarks/search_efficiency.py (docs/benchmarks.md) on CIFAR-10:
+# - the strongest of the hand-built experiments as the course ran it, 15 epochs of a deep ReLU
+#   MLP with BatchNorm, Dropout and AdamW (0.55-0.56 validation accuracy): a finished, good
+#   trial within the first two minutes, and a bar for the pruner;
+# - the same MLP twice as wide with batches of 256, for the study's whole epoch budget
+#   (0.578-0.587 with 40 epochs), a strong start for the sampler.
 REFERENCE: dict[str, Any] = {
     "n_layers": 3, "units_l0": 512, "units_l1": 256, "units_l2": 128, "activation": "relu",
     "batch_norm": True, "dropout": 0.3, "l2": 1e-5, "initializer": "he_normal",
     "optimizer": "adamw", "learning_rate": 5e-4, "batch_size": 128, "weight_decay": 1e-4,
 }
+REFERENCE_WIDE: dict[str, Any] = {
+    **REFERENCE, "units_l0": 1024, "units_l1": 512, "units_l2": 256, "batch_size": 256,
+}
+# (parameters, epochs: None for the study's max_epochs)
+REFERENCES: tuple[tuple[dict[str, Any], int | None], ...] = ((REFERENCE, 15),
+                                                             (REFERENCE_WIDE, None))
 
 
-def reference_params(space: SearchSpace) -> dict[str, Any]:
-    """The parts of ``REFERENCE`` that ``space`` holds (the sampler fills in the rest): a
-    parameter outside the space is left out, and the layer widths go with the depth."""
-    allowed = {name: value for name, value in REFERENCE.items()
-               if not space.check({name: value})}
-    if "n_layers" not in allowed:
-        allowed = {k: v for k, v in allowed.items() if not re.fullmatch(r"units_l\d+", k)}
-    if "optimizer" not in allowed:
-        allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
-    return allowed
+def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | None]]:
+    """The parts of each of ``REFERENCES`` that ``space`` holds (the sampler fills in the
+    rest), with their epochs, without repeats and without empty ones: a parameter outside the
+    space is left out, and the layer widths go with the depth."""
+    starts: list[tuple[dict[str, Any], int | None]] = []
+    for reference, epochs in REFERENCES:
+        allowed = {name: value for name, value in reference.items()
+                   if not space.check({name: value})}
+        if "n_layers" not in allowed:
+            allowed = {k: v for k, v in allowed.items() if not re.fullmatch(r"units_l\d+", k)}
+        if "optimizer" not in allowed:
+            allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
+        if allowed and allowed not in [params for params, _ in starts]:
+            starts.append((allowed, epochs))
+    return starts
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]:

@@ -254,12 +254,17 @@ def validate(study_file: Path) -> None:
         console.print("first trials: " + ", ".join(f.label for f in spec.fixed_trials),
                       markup=False)
     elif study.warm_start:
-        from objectives.space import reference_params
+        from objectives.space import reference_trials
 
-        start = reference_params(spec.space)
-        console.print("first trial: the reference configuration (warm_start), " + (
-            ", ".join(f"{k}={v}" for k, v in start.items()) if start else
-            "none of which the space holds: sampled"), markup=False)
+        starts = reference_trials(spec.space)
+        if not starts:
+            console.print("first trials: the reference configurations (warm_start), none of "
+                          "which the space holds: sampled", markup=False)
+        for start, epochs in starts:
+            trains = min(epochs or spec.training.max_epochs, spec.training.max_epochs)
+            console.print(f"first trials: a reference configuration (warm_start, {trains} "
+                          "epochs), " + ", ".join(f"{k}={v}" for k, v in start.items()),
+                          markup=False)
     table = Table(title="search space")
     for column in ("parameter", "distribution", "sampled when"):
         table.add_column(column)

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from objectives.config import MAX_EPOCHS_ATTR
-from objectives.space import reference_params
+from objectives.space import reference_trials
 from search.errors import UserError
 from search.studyfile import StudyFile
 
@@ -71,9 +71,14 @@ def open_study(
             attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
         study.enqueue_trial(fixed.params(), user_attrs=attrs)
     if not spec.fixed_trials and spec.study.warm_start:
-        start = reference_params(spec.space)
-        if start:
-            study.enqueue_trial(start, user_attrs={WARM_START_ATTR: True})
+        starts = reference_trials(spec.space)
+        if spec.study.n_trials is not None:  # none left waiting after the budget
+            starts = starts[:spec.study.n_trials]
+        for start, epochs in starts:
+            marks: dict[str, Any] = {WARM_START_ATTR: True}
+            if epochs is not None and epochs < spec.training.max_epochs:
+                marks[MAX_EPOCHS_ATTR] = epochs
+            study.enqueue_trial(start, user_attrs=marks)
     return study
 
 

@@ -37,8 +37,8 @@ class StudySection(_Section):
     n_trials: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0, lt=2**31)
-    # A new study without fixed trials tries the reference configuration first (the parts of it
-    # that its space holds); see objectives.space.REFERENCE and benchmarks/search_efficiency.py.
+    # A new study without fixed trials tries the reference configurations first (the parts of
+    # them that its space holds); see objectives.space.REFERENCES and docs/benchmarks.md.
     warm_start: bool = True
 
     @model_validator(mode="after")
@@ -102,7 +102,9 @@ SamplerConfig = Annotated[
 # Pruners: epochs are the steps they see.
 class MedianPruner(_Section):
     type: Literal["median"]
-    n_startup_trials: int = Field(default=5, ge=0)
+    # Two complete trials (the warm start's, by default) set the bar: with 40 epochs per trial,
+    # waiting for five would spend a 30-minute search on whole random trials.
+    n_startup_trials: int = Field(default=2, ge=0)
     n_warmup_steps: int = Field(default=2, ge=0)
     interval_steps: int = Field(default=1, ge=1)
 

@@ -69,32 +69,42 @@ def test_space_round_trips_through_its_json_form() -> None:
 
 
 def test_reference_params_keep_only_what_the_space_holds() -> None:
-    from objectives.space import REFERENCE, reference_params
+    from objectives.space import REFERENCES, reference_trials
 
-    assert reference_params(SearchSpace()) == REFERENCE
+    assert reference_trials(SearchSpace()) == list(REFERENCES)
     narrow = SearchSpace.model_validate({"n_layers": {"low": 1, "high": 2},
                                          "activation": ["tanh", "gelu"],
                                          "optimizer": ["sgd", "adam"]})
-    start = reference_params(narrow)
+    (start, _), (wide, _) = reference_trials(narrow)
+    assert wide["batch_size"] == 256 and "units_l0" not in wide
     # depth out of the space takes its widths with it; the optimizer's own parameter goes too
     assert not {"n_layers", "units_l0", "units_l1", "units_l2", "activation", "optimizer",
                 "weight_decay"} & set(start)
     assert start["batch_norm"] is True and start["learning_rate"] == 5e-4
+    # references that the space makes equal are tried once
+    same = SearchSpace.model_validate({"n_layers": 1, "batch_size": [64]})
+    assert len(reference_trials(same)) == 1
 
 
 def test_a_new_study_tries_the_reference_first_and_fixed_trials_replace_it(
         tmp_path: Path) -> None:
-    from objectives.space import REFERENCE
+    from objectives.config import MAX_EPOCHS_ATTR
+    from objectives.space import REFERENCES
     from search.studies import WARM_START_ATTR, open_study
     from search.studyfile import StudyFile
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'w.db'}")
     spec = StudyFile.model_validate({"study": {"name": "warm", "n_trials": 2}})
     study = open_study(spec, storage)
-    trial = study.ask()
-    assert suggest(trial, spec.space) == REFERENCE
-    assert trial.user_attrs == {WARM_START_ATTR: True}
+    # the hand-built experiment with its own epochs, the wide one with the study's
+    for (reference, epochs), attrs in zip(REFERENCES, [{MAX_EPOCHS_ATTR: 15}, {}]):
+        trial = study.ask()
+        assert suggest(trial, spec.space) == reference
+        assert trial.user_attrs == {WARM_START_ATTR: True, **attrs}
     assert open_study(spec, storage).get_trials(states=(optuna.trial.TrialState.WAITING,)) == []
+
+    one = StudyFile.model_validate({"study": {"name": "one", "n_trials": 1}})
+    assert len(open_study(one, storage).trials) == 1  # nothing left waiting past the budget
 
     cold = StudyFile.model_validate({"study": {"name": "cold", "n_trials": 2,
                                                "warm_start": False}})

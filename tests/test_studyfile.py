@@ -44,7 +44,7 @@ BAD_FILES = [
       "'none', but got 'asha'"]),
     (BUDGET + '[pruner]\ntype = "hyperband"\nmax_resource = 50\n',
      ["pruner.max_resource: `min_resource < max_resource <= training.max_epochs` must hold, but "
-      "got (min_resource=1, max_resource=50, max_epochs=20)"]),
+      "got (min_resource=1, max_resource=50, max_epochs=40)"]),
     (BUDGET + '[data]\ndataset = "mnist"\n',
      ["data.dataset: Input should be 'stub', 'cifar10' or 'images', but got 'mnist'"]),
     (BUDGET + "[data]\nvalidation_fraction = 1.0\n",
