@@ -42,6 +42,7 @@ class _Held:
     """A running trial as this process knows it, and its records not yet written."""
 
     trial: FrozenTrial
+    study_id: int | None  # None when not known (a waiting trial taken)
     params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     values: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     attrs: dict[tuple[Any, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -87,12 +88,17 @@ class RunningTrials:
     def supported(self) -> bool:
         return self._engine.dialect.name in _UPSERTS
 
-    def adopt(self, trial: FrozenTrial) -> None:
+    def adopt(self, trial: FrozenTrial, study_id: int | None) -> None:
         """Hold the records of ``trial`` from now on (a trial this process starts)."""
         if not self.supported:
             return
         with self._lock:
-            self._held[trial._trial_id] = _Held(copy.deepcopy(trial))
+            self._held[trial._trial_id] = _Held(copy.deepcopy(trial), study_id)
+
+    def study_of(self, trial_id: int) -> int | None:
+        with self._lock:
+            held = self._held.get(trial_id)
+            return held.study_id if held is not None else None
 
     def forget(self, trial_id: int) -> None:
         with self._lock:

@@ -22,8 +22,9 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.distributions import (
-    BaseDistribution, check_distribution_compatibility,
+    BaseDistribution, check_distribution_compatibility, json_to_distribution,
 )
+from optuna.storages._rdb import models as rdb_models
 from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -186,7 +187,7 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         trial = super()._create_new_trial(study_id, template_trial)
         self._last_read = None  # this process reads its own changes
         if trial.state == TrialState.RUNNING:
-            self._running.adopt(trial)
+            self._running.adopt(trial, study_id)
             self._started()
         return trial
 
@@ -196,7 +197,7 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         changed = super().set_trial_state_values(trial_id, state, values)
         self._last_read = None
         if changed and state == TrialState.RUNNING:  # a waiting trial taken
-            self._running.adopt(super().get_trial(trial_id))
+            self._running.adopt(super().get_trial(trial_id), None)
             self._started()
         elif state.is_finished():
             self._running.forget(trial_id)
@@ -247,8 +248,11 @@ class HpsearchStorage(optuna.storages.RDBStorage):
                          distribution: BaseDistribution,
                          previous_distribution: BaseDistribution | None) -> None:
         # Optuna's cached storage passes the distribution this study already stored for the
-        # name; then only the row is left to write. The first time a name is seen, Optuna's
-        # own path looks the stored distribution up.
+        # name, once this process has written it; before, this process's first trial looks
+        # them all up at once. Then only the row is left to write. A name the study has not
+        # stored yet takes Optuna's own path, which looks it up again and stores it.
+        if previous_distribution is None:
+            previous_distribution = self._stored_distribution(trial_id, param_name)
         if previous_distribution is not None:
             check_distribution_compatibility(previous_distribution, distribution)
             if self._running.param(trial_id, param_name, param_value_internal, distribution):
@@ -256,6 +260,30 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
                                  previous_distribution)
         self._running.param_written(trial_id, param_name, param_value_internal, distribution)
+
+
+    def _stored_distribution(self, trial_id: int, name: str) -> BaseDistribution | None:
+        """The distribution the study of a trial this process runs has stored for ``name``
+        (any of its trials'); None when unknown here. Read once per study and process."""
+        study_id = self._running.study_of(trial_id)
+        if study_id is None:
+            return None
+        known = self._distributions.get(study_id)
+        if known is None:
+            params, trials = (rdb_models.TrialParamModel.__table__,
+                              rdb_models.TrialModel.__table__)
+            query = (sqlalchemy.select(params.c.param_name, params.c.distribution_json)
+                     .join(trials, trials.c.trial_id == params.c.trial_id)
+                     .where(trials.c.study_id == study_id).distinct())
+            with self.engine.connect() as connection:
+                known = {row.param_name: json_to_distribution(row.distribution_json)
+                         for row in connection.execute(query)}
+            self._distributions[study_id] = known
+        return known.get(name)
+
+    @functools.cached_property
+    def _distributions(self) -> dict[int, dict[str, BaseDistribution]]:
+        return {}
 
 
 def _use_wal(path: Path) -> None:

@@ -180,3 +180,32 @@ def test_other_workers_trials_are_seen_within_the_read_reuse(storage_url: str) -
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 2  # its own end, at once
     storage.engine.dispose()
+
+
+def test_a_joining_worker_checks_stored_distributions_without_a_query_per_name(
+        storage_url: str) -> None:
+    import sqlalchemy
+
+    first = open_storage(storage_url, create=True)
+    study = optuna.create_study(storage=first, study_name="join", direction="maximize")
+    names = [f"p{i}" for i in range(6)]
+    study.optimize(lambda t: sum(t.suggest_float(n, 0, 1) for n in names), n_trials=1)
+    study.optimize(lambda t: t.suggest_categorical("act", ["relu", "tanh"]) and 1.0, n_trials=1)
+
+    joining = open_storage(storage_url, create=True)  # another worker, nothing cached yet
+    joined = optuna.load_study(study_name="join", storage=joining,
+                               sampler=optuna.samplers.RandomSampler(seed=0))  # reads nothing
+    trial = joined.ask()
+    statements: list[str] = []
+    sqlalchemy.event.listen(joining.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+    for name in names:
+        trial.suggest_float(name, 0, 1)
+    assert len(statements) == 1, statements  # the study's distributions, read once
+    with pytest.raises(ValueError):  # other choices under a stored name: refused, as Optuna does
+        trial.suggest_categorical("act", ["relu", "gelu"])
+    joined.tell(trial, 1.0)
+    plain = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert plain.params == trial.params and set(plain.params) == set(names)
+    first.engine.dispose()
+    joining.engine.dispose()
