@@ -4,7 +4,8 @@ A running trial's parameters, intermediate values and user and system attributes
 memory, where this process reads them, and written to the database together: at most
 ``delay`` seconds after the first of them (from a timer thread, off the training thread) and
 whenever the storage asks (always before the trial's state changes). Each table's rows go in
-one statement that writes only while the trial is RUNNING in the database.
+one statement that writes only while the trial is RUNNING in the database, and replaces rows
+with the same key, so a write can be repeated after an error.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class _Held:
         """The held rows by table, which are no longer held."""
         tables: list[_Rows] = []
         if self.params:
-            tables.append((_PARAMS, list(self.params.values()), ()))
+            tables.append((_PARAMS, list(self.params.values()), ("trial_id", "param_name")))
         if self.values:
             tables.append((_VALUES, list(self.values.values()), ("trial_id", "step")))
         for table in (_USER_ATTRS, _SYSTEM_ATTRS):
@@ -197,13 +198,18 @@ class RunningTrials:
                     batches.append((tid, held, held.take()))
             for index, (tid, held, tables) in enumerate(batches):
                 try:
-                    for table, rows, replace_on in tables:
+                    while tables:  # what is left in ``tables`` is not written yet
+                        table, rows, replace_on = tables[0]
                         if not self._write_if_running(table, tid, rows, replace_on):
                             # Finished in the database (another worker found it stale):
                             # nothing more to hold; its next write raises Optuna's error.
                             self.forget(tid)
-                            break
+                            tables.clear()
+                        else:
+                            tables.pop(0)
                 except BaseException:
+                    # Every write replaces its rows, so one that reached the database before
+                    # the error can be written again.
                     with self._lock:
                         for later_tid, later, later_tables in batches[index:]:
                             if self._held.get(later_tid) is later:

@@ -152,9 +152,10 @@ class HpsearchStorage(optuna.storages.RDBStorage):
       state of Trial succeed"); it turns a dozen parameter writes and one write per report
       into a few statements, off the training thread. Each statement writes only while the
       trial is RUNNING in the database.
-    - The first write of each parameter name, and every write for a trial this process does
-      not run, take Optuna's own path: the tables, the values stored and the errors for a
-      finished trial are Optuna's.
+    - A parameter is checked against the distribution the study stored for its name (read
+      once per process, then kept by Optuna's cache); a name the study has not stored yet, and
+      every write for a trial this process does not run, take Optuna's own path: the tables,
+      the values stored and the errors for a finished trial are Optuna's.
     - The trials of a study, as the sampler and the pruner read them (once per report), are
       read again from the database only when the last read is ``READ_REUSE_S`` old or this
       process has since created or ended a trial: other workers' trials show up at most that
@@ -165,6 +166,12 @@ class HpsearchStorage(optuna.storages.RDBStorage):
     WRITE_BEHIND_S = 0.5
     READ_REUSE_S = 0.5
     _last_read: tuple[object, float, list[optuna.trial.FrozenTrial]] | None = None
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        for name in ("_running", "_distributions", "_last_read"):  # this process's own
+            state.pop(name, None)
+        return state
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

@@ -209,3 +209,38 @@ def test_a_joining_worker_checks_stored_distributions_without_a_query_per_name(
     assert plain.params == trial.params and set(plain.params) == set(names)
     first.engine.dispose()
     joining.engine.dispose()
+
+
+def test_records_whose_write_failed_are_written_at_the_next_flush(
+        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy
+
+    from search.running import RunningTrials
+
+    storage = open_storage(storage_url, create=True)
+    study = optuna.create_study(storage=storage, study_name="again", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trial = study.ask()
+    x = trial.suggest_float("x", 0, 1)
+    trial.report(0.5, 0)
+    trial.set_user_attr("worker", "here")
+    write = RunningTrials._write_if_running
+    calls: list[str] = []
+
+    def flaky(self: RunningTrials, table: sqlalchemy.Table, *args: object) -> bool:
+        calls.append(table.name)
+        if len(calls) == 2:  # the parameters went through; the database drops then
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("server closed"))
+        return write(self, table, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunningTrials, "_write_if_running", flaky)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        storage.flush()
+    trial.report(0.75, 1)  # held meanwhile, beside what failed
+    study.tell(trial, 0.75)  # writes what is left, then the state
+    assert calls[2:] == ["trial_intermediate_values", "trial_user_attributes"]
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert stored.state == optuna.trial.TrialState.COMPLETE and stored.params == {"x": x}
+    assert stored.intermediate_values == {0: 0.5, 1: 0.75}
+    assert stored.user_attrs == {"worker": "here"}
+    storage.engine.dispose()
