@@ -254,15 +254,14 @@ def validate(study_file: Path) -> None:
         console.print("first trials: " + ", ".join(f.label for f in spec.fixed_trials),
                       markup=False)
     elif study.warm_start:
-        from objectives.space import reference_trials
+        from search.studies import warm_starts
 
-        starts = reference_trials(spec.space)
+        starts = warm_starts(spec)
         if not starts:
-            console.print("first trials: the reference configurations (warm_start), none of "
-                          "which the space holds: sampled", markup=False)
+            console.print("first trials: sampled (the space holds none of the reference "
+                          "configurations)", markup=False)
         for start, epochs in starts:
-            trains = min(epochs or spec.training.max_epochs, spec.training.max_epochs)
-            console.print(f"first trials: a reference configuration (warm_start, {trains} "
+            console.print(f"first trials: a reference configuration (warm_start, {epochs} "
                           "epochs), " + ", ".join(f"{k}={v}" for k, v in start.items()),
                           markup=False)
     table = Table(title="search space")

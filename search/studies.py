@@ -71,15 +71,22 @@ def open_study(
             attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
         study.enqueue_trial(fixed.params(), user_attrs=attrs)
     if not spec.fixed_trials and spec.study.warm_start:
-        starts = reference_trials(spec.space)
-        if spec.study.n_trials is not None:  # none left waiting after the budget
-            starts = starts[:spec.study.n_trials]
-        for start, epochs in starts:
+        for start, epochs in warm_starts(spec):
             marks: dict[str, Any] = {WARM_START_ATTR: True}
-            if epochs is not None and epochs < spec.training.max_epochs:
+            if epochs < spec.training.max_epochs:
                 marks[MAX_EPOCHS_ATTR] = epochs
             study.enqueue_trial(start, user_attrs=marks)
     return study
+
+
+def warm_starts(spec: StudyFile) -> list[tuple[dict[str, Any], int]]:
+    """The reference trials a new study of ``spec`` tries first, with the epochs each trains:
+    none with fixed trials or ``warm_start = false``, and none past the study's budget."""
+    if spec.fixed_trials or not spec.study.warm_start:
+        return []
+    starts = [(params, min(epochs or spec.training.max_epochs, spec.training.max_epochs))
+              for params, epochs in reference_trials(spec.space)]
+    return starts if spec.study.n_trials is None else starts[:spec.study.n_trials]
 
 
 def find_study(

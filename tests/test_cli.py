@@ -150,6 +150,25 @@ def test_validate_prints_the_resolved_space(write_study: Callable[..., Path]) ->
     assert "units_l{i}" in result.stdout and "optimizer == 'sgd'" in result.stdout
 
 
+def test_validate_shows_the_warm_start_trials_within_the_budget(
+        write_study: Callable[..., Path]) -> None:
+    def first_trials(text: str) -> list[str]:
+        result = invoke("validate", str(write_study(text, name="w.toml")))
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        return [line for line in out.splitlines() if line.startswith("first trials")]
+
+    budget = '[study]\nn_trials = {n}\n[data]\ndataset = "stub"\n'
+    two = first_trials(budget.format(n=5))
+    assert [line.split("),")[0] for line in two] == [
+        "first trials: a reference configuration (warm_start, 15 epochs",
+        "first trials: a reference configuration (warm_start, 40 epochs"]
+    assert "units_l0=1024" in two[1]
+    assert len(first_trials(budget.format(n=1))) == 1  # the budget holds one
+    cold = budget.format(n=5).replace("[data]", "warm_start = false\n[data]")
+    assert first_trials(cold) == []
+
+
 def test_every_command_has_help_and_none_imports_tensorflow() -> None:
     script = (
         "import sys\n"
