@@ -2,8 +2,9 @@
 
 A running trial's parameters, intermediate values and user and system attributes are kept in
 memory, where this process reads them, and written to the database together: at most
-``delay`` seconds after the first of them (from a timer thread, off the training thread) and
-whenever the storage asks (always before the trial's state changes). Each table's rows go in
+``delay`` seconds after the first of them (``PARAMS_DELAY_S`` for parameters), from a timer
+thread, off the training thread, and whenever the storage asks (always before the trial's
+state changes). Each table's rows go in
 one statement that writes only while the trial is RUNNING in the database, and replaces rows
 with the same key, so a write can be repeated after an error.
 """
@@ -16,6 +17,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import optuna
@@ -35,6 +37,8 @@ _VALUES = rdb_models.TrialIntermediateValueModel.__table__
 _USER_ATTRS = rdb_models.TrialUserAttributeModel.__table__
 _SYSTEM_ATTRS = rdb_models.TrialSystemAttributeModel.__table__
 
+PARAMS_DELAY_S = 0.05  # how long parameters wait for the rest of their burst
+
 _Rows = tuple[Any, list[dict[str, Any]], tuple[str, ...]]  # table, rows, columns to replace on
 
 
@@ -48,6 +52,7 @@ class _Held:
     values: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     attrs: dict[tuple[Any, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     timer: threading.Timer | None = None
+    due: float = 0.0  # when the timer fires (time.monotonic)
 
     def take(self) -> list[_Rows]:
         """The held rows by table, which are no longer held."""
@@ -125,7 +130,9 @@ class RunningTrials:
                                  "param_value": internal,
                                  "distribution_json": distribution_to_json(distribution)}
             self._set_param(held.trial, name, internal, distribution)
-            self._schedule(trial_id, held)
+            # Parameters come in a burst as the objective starts: written right after it,
+            # before training, so a worker killed mid-trial leaves them for the retry.
+            self._schedule(trial_id, held, PARAMS_DELAY_S)
         return True
 
     def param_written(self, trial_id: int, name: str, internal: float,
@@ -167,12 +174,19 @@ class RunningTrials:
             self._schedule(trial_id, held)
         return True
 
-    def _schedule(self, trial_id: int, held: _Held) -> None:
-        """The write-behind of a trial's held records, unless one is already due."""
-        if held.timer is None:
-            held.timer = threading.Timer(self._delay, self._flush_later, (trial_id,))
-            held.timer.daemon = True
-            held.timer.start()
+    def _schedule(self, trial_id: int, held: _Held, delay: float | None = None) -> None:
+        """The write-behind of a trial's held records in ``delay`` seconds (``self._delay``
+        by default), unless one is already due by then."""
+        delay = self._delay if delay is None else delay
+        due = time.monotonic() + delay
+        if held.timer is not None:
+            if held.due <= due:
+                return
+            held.timer.cancel()
+        held.timer = threading.Timer(delay, self._flush_later, (trial_id,))
+        held.timer.daemon = True
+        held.due = due
+        held.timer.start()
 
     def _flush_later(self, trial_id: int) -> None:
         try:

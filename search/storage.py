@@ -146,8 +146,9 @@ class HpsearchStorage(optuna.storages.RDBStorage):
       not for a sampler.
     - The records of a trial this process runs (parameters, intermediate values, user and
       system attributes) are written behind: kept in memory, where this process reads them,
-      and written to the database together, at most ``WRITE_BEHIND_S`` after the first of them,
-      and always before the trial's state changes. That is the contract of Optuna's own cached
+      and written to the database together, at most ``WRITE_BEHIND_S`` after the first of them
+      (parameters sooner: ``search.running.PARAMS_DELAY_S``), and always before the trial's
+      state changes. That is the contract of Optuna's own cached
       storage ("preceding writes ... are written into a persistent storage before writes on
       state of Trial succeed"); it turns a dozen parameter writes and one write per report
       into a few statements, off the training thread. Each statement writes only while the

@@ -244,3 +244,25 @@ def test_records_whose_write_failed_are_written_at_the_next_flush(
     assert stored.intermediate_values == {0: 0.5, 1: 0.75}
     assert stored.user_attrs == {"worker": "here"}
     storage.engine.dispose()
+
+
+def test_parameters_are_written_right_after_their_burst(storage_url: str) -> None:
+    from search.running import PARAMS_DELAY_S
+
+    storage = open_storage(storage_url, create=True)
+    study = optuna.create_study(storage=storage, study_name="burst", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trial = study.ask()
+    trial.set_user_attr("worker", "here")  # its write-behind is due in WRITE_BEHIND_S
+    asked = time.monotonic()
+    x = trial.suggest_float("x", 0, 1)
+    held = storage._running._held[trial._trial_id]
+    assert held.due - asked <= PARAMS_DELAY_S + 0.01  # brought forward for the parameters
+    plain = optuna.storages.RDBStorage(storage_url)
+    deadline = time.monotonic() + 5
+    while plain.get_trial(trial._trial_id).params != {"x": x}:
+        assert time.monotonic() < deadline, "parameters not written"
+        time.sleep(0.01)
+    assert plain.get_trial(trial._trial_id).user_attrs == {"worker": "here"}  # with them
+    study.tell(trial, 1.0)
+    storage.engine.dispose()
