@@ -134,7 +134,7 @@ def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Ite
 
 
 class HpsearchStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage, with four changes for many workers on one study.
+    """Optuna's RDB storage, changed for many workers on one study.
 
     - A heartbeat survives a database hiccup: Optuna beats from a thread that dies, with a
       traceback, on the first failed write; the trial would then look dead to other workers
@@ -268,7 +268,6 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
                                  previous_distribution)
         self._running.param_written(trial_id, param_name, param_value_internal, distribution)
-
 
     def _stored_distribution(self, trial_id: int, name: str) -> BaseDistribution | None:
         """The distribution the study of a trial this process runs has stored for ``name``
