@@ -1,5 +1,12 @@
-"""The error a user can fix: reported as one clear line (or one line per problem), no traceback."""
+"""The error a user can fix: reported as one clear line (or one line per problem), no traceback;
+and the one line a database error is shown as."""
 
 
 class UserError(Exception):
     """A mistake in what the user gave: a study file, a storage URL, a study name, a dataset."""
+
+
+def database_error(exc: BaseException) -> str:
+    """The driver's own first line for a database error, without SQLAlchemy's wrapping."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,12 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import interrupts
 from objectives.data import DatasetError
-from search.errors import UserError
+from search.errors import UserError, database_error
 from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
-from search.storage import HpsearchStorage, database_error, engine_kwargs, open_storage, redact
+from search.storage import HpsearchStorage, engine_kwargs, open_storage, redact
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 

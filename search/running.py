@@ -29,6 +29,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from search.errors import database_error
+
 logger = logging.getLogger(__name__)
 
 _UPSERTS: dict[str, Any] = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
@@ -195,7 +197,7 @@ class RunningTrials:
             # Held again, for the next write-behind or the trial's end (which raises if the
             # database is still away).
             logger.warning("records of trial %d not written yet: %s", trial_id,
-                           str(getattr(exc, "orig", None) or exc).strip().split("\n")[0])
+                           database_error(exc))
 
     def flush(self, trial_id: int | None = None) -> None:
         """Write the held records of one trial (or of all), in the order they were taken."""

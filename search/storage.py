@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from search.errors import UserError
+from search.errors import UserError, database_error
 from search.running import RunningTrials
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
@@ -43,12 +43,6 @@ SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 def resolve_url(given: str | None) -> str:
     """The storage URL to use: the command line's, else ``HPSEARCH_STORAGE``, else the default."""
     return given or os.environ.get("HPSEARCH_STORAGE") or DEFAULT_STORAGE
-
-
-def database_error(exc: BaseException) -> str:
-    """The driver's own first line for a database error, without SQLAlchemy's wrapping."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def redact(url: str) -> str:
@@ -216,7 +210,8 @@ class HpsearchStorage(optuna.storages.RDBStorage):
             self.on_trial_started()
 
     def flush(self) -> None:
-        """Write every record still held in memory (tests, and a process about to exit)."""
+        """Write every record still held in memory now (each trial's end does it for that
+        trial; tests and readers in this process that need the database itself)."""
         self._running.flush()
 
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:

@@ -70,12 +70,11 @@ def open_study(
         if fixed.max_epochs is not None:
             attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
         study.enqueue_trial(fixed.params(), user_attrs=attrs)
-    if not spec.fixed_trials and spec.study.warm_start:
-        for start, epochs in warm_starts(spec):
-            marks: dict[str, Any] = {WARM_START_ATTR: True}
-            if epochs < spec.training.max_epochs:
-                marks[MAX_EPOCHS_ATTR] = epochs
-            study.enqueue_trial(start, user_attrs=marks)
+    for start, epochs in warm_starts(spec):
+        marks: dict[str, Any] = {WARM_START_ATTR: True}
+        if epochs < spec.training.max_epochs:
+            marks[MAX_EPOCHS_ATTR] = epochs
+        study.enqueue_trial(start, user_attrs=marks)
     return study
 
 
