@@ -22,6 +22,7 @@ from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged
                                   trial_callbacks)
 from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig
 from objectives.data import Dataset, load_dataset
+from objectives.feed import batches
 from objectives.keras_setup import keras
 from objectives.model import build_model
 from objectives.optimizers import get_optimizer
@@ -91,7 +92,7 @@ def compiled_model(params: dict[str, Any], dataset: Dataset,
                         dtype_policy=dtype_policy(training.precision))
     optimizer = get_optimizer(params)
     if training.fused_optimizer:
-        fuse_updates(optimizer)
+        fuse_updates(optimizer, model)
     model.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
@@ -123,12 +124,11 @@ def train(
     outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
     try:
         model.fit(
-            dataset.x_train,
-            dataset.y_train,
-            validation_data=(dataset.x_val, dataset.y_val),
+            batches(dataset.x_train, dataset.y_train, int(params["batch_size"]), shuffle=True),
+            # inference only: any batch size gives the same result
+            validation_data=batches(dataset.x_val, dataset.y_val, EVAL_BATCH, shuffle=False),
             epochs=max_epochs or training.max_epochs,
-            batch_size=int(params["batch_size"]),
-            validation_batch_size=EVAL_BATCH,  # inference only: the result is the same
+            shuffle=False,  # the batches come shuffled, a new order every epoch
             callbacks=callbacks,
             verbose=0,
         )
@@ -144,8 +144,7 @@ def train(
         outcome.stop_reason = "early_stopped"
     # The test split is measured after training, for the record only: nothing selects on it.
     test_loss, test_accuracy = model.evaluate(
-        dataset.x_test, dataset.y_test, batch_size=EVAL_BATCH, verbose=0
-    )
+        batches(dataset.x_test, dataset.y_test, EVAL_BATCH, shuffle=False), verbose=0)
     outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
                          test_loss=round(float(test_loss), 6))
     return outcome
@@ -166,10 +165,10 @@ def train_on_all(
         callbacks.insert(0, keras.callbacks.LearningRateScheduler(
             lambda epoch, current: rates[min(epoch, len(rates) - 1)]))
     model.fit(
-        np.concatenate([dataset.x_train, dataset.x_val]),
-        np.concatenate([dataset.y_train, dataset.y_val]),
-        epochs=epochs, batch_size=int(params["batch_size"]), callbacks=callbacks, verbose=0,
-        shuffle=True,
+        batches(np.concatenate([dataset.x_train, dataset.x_val]),
+                np.concatenate([dataset.y_train, dataset.y_val]), int(params["batch_size"]),
+                shuffle=True),
+        epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False,  # shuffled batches
     )
     return TrainingOutcome(model=model, recorder=recorder, metric="val_accuracy")
 
