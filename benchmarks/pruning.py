@@ -32,6 +32,8 @@ from search.evaluate import stored_spec  # noqa: E402
 from search.results import pick_study  # noqa: E402
 from search.samplers import make_pruner  # noqa: E402
 from search.storage import open_storage, redact, resolve_url  # noqa: E402
+from search.studies import STUDY_ATTR  # noqa: E402
+from search.studyfile import StudyFile  # noqa: E402
 
 
 def epochs_saved(study: optuna.Study, max_epochs: int) -> tuple[int, int, int]:
@@ -71,6 +73,11 @@ def best_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner
     return None
 
 
+def _verdict(step: int | None) -> str:
+    return ("never pruned when replayed against all other trials" if step is None
+            else f"WOULD BE PRUNED at epoch {step + 1} against all other trials")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage")
@@ -80,6 +87,12 @@ def main() -> None:
     url = resolve_url(args.storage)
     study = pick_study(open_storage(url, create=False), args.study)
     spec = stored_spec(study, None)
+    # The pruner the study ran with, as resolved when it was created (a default may have
+    # changed since).
+    resolved = study.user_attrs.get(STUDY_ATTR, {}).get("study_file", {}).get("pruner")
+    if resolved:
+        spec = spec.model_copy(update={"pruner": StudyFile.model_validate(
+            {"study": {"n_trials": 1}, "pruner": resolved}).pruner})
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     trained, saved, pruned = epochs_saved(study, spec.training.max_epochs)
     share = saved / (trained + saved) if trained + saved else 0.0
@@ -91,9 +104,13 @@ def main() -> None:
         f"epochs trained: {trained}; saved by pruning: at most {saved} "
         f"({share:.0%} of what the study would have trained without it)",
         f"best trial {best.number} ({best.value:.4f}, {len(best.intermediate_values)} epochs): "
-        + ("never pruned when replayed against all other trials" if step is None
-           else f"WOULD BE PRUNED at epoch {step + 1} against all other trials"),
+        + _verdict(step),
     ]
+    if spec.pruner.type != "median":  # the earlier default, for comparison
+        median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+        lines.append("the same trial replayed with a median pruner (n_startup_trials 2, "
+                     "n_warmup_steps 2, hpsearch's earlier default): "
+                     + _verdict(best_would_be_pruned(study, median)))
     print("\n".join(lines))
     if not args.no_docs:
         from _docs import command, machine, write_section

@@ -11,8 +11,8 @@ import optuna
 
 from search.errors import UserError
 from search.studyfile import (
-    CmaEsSampler, GPSampler, HyperbandPruner, MedianPruner, NoPruner, QMCSampler, RandomSampler,
-    StudyFile, SuccessiveHalvingPruner, TPESampler, WilcoxonPruner,
+    CmaEsSampler, GPSampler, HyperbandPruner, MedianPruner, NoPruner, PercentilePruner, QMCSampler,
+    RandomSampler, StudyFile, SuccessiveHalvingPruner, TPESampler, WilcoxonPruner,
 )
 
 
@@ -70,6 +70,11 @@ def _make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps,
             interval_steps=config.interval_steps,
+        )
+    if isinstance(config, PercentilePruner):
+        return optuna.pruners.PercentilePruner(
+            config.percentile, n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps,
         )
     if isinstance(config, SuccessiveHalvingPruner):
         return optuna.pruners.SuccessiveHalvingPruner(

@@ -161,7 +161,7 @@ def test_validate_shows_the_warm_start_trials_within_the_budget(
     budget = '[study]\nn_trials = {n}\n[data]\ndataset = "stub"\n'
     two = first_trials(budget.format(n=5))
     assert [line.split("),")[0] for line in two] == [
-        "first trials: a reference configuration (warm_start, 15 epochs",
+        "first trials: a reference configuration (warm_start, 18 epochs",
         "first trials: a reference configuration (warm_start, 40 epochs"]
     assert "units_l0=1024" in two[1]
     assert len(first_trials(budget.format(n=1))) == 1  # the budget holds one

@@ -15,7 +15,7 @@ from search.errors import UserError
 from search.samplers import make_pruner, make_sampler
 
 SAMPLERS = ["tpe", "random", "cmaes", "gp", "qmc"]
-PRUNERS = ["median", "successive_halving", "hyperband", "wilcoxon", "none"]
+PRUNERS = ["percentile", "median", "successive_halving", "hyperband", "wilcoxon", "none"]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -43,3 +43,31 @@ def test_sampler_and_pruner_drive_a_study(
             trial.should_prune()
         study.tell(trial, 0.1 * number + 0.03)
     assert len(study.trials) == 3
+
+
+def test_the_default_pruner_stops_the_bottom_quarter_only(
+    write_study: Callable[..., Path]
+) -> None:
+    """Against four completed trials at 0.40-0.55 at epoch 3, a trial at 0.46 (below their
+    median, which the median pruner would stop) goes on; one at 0.43 (bottom quarter) stops;
+    nothing stops during the first two epochs."""
+    spec = studyfile.load(write_study("[study]\nn_trials = 9\n"))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
+    for value in (0.40, 0.45, 0.50, 0.55):
+        trial = study.ask()
+        for epoch in range(3):
+            trial.report(value - 0.1 * (2 - epoch), step=epoch)
+        study.tell(trial, value)
+
+    def stopped_at(value: float) -> int | None:
+        trial = study.ask()
+        for epoch in range(3):
+            trial.report(value - (0.3 if epoch < 2 else 0.0), step=epoch)
+            if trial.should_prune():
+                return epoch
+        return None
+
+    assert stopped_at(0.46) is None
+    assert stopped_at(0.43) == 2
+    median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    assert median.prune(study, study.trials[4])  # the 0.46 trial: the median pruner stops it

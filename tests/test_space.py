@@ -97,7 +97,7 @@ def test_a_new_study_tries_the_reference_first_and_fixed_trials_replace_it(
     spec = StudyFile.model_validate({"study": {"name": "warm", "n_trials": 2}})
     study = open_study(spec, storage)
     # the hand-built experiment with its own epochs, the wide one with the study's
-    for (reference, epochs), attrs in zip(REFERENCES, [{MAX_EPOCHS_ATTR: 15}, {}]):
+    for (reference, epochs), attrs in zip(REFERENCES, [{MAX_EPOCHS_ATTR: 18}, {}]):
         trial = study.ask()
         assert suggest(trial, spec.space) == reference
         assert trial.user_attrs == {WARM_START_ATTR: True, **attrs}

@@ -40,8 +40,8 @@ BAD_FILES = [
     (BUDGET + '[sampler]\ntype = "random"\nn_startup_trials = 5\n',
      ["sampler.n_startup_trials: unknown key for sampler type 'random' (it takes no arguments)"]),
     (BUDGET + '[pruner]\ntype = "asha"\n',
-     ["pruner.type: must be one of 'median', 'successive_halving', 'hyperband', 'wilcoxon', "
-      "'none', but got 'asha'"]),
+     ["pruner.type: must be one of 'percentile', 'median', 'successive_halving', 'hyperband', "
+      "'wilcoxon', 'none', but got 'asha'"]),
     (BUDGET + '[pruner]\ntype = "hyperband"\nmax_resource = 50\n',
      ["pruner.max_resource: `min_resource < max_resource <= training.max_epochs` must hold, but "
       "got (min_resource=1, max_resource=50, max_epochs=40)"]),
@@ -121,7 +121,8 @@ def test_minimal_file_gets_every_default(write_study: Callable[..., Path]) -> No
     spec = studyfile.load(write_study("[study]\nn_trials = 5\n", name="minimal.toml"))
     assert spec.name == "minimal"
     assert spec.study.resolved_direction == "maximize"
-    assert spec.sampler.type == "tpe" and spec.pruner.type == "median"
+    assert spec.sampler.type == "tpe" and spec.pruner.type == "percentile"
+    assert spec.pruner.percentile == 75.0  # type: ignore[union-attr]
     assert spec.space == SearchSpace()
     assert spec.data.dataset == "stub" and spec.data.validation_fraction == 0.1
 
