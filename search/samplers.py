@@ -75,6 +75,7 @@ def _make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
         return optuna.pruners.PercentilePruner(
             config.percentile, n_startup_trials=config.n_startup_trials,
             n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps,
+            n_min_trials=config.n_min_trials,
         )
     if isinstance(config, SuccessiveHalvingPruner):
         return optuna.pruners.SuccessiveHalvingPruner(

@@ -122,6 +122,10 @@ class PercentilePruner(_Section):
     n_startup_trials: int = Field(default=2, ge=0)
     n_warmup_steps: int = Field(default=2, ge=0)
     interval_steps: int = Field(default=1, ge=1)
+    # Judge an epoch only against three completed trials that reached it. With one, a trial
+    # is held to that trial's curve: the benchmark lost one at 0.58 after 24 epochs, stopped
+    # against the only completed trial that had trained that long.
+    n_min_trials: int = Field(default=3, ge=1)
 
 
 class SuccessiveHalvingPruner(_Section):

@@ -50,24 +50,31 @@ def test_the_default_pruner_stops_the_bottom_quarter_only(
 ) -> None:
     """Against four completed trials at 0.40-0.55 at epoch 3, a trial at 0.46 (below their
     median, which the median pruner would stop) goes on; one at 0.43 (bottom quarter) stops;
-    nothing stops during the first two epochs."""
+    nothing stops during the first two epochs, nor at an epoch that fewer than three completed
+    trials reached (one of them trained a fourth)."""
     spec = studyfile.load(write_study("[study]\nn_trials = 9\n"))
     study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
     for value in (0.40, 0.45, 0.50, 0.55):
         trial = study.ask()
-        for epoch in range(3):
+        for epoch in range(3 if value < 0.55 else 4):
             trial.report(value - 0.1 * (2 - epoch), step=epoch)
         study.tell(trial, value)
 
-    def stopped_at(value: float) -> int | None:
+    def stopped_at(value: float, fourth: float | None = None) -> int | None:
         trial = study.ask()
         for epoch in range(3):
             trial.report(value - (0.3 if epoch < 2 else 0.0), step=epoch)
             if trial.should_prune():
                 return epoch
+        if fourth is not None:
+            trial.report(fourth, step=3)  # far below the one trial at epoch 4 (0.65)
+            if trial.should_prune():
+                return 3
         return None
 
-    assert stopped_at(0.46) is None
+    assert stopped_at(0.46, fourth=0.47) is None
     assert stopped_at(0.43) == 2
     median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
     assert median.prune(study, study.trials[4])  # the 0.46 trial: the median pruner stops it
+    assert optuna.pruners.PercentilePruner(75.0, n_startup_trials=2, n_warmup_steps=2).prune(
+        study, study.trials[4])  # and at epoch 4 so would one judged against a single trial
