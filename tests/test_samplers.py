@@ -45,11 +45,11 @@ def test_sampler_and_pruner_drive_a_study(
     assert len(study.trials) == 3
 
 
-def test_the_default_pruner_stops_the_bottom_quarter_only(
+def test_the_default_pruner_stops_the_lowest_tenth_only(
     write_study: Callable[..., Path]
 ) -> None:
-    """Against four completed trials at 0.40-0.55 at epoch 3, a trial at 0.46 (below their
-    median, which the median pruner would stop) goes on; one at 0.43 (bottom quarter) stops;
+    """Against four completed trials at 0.40-0.55 at epoch 3, a trial at 0.43 (below their
+    median and their lowest quarter) goes on; one at 0.41 (lowest tenth) stops;
     nothing stops during the first two epochs, nor at an epoch that fewer than three completed
     trials reached (one of them trained a fourth)."""
     spec = studyfile.load(write_study("[study]\nn_trials = 9\n"))
@@ -72,9 +72,14 @@ def test_the_default_pruner_stops_the_bottom_quarter_only(
                 return 3
         return None
 
-    assert stopped_at(0.46, fourth=0.47) is None
-    assert stopped_at(0.43) == 2
-    median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
-    assert median.prune(study, study.trials[4])  # the 0.46 trial: the median pruner stops it
-    assert optuna.pruners.PercentilePruner(75.0, n_startup_trials=2, n_warmup_steps=2).prune(
-        study, study.trials[4])  # and at epoch 4 so would one judged against a single trial
+    assert stopped_at(0.43, fourth=0.44) is None
+    assert stopped_at(0.41) == 2
+    first = study.trials[4]  # the 0.43 trial, at epoch 4
+    assert optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2).prune(study, first)
+    quarter = optuna.pruners.PercentilePruner(75.0, n_startup_trials=2, n_warmup_steps=2,
+                                              n_min_trials=3)
+    first.intermediate_values.pop(3)
+    assert quarter.prune(study, first)  # at epoch 3, as the lowest quarter
+    first.intermediate_values[3] = 0.44
+    tenth_of_one = optuna.pruners.PercentilePruner(90.0, n_startup_trials=2, n_warmup_steps=2)
+    assert tenth_of_one.prune(study, first)  # at epoch 4, against the single trial there
