@@ -45,18 +45,18 @@ def test_sampler_and_pruner_drive_a_study(
     assert len(study.trials) == 3
 
 
-def test_the_default_pruner_stops_the_lowest_tenth_only(
+def test_the_default_pruner_stops_the_lowest_fifth_only(
     write_study: Callable[..., Path]
 ) -> None:
-    """Against four completed trials at 0.40-0.55 at epoch 3, a trial at 0.43 (below their
-    median and their lowest quarter) goes on; one at 0.41 (lowest tenth) stops;
+    """Against five completed trials at 0.40-0.60 at epoch 3, a trial at 0.465 (below their
+    median) goes on; one at 0.43 (lowest fifth) stops;
     nothing stops during the first two epochs, nor at an epoch that fewer than three completed
     trials reached (one of them trained a fourth)."""
     spec = studyfile.load(write_study("[study]\nn_trials = 9\n"))
     study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
-    for value in (0.40, 0.45, 0.50, 0.55):
+    for value in (0.40, 0.45, 0.50, 0.55, 0.60):
         trial = study.ask()
-        for epoch in range(3 if value < 0.55 else 4):
+        for epoch in range(3 if value < 0.60 else 4):
             trial.report(value - 0.1 * (2 - epoch), step=epoch)
         study.tell(trial, value)
 
@@ -67,19 +67,14 @@ def test_the_default_pruner_stops_the_lowest_tenth_only(
             if trial.should_prune():
                 return epoch
         if fourth is not None:
-            trial.report(fourth, step=3)  # far below the one trial at epoch 4 (0.65)
+            trial.report(fourth, step=3)  # far below the one trial at epoch 4 (0.70)
             if trial.should_prune():
                 return 3
         return None
 
-    assert stopped_at(0.43, fourth=0.44) is None
-    assert stopped_at(0.41) == 2
-    first = study.trials[4]  # the 0.43 trial, at epoch 4
+    assert stopped_at(0.465, fourth=0.47) is None
+    assert stopped_at(0.43) == 2
+    first = study.trials[5]  # the 0.465 trial, at epoch 4
     assert optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2).prune(study, first)
-    quarter = optuna.pruners.PercentilePruner(75.0, n_startup_trials=2, n_warmup_steps=2,
-                                              n_min_trials=3)
-    first.intermediate_values.pop(3)
-    assert quarter.prune(study, first)  # at epoch 3, as the lowest quarter
-    first.intermediate_values[3] = 0.44
-    tenth_of_one = optuna.pruners.PercentilePruner(90.0, n_startup_trials=2, n_warmup_steps=2)
-    assert tenth_of_one.prune(study, first)  # at epoch 4, against the single trial there
+    against_one = optuna.pruners.PercentilePruner(80.0, n_startup_trials=2, n_warmup_steps=2)
+    assert against_one.prune(study, first)  # at epoch 4, against the single trial there

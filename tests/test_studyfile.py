@@ -122,7 +122,7 @@ def test_minimal_file_gets_every_default(write_study: Callable[..., Path]) -> No
     assert spec.name == "minimal"
     assert spec.study.resolved_direction == "maximize"
     assert spec.sampler.type == "tpe" and spec.pruner.type == "percentile"
-    assert spec.pruner.percentile == 90.0  # type: ignore[union-attr]
+    assert spec.pruner.percentile == 80.0  # type: ignore[union-attr]
     assert spec.space == SearchSpace()
     assert spec.data.dataset == "stub" and spec.data.validation_fraction == 0.1
 
