@@ -49,9 +49,9 @@ def test_the_default_pruner_stops_the_lowest_fifth_only(
     write_study: Callable[..., Path]
 ) -> None:
     """Against five completed trials at 0.40-0.60 at epoch 3, a trial at 0.465 (below their
-    median) goes on; one at 0.43 (lowest fifth) stops;
-    nothing stops during the first two epochs, nor at an epoch that fewer than three completed
-    trials reached (one of them trained a fourth)."""
+    median) goes on; one at 0.43 (lowest fifth) stops. Nothing stops during the first two
+    epochs, nor at an epoch that fewer than three completed trials reached (one trained a
+    fourth)."""
     spec = studyfile.load(write_study("[study]\nn_trials = 9\n"))
     study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
     for value in (0.40, 0.45, 0.50, 0.55, 0.60):
