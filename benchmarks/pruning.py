@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import optuna  # noqa: E402
-from pydantic import TypeAdapter  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from objectives.config import MAX_EPOCHS_ATTR  # noqa: E402
@@ -33,8 +32,6 @@ from search.evaluate import stored_spec  # noqa: E402
 from search.results import pick_study  # noqa: E402
 from search.samplers import make_pruner  # noqa: E402
 from search.storage import open_storage, redact, resolve_url  # noqa: E402
-from search.studies import STUDY_ATTR  # noqa: E402
-from search.studyfile import PrunerConfig  # noqa: E402
 
 
 def epochs_saved(study: optuna.Study, max_epochs: int) -> tuple[int, int, int]:
@@ -87,13 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     url = resolve_url(args.storage)
     study = pick_study(open_storage(url, create=False), args.study)
-    spec = stored_spec(study, None)
-    # The pruner the study ran with, as resolved when it was created (a default may have
-    # changed since).
-    resolved = study.user_attrs.get(STUDY_ATTR, {}).get("study_file", {}).get("pruner")
-    if resolved:
-        spec = spec.model_copy(update={"pruner": TypeAdapter(PrunerConfig).validate_python(
-            resolved)})
+    spec = stored_spec(study, None)  # as resolved when the study was made
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     trained, saved, pruned = epochs_saved(study, spec.training.max_epochs)
     share = saved / (trained + saved) if trained + saved else 0.0

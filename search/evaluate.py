@@ -63,20 +63,31 @@ def evaluations(study: optuna.Study) -> dict[int, dict[str, Any]]:
 
 
 def stored_spec(study: optuna.Study, data_path: str | None) -> StudyFile:
-    """The study file the study was created from, as stored with it."""
+    """The study file the study was created from, as stored with it.
+
+    Its resolved form comes first, every default as it was when the study was created, so a
+    later version of hpsearch with other defaults (pruner, epochs, precision) still retrains a
+    trial as its search trained it. Only if that no longer validates (a setting since renamed
+    or removed) is the file rebuilt from what its author wrote, with today's defaults.
+    """
     stored = study.user_attrs.get(STUDY_ATTR)
     if not isinstance(stored, dict) or "study_file_given" not in stored:
         raise UserError(f"study {study.study_name!r} was not created by this version of "
                         "hpsearch: its configuration cannot be read back")
-    raw = dict(stored["study_file_given"])
-    if data_path:
-        raw["data"] = {**raw.get("data", {}), "path": data_path}
-    try:
-        return StudyFile.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(f"study {study.study_name!r}: its stored configuration no longer "
-                        f"validates ({exc.error_count()} problems); was it made by another "
-                        "version of hpsearch?") from None
+    errors = 0
+    for key in ("study_file", "study_file_given"):
+        if not isinstance(stored.get(key), dict):
+            continue
+        raw = dict(stored[key])
+        if data_path:
+            raw["data"] = {**raw.get("data", {}), "path": data_path}
+        try:
+            return StudyFile.model_validate(raw)
+        except ValidationError as exc:
+            errors = errors or exc.error_count()
+    raise UserError(f"study {study.study_name!r}: its stored configuration no longer "
+                    f"validates ({errors} problems); was it made by another version of "
+                    "hpsearch?")
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:

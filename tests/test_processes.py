@@ -64,10 +64,10 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
         wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                               for t in _trials(url)), 120, "a trial in the middle of training")
         worker.send_signal(signum)
-        _, stderr = worker.communicate(timeout=60)
+        stdout, stderr = worker.communicate(timeout=60)
     finally:
         worker.kill()
-    assert worker.returncode == 130, stderr
+    assert worker.returncode == 130, (worker.returncode, stdout[-2000:], stderr)
     assert "interrupted" in stderr and "Traceback" not in stderr
     states = [t.state for t in _trials(url)]
     assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL

@@ -271,3 +271,41 @@ def test_parameters_are_written_right_after_their_burst(storage_url: str) -> Non
         time.sleep(0.01)
     study.tell(trial, 1.0)
     storage.engine.dispose()
+
+
+def test_a_study_s_configuration_is_read_back_with_the_defaults_it_was_made_with(
+        tmp_path: Path) -> None:
+    """``evaluate`` retrains a trial as its search trained it even after hpsearch's defaults
+    change: the stored resolved study file wins; what the author wrote is the fallback for a
+    setting since removed; a configuration that validates neither way is one clear error."""
+    from search.errors import UserError
+    from search.evaluate import stored_spec
+    from search.studies import STUDY_ATTR, open_study
+    from search.studyfile import StudyFile
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    spec = StudyFile.model_validate({"study": {"name": "old", "n_trials": 2},
+                                     "data": {"dataset": "cifar10"},
+                                     "training": {"max_epochs": 7}})
+    study = open_study(spec, optuna.storages.RDBStorage(url))
+    assert stored_spec(study, None) == spec
+    assert stored_spec(study, "/data/cifar").data.path == "/data/cifar"
+
+    stored = study.user_attrs[STUDY_ATTR]
+    made_then = {**stored["study_file"], "pruner": {"type": "median", "n_startup_trials": 4},
+                 "training": {**stored["study_file"]["training"], "early_stopping_patience": 9}}
+    study.set_user_attr(STUDY_ATTR, {**stored, "study_file": made_then})
+    read = stored_spec(optuna.load_study(study_name="old", storage=url), None)
+    assert read.pruner.type == "median" and read.pruner.n_startup_trials == 4
+    assert (read.training.early_stopping_patience, read.training.max_epochs) == (9, 7)
+
+    removed = {**stored["study_file"], "training": {**stored["study_file"]["training"],
+                                                    "a_setting_since_removed": 1}}
+    study.set_user_attr(STUDY_ATTR, {**stored, "study_file": removed})
+    assert stored_spec(optuna.load_study(study_name="old", storage=url), None) == spec
+
+    study.set_user_attr(STUDY_ATTR, {**stored, "study_file": removed,
+                                     "study_file_given": {"training": {"max_epochs": -1}}})
+    with pytest.raises(UserError, match=r"^study 'old': its stored configuration no longer "
+                                        r"validates \(1 problems\)"):
+        stored_spec(optuna.load_study(study_name="old", storage=url), None)
