@@ -7,7 +7,9 @@ path. Run by ``search_efficiency.py`` as one process each:
 
 Each finished trial is appended to ``--out`` as one JSON line: seconds since ``--t0``, its
 validation accuracy (as that tool scores a trial), its parameters under hpsearch's names and
-the epochs it trained, so that ``hpsearch evaluate`` can retrain the best one.
+the epochs it trained and, where the tool scores an earlier epoch than its last, that epoch
+(``best_epoch``), so that ``hpsearch evaluate`` can retrain the best one, also on training plus
+validation for the epochs the tool chose.
 
 - plain-optuna: Optuna's own Keras example (``optuna-examples/keras``): TPE and the median
   pruner with their defaults, ``KerasPruningCallback`` on ``val_accuracy``, 20 epochs, the
@@ -120,7 +122,7 @@ def plain_optuna(arrays: tuple[np.ndarray, ...], log: Log, budget: float, seed: 
                             batch_size=params["batch_size"], epochs=EPOCHS_PLAIN, verbose=0,
                             callbacks=[KerasPruningCallback(trial, "val_accuracy")])
         score = model.evaluate(x_val, y_val, verbose=0)[1]
-        log.trial(score, params, len(history.epoch))
+        log.trial(score, params, len(history.epoch))  # scored after its last epoch
         return score
 
     study = optuna.create_study(direction="maximize",
@@ -189,8 +191,10 @@ def kerastuner(arrays: tuple[np.ndarray, ...], log: Log, budget: float, seed: in
             ended = self.oracle.get_trial(trial.trial_id)
             if ended.score is not None:
                 values = ended.hyperparameters.values
+                best_step = getattr(ended, "best_step", None)  # the epoch it is scored by
                 log.trial(ended.score, hpsearch_params(values),
-                          values.get("tuner/epochs", HYPERBAND_MAX_EPOCHS))
+                          values.get("tuner/epochs", HYPERBAND_MAX_EPOCHS),
+                          **({} if best_step is None else {"best_epoch": int(best_step) + 1}))
 
     tuner = Tuner(MLP(), objective="val_accuracy", max_epochs=HYPERBAND_MAX_EPOCHS, factor=3,
                   hyperband_iterations=1, seed=seed, directory=str(folder),
@@ -218,7 +222,9 @@ def hand_built(arrays: tuple[np.ndarray, ...], log: Log, budget: float, seed: in
         history = model.fit(x_train, y_train, validation_data=(x_val, y_val),
                             batch_size=params["batch_size"], epochs=epochs, verbose=0,
                             callbacks=[stop])
-        log.trial(max(history.history["val_accuracy"]), params, epochs, label=label)
+        scores = history.history["val_accuracy"]
+        log.trial(max(scores), params, epochs, label=label,
+                  best_epoch=scores.index(max(scores)) + 1)  # the weights it restored
 
 
 def main() -> None:

@@ -117,12 +117,16 @@ def evaluate_both(url: str, study: str, number: int, args: argparse.Namespace,
     """Test accuracy of trial ``number`` retrained as the search trained it, and retrained on
     training plus validation (``--full-train``); kept in ``folder`` for ``--resume``."""
     kept = folder / f"{study}.evaluations.json"
-    if args.resume and kept.exists():
-        saved = json.loads(kept.read_text())
-        if saved.get("number") == number:
-            return saved["searched"], saved["full"]
-    searched = evaluate(url, study, number, args, folder, full_train=False)
-    full = evaluate(url, study, number, args, folder, full_train=True)
+    saved = json.loads(kept.read_text()) if args.resume and kept.exists() else {}
+    if saved.get("number") != number:
+        saved = {}
+    # A retraining that failed (None) is tried again.
+    searched = saved.get("searched")
+    if searched is None:
+        searched = evaluate(url, study, number, args, folder, full_train=False)
+    full = saved.get("full")
+    if full is None:
+        full = evaluate(url, study, number, args, folder, full_train=True)
     kept.write_text(json.dumps({"number": number, "searched": searched, "full": full}))
     return searched, full
 
@@ -185,10 +189,10 @@ def run_other(method: str, args: argparse.Namespace, folder: Path) -> Result:
     if counted:
         best = max(counted, key=lambda r: r["value"])
         result.best_params, result.best_epochs = best["params"], best["epochs"]
-        url = f"sqlite:///{folder / f'retrain-{method}.db'}"
-        kept = folder / f"retrain-{method}.evaluations.json"
-        number = 0 if args.resume and kept.exists() else _retrain_study(
-            url, f"retrain-{method}", best, args)
+        database = folder / f"retrain-{method}.db"
+        database.unlink(missing_ok=True)  # made again: cheap, and from this version's fields
+        url = f"sqlite:///{database}"
+        number = _retrain_study(url, f"retrain-{method}", best, args)
         result.test_accuracy, result.test_full = evaluate_both(url, f"retrain-{method}", number,
                                                                args, folder)
     return result
@@ -213,6 +217,8 @@ def _retrain_study(url: str, name: str, best: dict[str, Any], args: argparse.Nam
     study.enqueue_trial(best["params"], user_attrs={MAX_EPOCHS_ATTR: best["epochs"]})
     trial = study.ask()
     suggest(trial, spec.space)
+    # The epochs that tool chose for this configuration, which --full-train trains for.
+    trial.set_user_attr("best_epoch", int(best.get("best_epoch", best["epochs"])))
     study.tell(trial, best["value"])
     return trial.number
 
