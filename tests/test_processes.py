@@ -52,6 +52,12 @@ def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
+def _interruptible() -> None:
+    """Ctrl-C as at a terminal. A test run started in the background (``cmd &``, nohup) hands
+    its processes SIGINT ignored, and hpsearch then rightly keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_trial_leaves_a_resumable_study(
     write_study: Callable[..., Path], tmp_path: Path, signum: int
@@ -59,7 +65,8 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     study_file = write_study(SLOW_STUDY)
     worker = subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_interruptible)
     try:
         wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                               for t in _trials(url)), 120, "a trial in the middle of training")
@@ -78,6 +85,27 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
     assert sum(t.state == TrialState.COMPLETE for t in _trials(url)) == 1
 
 
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``nohup hpsearch run ... &``: the Ctrl-C of the terminal it was started from is not for
+    it (SIGTERM still stops it, see above)."""
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    worker = subprocess.Popen(
+        [HPSEARCH, "run", str(write_study(SLOW_STUDY)), "--storage", url, "--n-trials", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+                              for t in _trials(url)), 120, "a trial in the middle of training")
+        worker.send_signal(signal.SIGINT)
+        stdout, stderr = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, (worker.returncode, stdout[-2000:], stderr)
+    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -93,7 +121,8 @@ def test_dashboard_answers_on_its_address(
     assert made.returncode == 0, made.stderr
     port = _free_port()
     server = subprocess.Popen([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_interruptible)
     try:
         def answers() -> bool:
             try:

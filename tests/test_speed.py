@@ -54,16 +54,27 @@ def test_batches_refuse_inputs_that_do_not_match(x: np.ndarray, y: np.ndarray,
         batches(x, y, 4, shuffle=False)
 
 
-def _trained(fused: bool, l2: float) -> tuple[keras.Model, list[float]]:
-    """Four steps on the same stub batches from the same initial weights, in float32."""
+def _trained(fused: bool, l2: float, precision: str = "float32",
+             seen: list[str] | None = None) -> tuple[keras.Model, list[float]]:
+    """Four steps on the same stub batches from the same initial weights; ``seen`` collects
+    the dtypes of the gradients the optimizer is given."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(128, 4, 4, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=128)
     dataset = Dataset(x, y, x, y, x, y, CIFAR10_CLASSES)
-    training = TrainingConfig(precision="float32", steps_per_execution=1, fused_optimizer=fused)
+    training = TrainingConfig(precision=precision, steps_per_execution=1,
+                              fused_optimizer=fused)
     with fresh_session():
         keras.utils.set_random_seed(3)
         model = compiled_model({**PARAMS, "l2": l2}, dataset, training)
+        if seen is not None:
+            apply = model.optimizer.apply
+
+            def spy(grads: Any, variables: Any = None) -> Any:
+                seen.extend(str(g.dtype.name) for g in grads)
+                return apply(grads, variables)
+
+            model.optimizer.apply = spy
         history = model.fit(batches(x, y, 32, shuffle=False), epochs=1, verbose=0,
                             shuffle=False)
     return model, history.history["loss"]
@@ -82,3 +93,27 @@ def test_l2_gradients_in_the_fused_update_move_the_weights_as_keras_l2_does() ->
     # A saved model still describes Keras's own L2 regularizer.
     config = fused.get_layer("dense_l0").get_config()["kernel_regularizer"]
     assert config["class_name"] == "L2" and config["config"]["l2"] == pytest.approx(1e-2)
+
+
+def test_bfloat16_gradients_reach_the_fused_update_and_move_the_weights_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under mixed_bfloat16 the fused update takes the weights' gradients in bfloat16 (as the
+    matrix products make them) and widens them itself: the same weights as with TensorFlow's
+    cast back to float32 first, and the same as Keras's own unfused optimizer."""
+    from objectives import speed
+
+    seen: list[str] = []
+    narrow, narrow_loss = _trained(fused=True, l2=1e-2, precision="mixed_bfloat16", seen=seen)
+    assert "bfloat16" in seen and "float32" in seen  # dense kernels; the float32 output layer
+    monkeypatch.setattr(speed, "_keep_low_precision_gradients", lambda model: None)
+    widened: list[str] = []
+    wide, wide_loss = _trained(fused=True, l2=1e-2, precision="mixed_bfloat16", seen=widened)
+    assert "bfloat16" not in widened
+    for a, b in zip(narrow.get_weights(), wide.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(narrow_loss, wide_loss, rtol=1e-6)
+    keras_own, keras_loss = _trained(fused=False, l2=1e-2, precision="mixed_bfloat16")
+    for a, b in zip(narrow.get_weights(), keras_own.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(narrow_loss, keras_loss, rtol=1e-4)
