@@ -92,7 +92,7 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
     it (SIGTERM still stops it, see above)."""
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     worker = subprocess.Popen(
-        [HPSEARCH, "run", str(write_study(SLOW_STUDY)), "--storage", url, "--n-trials", "1"],
+        [HPSEARCH, "run", str(write_study(SLOW_STUDY)), "--storage", url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
@@ -103,7 +103,7 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
     finally:
         worker.kill()
     assert worker.returncode == 0, (worker.returncode, stdout[-2000:], stderr)
-    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]
+    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE] * 2
 
 
 def _free_port() -> int:
