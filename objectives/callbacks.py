@@ -56,13 +56,16 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class StopOnRequest(keras.callbacks.Callback):
-    """Ends ``fit`` with ``KeyboardInterrupt`` at the first step or epoch after a stop request
-    (see ``objectives.interrupts``)."""
+    """Ends ``fit``, ``evaluate`` or ``predict`` with ``KeyboardInterrupt`` at the first step
+    or epoch after a stop request (see ``objectives.interrupts``)."""
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         interrupts.check()
 
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        interrupts.check()
+
+    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         interrupts.check()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
+from objectives.callbacks import StopOnRequest
 from objectives.keras_setup import keras
 
 PREDICT_BATCH = 1024
@@ -42,7 +43,8 @@ class Evaluation:
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...],
              split: str) -> Evaluation:
     """Predict ``x`` once and derive every figure from those predictions."""
-    probabilities = np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))
+    probabilities = np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0,
+                                             callbacks=[StopOnRequest()]))
     predicted = probabilities.argmax(axis=1)
     labels = list(range(len(class_names)))
     picked = np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)

@@ -1,21 +1,36 @@
-"""A stop request (SIGTERM, Ctrl-C) that cannot be lost inside TensorFlow.
+"""A stop request (SIGTERM, Ctrl-C) that never lands inside TensorFlow.
 
 A signal handler that raises ``KeyboardInterrupt`` raises it wherever the main thread happens to
-be; when that is inside TensorFlow's own C++ bindings the exception can be cleared there and
-the run would carry on as if nothing had happened. So the handler also leaves a flag, and
-training checks it after every step and every epoch (``callbacks.StopOnRequest``), raising
-again where Keras passes it on. Nothing here imports TensorFlow: the handler stays cheap.
+be. Inside TensorFlow that can be Python code that TensorFlow's C++ called back (a destructor, a
+conversion, a traced function): there the exception is dropped or, worse, leaves TensorFlow
+half-way through something it then trips over. So while a trial's TensorFlow work runs (the
+block under :func:`deferred`), the handler only leaves a flag, which training, evaluation and
+prediction check after every step and epoch (``callbacks.StopOnRequest``) and the block checks
+again when it ends: the exception is raised where Keras passes exceptions on, at most one step
+later. Outside that block, and at a second request, the handler raises at once. Nothing here
+imports TensorFlow: the handler stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 _requested = False
+_deferring = 0
 
 
-def request() -> None:
-    """Note that the user asked this process to stop."""
+def request() -> bool:
+    """Note that the user asked this process to stop.
+
+    True when the stop is left to the running TensorFlow work, which ends at its next step;
+    False when the caller should raise ``KeyboardInterrupt`` itself: no such work is running,
+    or the user asks a second time.
+    """
     global _requested
+    again = _requested
     _requested = True
+    return _deferring > 0 and not again
 
 
 def requested() -> bool:
@@ -26,3 +41,16 @@ def check() -> None:
     """Raise ``KeyboardInterrupt`` if a stop was requested."""
     if _requested:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Run a block of TensorFlow work that a stop request must not interrupt mid-way: inside,
+    a request only leaves the flag; a block that ends normally checks it."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    check()

@@ -1,8 +1,9 @@
 """Keras, imported quietly: the one place the objectives import it from.
 
 TensorFlow prints oneDNN and CUDA notices through absl before ``TF_CPP_MIN_LOG_LEVEL`` takes
-effect, on every start of every worker. Unless the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves
-(``hpsearch -v`` sets it to 0), those lines are dropped; import errors still raise as usual.
+effect, on every start of every worker. Unless ``TF_CPP_MIN_LOG_LEVEL`` is 0 (``hpsearch -v``
+sets it so), those lines are dropped; import errors still raise as usual. (Any other level is
+quiet too: a process that imported this module hands level 3 on to the processes it starts.)
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
     import keras
 else:
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _stderr_silenced():
         import keras
 

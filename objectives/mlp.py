@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import optuna
 
+from objectives import interrupts
 from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
                                   trial_callbacks)
 from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig
@@ -144,7 +145,8 @@ def train(
         outcome.stop_reason = "early_stopped"
     # The test split is measured after training, for the record only: nothing selects on it.
     test_loss, test_accuracy = model.evaluate(
-        batches(dataset.x_test, dataset.y_test, EVAL_BATCH, shuffle=False), verbose=0)
+        batches(dataset.x_test, dataset.y_test, EVAL_BATCH, shuffle=False), verbose=0,
+        callbacks=[StopOnRequest()])
     outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
                          test_loss=round(float(test_loss), 6))
     return outcome
@@ -209,7 +211,9 @@ class MlpObjective:
     def __call__(self, trial: optuna.trial.Trial) -> float:
         params = suggest(trial, self.space)
         try:
-            with fresh_session():  # memory must not grow trial after trial
+            # TensorFlow's work is not interrupted mid-way: a stop ends it at its next step.
+            # A fresh session per trial, so that memory does not grow trial after trial.
+            with interrupts.deferred(), fresh_session():
                 keras.utils.set_random_seed(self.seed + trial.number)
                 extra = self.hooks.callbacks(trial) if self.hooks is not None else []
                 try:

@@ -7,6 +7,7 @@ TensorFlow: only ``run`` does, through the objective, once the study file has be
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -22,6 +23,10 @@ from search.errors import UserError
 
 logger = logging.getLogger("search")
 
+# What an interrupted command tells the user, after "interrupted" (set by the command).
+ON_INTERRUPT = "on_interrupt"
+RESUMABLE = ": the running trial was marked failed; run the same command to resume the study"
+
 STORAGE_HELP = "Storage URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)."
 
 
@@ -34,11 +39,7 @@ class HpsearchGroup(click.Group):
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo(
-                "interrupted: the running trial was marked failed; run the same command to "
-                "resume the study",
-                err=True,
-            )
+            click.echo(f"interrupted{(ctx.obj or {}).get(ON_INTERRUPT, '')}", err=True)
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
@@ -156,7 +157,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
     spec = _load(study_file, n_trials, timeout, data_path)
     url = resolve_url(storage_url)
     count, per_worker = resolve_layout(workers, threads)
-    _on_stop_signals(_interrupt)  # a terminated run ends like Ctrl-C: resumable
+    _on_stop_signals(_interrupt, RESUMABLE)  # a terminated run ends like Ctrl-C
     if count == 1:
         if threads is not None:
             os.environ.setdefault("HPSEARCH_TF_THREADS", str(threads))
@@ -204,14 +205,16 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     if threads is not None:
         os.environ["HPSEARCH_TF_THREADS"] = str(threads)
     spec = _load(study_file, n_trials, timeout, data_path)
-    _on_stop_signals(_interrupt)
+    _on_stop_signals(_interrupt, RESUMABLE)
     # Workers of one study must not all draw the same configurations from the same seed.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
     summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts)
     logger.info("worker done: ran %d trials", summary.ran)
 
 
-def _on_stop_signals(handler: Any) -> None:
+def _on_stop_signals(handler: Any, told: str) -> None:
+    """SIGTERM, and Ctrl-C unless ignored, go to ``handler``; ``told`` follows "interrupted"."""
+    click.get_current_context().obj[ON_INTERRUPT] = told
     signal.signal(signal.SIGTERM, handler)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup)
         signal.signal(signal.SIGINT, handler)
@@ -219,11 +222,12 @@ def _on_stop_signals(handler: Any) -> None:
 
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM, and Ctrl-C, end the run like Ctrl-C: the running trial is failed, the study
-    stays resumable. The flag makes sure training sees it even if TensorFlow drops the raise."""
+    stays resumable. While TensorFlow works, training stops at its next step rather than here
+    (``objectives.interrupts``); a second signal stops at once."""
     from objectives import interrupts
 
-    interrupts.request()
-    raise KeyboardInterrupt
+    if not interrupts.request():
+        raise KeyboardInterrupt
 
 
 @cli.command()
@@ -350,6 +354,7 @@ def evaluate(storage_url: str | None, study_name: str | None, artifacts: str | N
     from search.results import pick_study, print_evaluation
     from search.storage import resolve_url
 
+    _on_stop_signals(_interrupt, ": run the same command to evaluate again")
     url = resolve_url(storage_url)
     study = pick_study(_open(url), study_name)
     run = evaluate_trial(study, trial_number, storage_url=url, output=output,
@@ -390,6 +395,8 @@ def _open(storage_url: str | None, *, create: bool = False) -> Any:
 
 
 def main() -> None:
+    # Should TensorFlow's native code crash, the report shows where each Python thread was.
+    faulthandler.enable()
     cli(obj={})
 
 

@@ -124,6 +124,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
         raise UserError(f"trial {trial.number} recorded no best epoch; evaluate it without "
                         "--full-train")
 
+    from objectives import interrupts
     from objectives.data import DatasetError, load_dataset
     from objectives.keras_setup import keras
     from objectives.mlp import train, train_on_all
@@ -137,7 +138,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
         raise UserError(str(exc)) from None
     params = suggest(optuna.trial.FixedTrial(trial.params), spec.space)
     started = time.perf_counter()
-    with fresh_session():
+    with interrupts.deferred(), fresh_session():  # Ctrl-C ends training at its next step
         keras.utils.set_random_seed(spec.study.seed + trial.number)
         if full_train:
             history = trial.user_attrs.get("history", {})

@@ -28,7 +28,7 @@ from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
-from search.storage import HpsearchStorage, engine_kwargs, open_storage, redact
+from search.storage import HpsearchStorage, engine_kwargs, open_storage, redact, retrying
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 
@@ -159,9 +159,7 @@ class WorkerLoop:
                     waited_since = waited_since or now
                     if now - waited_since > self.spec.workers.storage_wait:
                         raise UserError(
-                            f"the storage stayed unreachable for "
-                            f"{self.spec.workers.storage_wait:g} s: {database_error(cause)}"
-                        ) from None
+                            f"{_unreachable(self.spec)}: {database_error(cause)}") from None
                     logger.warning("storage error (%s); retrying in %.0f s", database_error(cause),
                                    backoff)
                     time.sleep(backoff)
@@ -281,15 +279,27 @@ def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple
     stored space. Returns the storage, the existing study (if any) and its finished trials."""
     sampler, pruner = make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
     workers = spec.workers
+    # A database that drops connections while a worker starts (a restart) is waited for, as
+    # during the search; one that cannot be reached at all is reported at once.
     storage = open_storage(
         storage_url, create=True,
         heartbeat=(workers.heartbeat_interval, workers.grace_period, workers.max_retry),
+        wait=workers.storage_wait,
     )
-    existing = find_study(spec, storage, sampler=sampler, pruner=pruner)
-    finished = 0
-    if existing is not None:
-        finished = sum(count_states(existing.get_trials(deepcopy=False))[s] for s in FINISHED)
+
+    def stored() -> tuple[optuna.Study | None, int]:
+        existing = find_study(spec, storage, sampler=sampler, pruner=pruner)
+        if existing is None:
+            return None, 0
+        return existing, sum(count_states(existing.get_trials(deepcopy=False))[s]
+                             for s in FINISHED)
+
+    existing, finished = retrying(stored, workers.storage_wait, _unreachable(spec))
     return storage, existing, finished
+
+
+def _unreachable(spec: StudyFile) -> str:
+    return f"the storage stayed unreachable for {spec.workers.storage_wait:g} s"
 
 
 def start(
@@ -316,11 +326,12 @@ def start(
     except DatasetError as exc:
         raise UserError(str(exc)) from None
     # Created only now, so that a dataset that cannot be loaded leaves nothing in the storage.
-    study = existing or open_study(
-        spec, storage, sampler=make_sampler(spec, seed_offset=seed_offset),
-        pruner=make_pruner(spec),
-    )
-    record_location(study, hooks.location)
+    study = existing or retrying(
+        lambda: open_study(spec, storage, sampler=make_sampler(spec, seed_offset=seed_offset),
+                           pruner=make_pruner(spec)),
+        spec.workers.storage_wait, _unreachable(spec))
+    retrying(lambda: record_location(study, hooks.location), spec.workers.storage_wait,
+             _unreachable(spec))
     logger.info(
         "study %r on %s: %s trials finished, %s", spec.name, redact(storage_url), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 from collections.abc import Callable, Container, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
+T = TypeVar("T")
 
 
 def resolve_url(given: str | None) -> str:
@@ -295,15 +296,53 @@ def _use_wal(path: Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+def lost_connection(error: BaseException) -> BaseException | None:
+    """The error behind ``error``, if any, that says the database dropped a connection it had
+    accepted (a server restarting, an administrator ending it): worth trying again. A refused
+    connection, a wrong password or an unknown database are not."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def retrying(action: Callable[[], T], wait: float, failure: str) -> T:
+    """``action()``, tried again with backoff for up to ``wait`` seconds while the database
+    drops its connections; any other error is raised at once.
+
+    Raises:
+        UserError: ``failure`` and the database's message, once ``wait`` has passed.
+    """
+    deadline = time.monotonic() + wait
+    backoff = 0.5
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            lost = lost_connection(error)
+            if lost is None:
+                raise
+            if time.monotonic() + backoff > deadline:
+                raise UserError(f"{failure}: {database_error(lost)}") from None
+            logger.warning("the storage dropped the connection (%s); retrying in %.1f s",
+                           database_error(lost), backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 8.0)
+
+
 def open_storage(
-    url: str, *, create: bool, heartbeat: tuple[int, int, int] | None = None
+    url: str, *, create: bool, heartbeat: tuple[int, int, int] | None = None,
+    wait: float = 0.0,
 ) -> HpsearchStorage:
     """Open the storage at ``url`` after checking that it can be reached.
 
     With ``create=False`` (reading commands) a storage that does not exist yet is an error
     rather than being created empty. ``heartbeat`` is (interval, grace period, retries): a
     running trial whose worker stops beating for the grace period is failed by the next worker
-    that looks, and run again with the same parameters up to ``retries`` times.
+    that looks, and run again with the same parameters up to ``retries`` times. A database that
+    drops the connection while the storage is opened is tried again for ``wait`` seconds.
 
     Raises:
         UserError: the URL is malformed, names an unknown driver, or the database cannot be
@@ -317,6 +356,14 @@ def open_storage(
             raise UserError(f"no storage at {shown!r}: the file {path} does not exist")
         if create and not path.parent.exists():
             raise UserError(f"storage {shown!r}: the folder {path.parent} does not exist")
+    return retrying(lambda: _open(url, parsed, create=create, heartbeat=heartbeat),
+                    wait, f"cannot open storage {shown!r}")
+
+
+def _open(url: str, parsed: URL, *, create: bool,
+          heartbeat: tuple[int, int, int] | None) -> HpsearchStorage:
+    shown = redact(url)
+    path = _sqlite_path(parsed)
     kwargs = _engine_kwargs(parsed)
     try:
         engine = sqlalchemy.create_engine(parsed, **kwargs)  # type: ignore[arg-type]
@@ -328,6 +375,8 @@ def open_storage(
     except ModuleNotFoundError as exc:
         raise UserError(f"storage {shown!r}: its driver is not installed ({exc.name})") from None
     except SQLAlchemyError as exc:
+        if lost_connection(exc):
+            raise
         raise UserError(f"cannot reach storage {shown!r}: {database_error(exc)}") from None
     if not create and not has_tables:
         raise UserError(f"storage {shown!r} holds no studies")
@@ -348,4 +397,6 @@ def open_storage(
             with _schema_lock(parsed, kwargs, needed=create):
                 return HpsearchStorage(url, engine_kwargs=kwargs, **options)
     except SQLAlchemyError as exc:
+        if lost_connection(exc):
+            raise
         raise UserError(f"cannot open storage {shown!r}: {database_error(exc)}") from None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import signal
+import threading
 
 import numpy as np
 import optuna
@@ -12,6 +15,7 @@ from optuna.trial import TrialState
 
 from objectives.config import DataConfig, TrainingConfig
 from objectives.data import load_dataset, make_stub
+from objectives.keras_setup import keras
 from objectives.mlp import MlpObjective, create_objective
 from objectives.model import build_model
 from objectives.space import SearchSpace
@@ -174,6 +178,58 @@ def test_a_stop_request_ends_training_even_if_the_raise_was_lost(
         study.optimize(objective(max_epochs=3), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert study.trials[0].intermediate_values == {}  # stopped within the first epoch
+
+
+class _SignalMidEpoch:
+    """Trial hooks that send this process SIGTERM from another thread a moment into the second
+    epoch, so that the handler runs wherever TensorFlow holds the main thread."""
+
+    def callbacks(self, trial: optuna.trial.Trial) -> list[keras.callbacks.Callback]:
+        class Later(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+                if epoch == 1:
+                    threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+        return [Later()]
+
+    def after_training(self, *args: object) -> None:
+        pass
+
+
+def test_a_stop_signal_mid_training_is_raised_at_the_next_step_not_inside_tensorflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from objectives import interrupts
+    from search.cli import _interrupt
+
+    monkeypatch.setattr(interrupts, "_requested", False)
+    stopped = create_objective(
+        space=SPACE, data=DATA, metric="val_accuracy", seed=0, hooks=_SignalMidEpoch(),
+        training=TrainingConfig(max_epochs=30, early_stopping_patience=30))
+    study = optuna.create_study(direction="maximize")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            study.optimize(stopped, n_trials=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # Raised by the check after a step (StopOnRequest), not by the handler inside TensorFlow.
+    assert [entry.name for entry in raised.traceback[-2:]] == ["on_train_batch_end", "check"]
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert 1 <= len(study.trials[0].intermediate_values) < 30
+
+
+def test_a_stop_request_is_left_to_tensorflow_work_once_and_raised_when_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from objectives import interrupts
+
+    monkeypatch.setattr(interrupts, "_requested", False)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            assert interrupts.request()  # training will stop at its next step
+            assert not interrupts.request()  # asked again: the handler raises at once
+    assert not interrupts.request()  # no TensorFlow work running: the handler raises
 
 
 @pytest.mark.parametrize("params", [GOOD, DEEP], ids=["adam", "deep-adamw"])

@@ -74,7 +74,7 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
         stdout, stderr = worker.communicate(timeout=60)
     finally:
         worker.kill()
-    assert worker.returncode == 130, (worker.returncode, stdout[-2000:], stderr)
+    assert worker.returncode == 130, f"{stdout[-2000:]}\n{stderr}"
     assert "interrupted" in stderr and "Traceback" not in stderr
     states = [t.state for t in _trials(url)]
     assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL
@@ -102,7 +102,7 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
         stdout, stderr = worker.communicate(timeout=120)
     finally:
         worker.kill()
-    assert worker.returncode == 0, (worker.returncode, stdout[-2000:], stderr)
+    assert worker.returncode == 0, f"{stdout[-2000:]}\n{stderr}"
     assert [t.state for t in _trials(url)] == [TrialState.COMPLETE] * 2
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+from sqlalchemy.pool import NullPool
 
-from search.storage import HpsearchStorage, open_storage
+from search.errors import UserError
+from search.storage import HpsearchStorage, lost_connection, open_storage, retrying
 
 
 def test_intermediate_values_are_stored_as_optuna_stores_them(storage_url: str) -> None:
@@ -309,3 +312,59 @@ def test_a_study_s_configuration_is_read_back_with_the_defaults_it_was_made_with
     with pytest.raises(UserError, match=r"^study 'old': its stored configuration no longer "
                                         r"validates \(1 problems\)"):
         stored_spec(optuna.load_study(study_name="old", storage=url), None)
+
+
+def _ended_by_the_server(engine: sqlalchemy.Engine, admin: sqlalchemy.Engine) -> int:
+    """Run a query on a connection the server ends first, as a restart would."""
+    with engine.connect() as connection:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with admin.connect() as other:
+            other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
+        return int(connection.exec_driver_sql("SELECT 1").scalar_one())
+
+
+def test_a_connection_the_database_ends_is_told_apart_from_one_it_refuses(
+    postgres_url: str,
+) -> None:
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=NullPool)
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with pytest.raises(sqlalchemy.exc.OperationalError) as ended:
+        _ended_by_the_server(engine, admin)
+    assert lost_connection(ended.value) is ended.value
+    wrapped = optuna.exceptions.StorageInternalError("commit failed")
+    wrapped.__cause__ = ended.value  # as Optuna's storage raises it
+    assert lost_connection(wrapped) is ended.value
+    refused = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/test",
+                                       poolclass=NullPool)
+    with pytest.raises(sqlalchemy.exc.OperationalError) as failed:
+        refused.connect()
+    assert lost_connection(failed.value) is None
+    missing = sqlalchemy.make_url(postgres_url).set(database="hpsearch_no_such_database")
+    with pytest.raises(sqlalchemy.exc.OperationalError) as unknown:
+        sqlalchemy.create_engine(missing, poolclass=NullPool).connect()
+    assert lost_connection(unknown.value) is None
+    admin.dispose()
+
+
+def test_dropped_connections_are_tried_again_until_the_wait_is_over(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=NullPool)
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    attempts: list[int] = []
+
+    def dropped_twice() -> int:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            return _ended_by_the_server(engine, admin)
+        with engine.connect() as connection:
+            return int(connection.exec_driver_sql("SELECT 7").scalar_one())
+
+    assert retrying(dropped_twice, 30, "never") == 7
+    assert len(attempts) == 3
+    assert caplog.text.count("the storage dropped the connection") == 2
+    with pytest.raises(UserError, match="^gave up: terminating connection due to administrator"):
+        retrying(lambda: _ended_by_the_server(engine, admin), 1, "gave up")
+    with pytest.raises(ZeroDivisionError):  # any other error at once
+        retrying(lambda: 1 // 0, 30, "never")
+    admin.dispose()
