@@ -88,6 +88,8 @@ def _setup_logging(verbose: bool) -> None:
         named.setLevel(logging.DEBUG if verbose else logging.INFO)
         named.propagate = False
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+    # TensorFlow's Python warnings (retracing, one model per trial) are not the user's concern.
+    logging.getLogger("tensorflow").setLevel(logging.NOTSET if verbose else logging.ERROR)
     if verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
 

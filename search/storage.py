@@ -302,10 +302,25 @@ def lost_connection(error: BaseException) -> BaseException | None:
     connection, a wrong password or an unknown database are not."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and _dropped(seen):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+# SQLSTATE classes: operator intervention (terminated, shutting down, starting up) and
+# connection exceptions. A connection a new engine is still setting up carries no state and is
+# not marked invalidated by SQLAlchemy, hence the server's own words too.
+_DROPPED_STATES = ("57P", "08")
+_DROPPED_TEXT = ("server closed the connection unexpectedly", "terminating connection")
+
+
+def _dropped(error: sqlalchemy.exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    state = getattr(error.orig, "sqlstate", None) or ""
+    return state.startswith(_DROPPED_STATES) or any(text in str(error.orig)
+                                                    for text in _DROPPED_TEXT)
 
 
 def retrying(action: Callable[[], T], wait: float, failure: str) -> T:

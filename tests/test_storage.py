@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psycopg
 import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
@@ -334,6 +335,11 @@ def test_a_connection_the_database_ends_is_told_apart_from_one_it_refuses(
     wrapped = optuna.exceptions.StorageInternalError("commit failed")
     wrapped.__cause__ = ended.value  # as Optuna's storage raises it
     assert lost_connection(wrapped) is ended.value
+    # As a new engine's first connection reports it (seen under load): not marked invalidated.
+    unexpected = sqlalchemy.exc.OperationalError("SELECT 1", {}, psycopg.OperationalError(
+        "consuming input failed: server closed the connection unexpectedly"))
+    assert not unexpected.connection_invalidated
+    assert lost_connection(unexpected) is unexpected
     refused = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/test",
                                        poolclass=NullPool)
     with pytest.raises(sqlalchemy.exc.OperationalError) as failed:

@@ -97,6 +97,7 @@ def test_three_workers_end_with_exactly_n_trials(
     assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(errors)
     assert all("Traceback" not in e for e in errors)
     assert all("absl" not in e for e in errors)  # TensorFlow's start-up notices are dropped
+    assert all("WARNING:tensorflow" not in e for e in errors)  # and its Python warnings
     trials = _trials(storage_url)
     assert len(_finished(storage_url)) == 7
     assert [t.state for t in trials].count(TrialState.RUNNING) == 0
