@@ -380,11 +380,11 @@ def _open(url: str, parsed: URL, *, create: bool,
     shown = redact(url)
     path = _sqlite_path(parsed)
     kwargs = _engine_kwargs(parsed)
+    engine: sqlalchemy.Engine | None = None
     try:
         engine = sqlalchemy.create_engine(parsed, **kwargs)  # type: ignore[arg-type]
         with engine.connect() as connection:
             has_tables = sqlalchemy.inspect(connection).has_table("studies")
-        engine.dispose()
     except NoSuchModuleError:
         raise UserError(f"storage {shown!r}: no database driver for this URL") from None
     except ModuleNotFoundError as exc:
@@ -393,6 +393,9 @@ def _open(url: str, parsed: URL, *, create: bool,
         if lost_connection(exc):
             raise
         raise UserError(f"cannot reach storage {shown!r}: {database_error(exc)}") from None
+    finally:
+        if engine is not None:  # each attempt's own
+            engine.dispose()
     if not create and not has_tables:
         raise UserError(f"storage {shown!r} holds no studies")
     if parsed.get_backend_name() == "sqlite" and path is not None:
