@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import interrupts
 from objectives.data import DatasetError
-from search.errors import UserError, database_error
+from search.errors import UserError
 from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
@@ -137,33 +137,19 @@ class WorkerLoop:
     def run(self) -> None:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        waited_since: float | None = None
-        backoff = 1.0
         try:
             while not self.reporter.stopped_by_failures:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
                 try:
-                    if not self._one_trial(target):
+                    if not retrying(lambda: self._one_trial(target),
+                                    self.spec.workers.storage_wait, _unreachable(self.spec),
+                                    transient=_storage_failure):
                         return
-                    waited_since, backoff = None, 1.0
                 except optuna.exceptions.UpdateFinishedTrialError as exc:
                     # Another worker took this trial for dead (no heartbeat for the grace
                     # period, e.g. during a database outage) and has queued it again.
                     logger.warning("trial result not stored: %s", exc)
-                except Exception as error:
-                    cause = _storage_failure(error)
-                    if cause is None:
-                        raise
-                    now = time.monotonic()
-                    waited_since = waited_since or now
-                    if now - waited_since > self.spec.workers.storage_wait:
-                        raise UserError(
-                            f"{_unreachable(self.spec)}: {database_error(cause)}") from None
-                    logger.warning("storage error (%s); retrying in %.0f s", database_error(cause),
-                                   backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 16.0)
         finally:
             self.lock.dispose()
 

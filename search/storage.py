@@ -323,9 +323,12 @@ def _dropped(error: sqlalchemy.exc.DBAPIError) -> bool:
                                                     for text in _DROPPED_TEXT)
 
 
-def retrying(action: Callable[[], T], wait: float, failure: str) -> T:
-    """``action()``, tried again with backoff for up to ``wait`` seconds while the database
-    drops its connections; any other error is raised at once.
+def retrying(action: Callable[[], T], wait: float, failure: str, *,
+             transient: Callable[[BaseException], BaseException | None] = lost_connection,
+             ) -> T:
+    """``action()``, tried again with backoff for up to ``wait`` seconds while it fails with
+    a ``transient`` database error (by default: the database dropped a connection); any other
+    error is raised at once.
 
     Raises:
         UserError: ``failure`` and the database's message, once ``wait`` has passed.
@@ -336,13 +339,13 @@ def retrying(action: Callable[[], T], wait: float, failure: str) -> T:
         try:
             return action()
         except Exception as error:
-            lost = lost_connection(error)
-            if lost is None:
+            cause = transient(error)
+            if cause is None:
                 raise
             if time.monotonic() + backoff > deadline:
-                raise UserError(f"{failure}: {database_error(lost)}") from None
-            logger.warning("the storage dropped the connection (%s); retrying in %.1f s",
-                           database_error(lost), backoff)
+                raise UserError(f"{failure}: {database_error(cause)}") from None
+            logger.warning("storage error (%s); retrying in %.1f s", database_error(cause),
+                           backoff)
             time.sleep(backoff)
             backoff = min(backoff * 2, 8.0)
 

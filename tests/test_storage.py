@@ -368,7 +368,7 @@ def test_dropped_connections_are_tried_again_until_the_wait_is_over(
 
     assert retrying(dropped_twice, 30, "never") == 7
     assert len(attempts) == 3
-    assert caplog.text.count("the storage dropped the connection") == 2
+    assert caplog.text.count("storage error (terminating connection due to administrator") == 2
     with pytest.raises(UserError, match="^gave up: terminating connection due to administrator"):
         retrying(lambda: _ended_by_the_server(engine, admin), 1, "gave up")
     with pytest.raises(ZeroDivisionError):  # any other error at once
