@@ -33,10 +33,6 @@ def request() -> bool:
     return _deferring > 0 and not again
 
 
-def requested() -> bool:
-    return _requested
-
-
 def check() -> None:
     """Raise ``KeyboardInterrupt`` if a stop was requested."""
     if _requested:

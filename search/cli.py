@@ -159,7 +159,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
     spec = _load(study_file, n_trials, timeout, data_path)
     url = resolve_url(storage_url)
     count, per_worker = resolve_layout(workers, threads)
-    _on_stop_signals(_interrupt, RESUMABLE)  # a terminated run ends like Ctrl-C
+    _on_stop_signals(RESUMABLE)  # a terminated run ends like Ctrl-C
     if count == 1:
         if threads is not None:
             os.environ.setdefault("HPSEARCH_TF_THREADS", str(threads))
@@ -207,25 +207,27 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     if threads is not None:
         os.environ["HPSEARCH_TF_THREADS"] = str(threads)
     spec = _load(study_file, n_trials, timeout, data_path)
-    _on_stop_signals(_interrupt, RESUMABLE)
+    _on_stop_signals(RESUMABLE)
     # Workers of one study must not all draw the same configurations from the same seed.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
     summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts)
     logger.info("worker done: ran %d trials", summary.ran)
 
 
-def _on_stop_signals(handler: Any, told: str) -> None:
-    """SIGTERM, and Ctrl-C unless ignored, go to ``handler``; ``told`` follows "interrupted"."""
+def _on_stop_signals(told: str) -> None:
+    """SIGTERM, and Ctrl-C unless ignored, stop the command like Ctrl-C (``_interrupt``);
+    ``told`` follows "interrupted"."""
     click.get_current_context().obj[ON_INTERRUPT] = told
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup)
-        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM, and Ctrl-C, end the run like Ctrl-C: the running trial is failed, the study
-    stays resumable. While TensorFlow works, training stops at its next step rather than here
-    (``objectives.interrupts``); a second signal stops at once."""
+    """A stop signal: ``KeyboardInterrupt``, which the command turns into exit 130 (a run's
+    running trial is failed first, the study stays resumable). While TensorFlow works, it
+    stops at its next step rather than here (``objectives.interrupts``); a second signal stops
+    at once."""
     from objectives import interrupts
 
     if not interrupts.request():
@@ -356,7 +358,7 @@ def evaluate(storage_url: str | None, study_name: str | None, artifacts: str | N
     from search.results import pick_study, print_evaluation
     from search.storage import resolve_url
 
-    _on_stop_signals(_interrupt, ": run the same command to evaluate again")
+    _on_stop_signals(": run the same command to evaluate again")
     url = resolve_url(storage_url)
     study = pick_study(_open(url), study_name)
     run = evaluate_trial(study, trial_number, storage_url=url, output=output,

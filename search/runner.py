@@ -28,7 +28,8 @@ from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
-from search.storage import HpsearchStorage, engine_kwargs, open_storage, redact, retrying
+from search.storage import (HpsearchStorage, cause, engine_kwargs, open_storage, redact,
+                            retrying)
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 
@@ -250,12 +251,7 @@ def _storage_failure(error: BaseException) -> BaseException | None:
     raise a different error (an AssertionError in Optuna 5.0) on top of the storage error; the
     chain of causes still holds the real one.
     """
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, STORAGE_ERRORS):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return cause(error, lambda seen: isinstance(seen, STORAGE_ERRORS))
 
 
 def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple[

@@ -296,16 +296,24 @@ def _use_wal(path: Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+def cause(error: BaseException,
+          match: Callable[[BaseException], bool]) -> BaseException | None:
+    """``error``, or the first error behind it (its causes and contexts), that ``match``
+    accepts; None if there is none."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if match(seen):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def lost_connection(error: BaseException) -> BaseException | None:
     """The error behind ``error``, if any, that says the database dropped a connection it had
     accepted (a server restarting, an administrator ending it): worth trying again. A refused
     connection, a wrong password or an unknown database are not."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, sqlalchemy.exc.DBAPIError) and _dropped(seen):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return cause(error, lambda seen: isinstance(seen, sqlalchemy.exc.DBAPIError)
+                 and _dropped(seen))
 
 
 # SQLSTATE classes: operator intervention (terminated, shutting down, starting up) and
