@@ -6,7 +6,6 @@ and pruned trials (failed ones are run again). ``timeout`` bounds one invocation
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import os
@@ -134,6 +133,7 @@ class WorkerLoop:
         self.objective = objective
         self.reporter = reporter
         self.lock = BudgetLock(storage_url, spec.name, engine_kwargs(storage_url))
+        self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
 
     def run(self) -> None:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
@@ -165,28 +165,35 @@ class WorkerLoop:
             getattr(storage, "_backend", None), "engine", None)
 
     def _fail_trials_that_never_beat(self) -> None:
-        """Fail running trials that never recorded a heartbeat and started over a grace period
-        ago: their worker lost the database (or died) between creating the trial and its first
-        beat, and Optuna's own staleness check only sees trials that did beat once."""
+        """Fail running trials that have recorded no heartbeat for a grace period: their worker
+        lost the database (or died) between creating the trial and its first beat, and Optuna's
+        own staleness check only sees trials that did beat once.
+
+        The grace period is timed by this worker's own clock from when it first saw the trial
+        unbeaten, not from the trial's stored start: Optuna stores that in the local time of the
+        machine that created the trial, which says nothing here when workers' clocks or time
+        zones differ.
+        """
         engine = self._engine()
         if engine is None:
             return
-        grace = dt.timedelta(seconds=self.spec.workers.grace_period)
-        cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - grace  # stored as UTC
         with engine.connect() as connection:
-            rows = connection.execute(sqlalchemy.text(
-                "SELECT t.trial_id, t.datetime_start FROM trials t LEFT JOIN trial_heartbeats h "
+            unbeaten = {trial_id for (trial_id,) in connection.execute(sqlalchemy.text(
+                "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h "
                 "ON h.trial_id = t.trial_id WHERE t.study_id = :study AND t.state = 'RUNNING' "
-                "AND h.trial_id IS NULL"), {"study": self.study._study_id}).all()
+                "AND h.trial_id IS NULL"), {"study": self.study._study_id})}
+        now = time.monotonic()
+        self._unbeaten_since = {trial_id: self._unbeaten_since.get(trial_id, now)
+                                for trial_id in unbeaten}
         storage = self.study._storage
-        for trial_id, started in rows:
-            if started is None or started >= cutoff:
+        for trial_id, since in self._unbeaten_since.items():
+            if now - since < self.spec.workers.grace_period:
                 continue
-            try:
-                if storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                    storage.set_trial_user_attr(
-                        trial_id, "fail_reason",
-                        "its worker lost the storage before the first heartbeat")
+            try:  # the reason first: a finished trial takes no attributes
+                storage.set_trial_user_attr(
+                    trial_id, "fail_reason",
+                    "its worker lost the storage before the first heartbeat")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker got there first
 

@@ -4,6 +4,7 @@ workers carry on when the database drops their connections."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from conftest import wait_for
 
 import optuna
+import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
@@ -217,3 +219,45 @@ def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
     assert resolve_layout("1", None, cores=8) == (1, 8)
     assert resolve_layout("3", None, cores=8) == (3, 2)
     assert resolve_layout("4", 3, cores=8) == (4, 3)  # told otherwise
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker_s_clock(
+        storage_url: str, write_study: Callable[..., Path]) -> None:
+    """A worker that died between creating its trial and the first heartbeat leaves a trial
+    that Optuna's staleness check never sees; the next worker fails it once it has seen it
+    unbeaten for the grace period. The trial's stored start is the creating machine's local
+    time, so it is not trusted: a start a day ago (a clock or time zone apart) changes nothing,
+    and on SQLite it is read back as text, which once crashed the worker."""
+    from search.runner import TrialReporter, WorkerLoop
+    from search.storage import open_storage
+    from search.studies import open_study
+    from search.studyfile import load
+
+    text = STUDY.format(n_trials=3, epochs=1).replace("grace_period = 4", "grace_period = 2")
+    spec = load(write_study(text.replace("seed = 5", "seed = 5\nwarm_start = false")))
+    storage = open_storage(storage_url, create=True, heartbeat=(1, 2, 0))
+    study = open_study(spec, storage)
+    unbeaten, beating = study.ask(), study.ask()
+    storage.record_heartbeat(beating._trial_id)
+    engine = sqlalchemy.create_engine(storage_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE trials SET datetime_start = :start WHERE trial_id = :id"),
+            {"start": datetime.datetime.now() - datetime.timedelta(days=1),
+             "id": unbeaten._trial_id})
+    engine.dispose()
+    loop = WorkerLoop(spec, storage_url, study, lambda trial: 0.0, TrialReporter("val", None))
+    try:
+        loop._fail_trials_that_never_beat()
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        assert states == [TrialState.RUNNING, TrialState.RUNNING]  # first seen just now
+        time.sleep(2.2)
+        loop._fail_trials_that_never_beat()
+    finally:
+        loop.lock.dispose()
+    failed, running = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_reason"] == (
+        "its worker lost the storage before the first heartbeat")
+    assert running.state == TrialState.RUNNING  # it beat: Optuna's own check is in charge
