@@ -347,12 +347,12 @@ def retrying(action: Callable[[], T], wait: float, failure: str, *,
         try:
             return action()
         except Exception as error:
-            cause = transient(error)
-            if cause is None:
+            database = transient(error)
+            if database is None:
                 raise
             if time.monotonic() + backoff > deadline:
-                raise UserError(f"{failure}: {database_error(cause)}") from None
-            logger.warning("storage error (%s); retrying in %.1f s", database_error(cause),
+                raise UserError(f"{failure}: {database_error(database)}") from None
+            logger.warning("storage error (%s); retrying in %.1f s", database_error(database),
                            backoff)
             time.sleep(backoff)
             backoff = min(backoff * 2, 8.0)
