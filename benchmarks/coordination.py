@@ -201,10 +201,9 @@ def main() -> None:
         "The overhead is a trial's time beyond the sleeps: sampling and parameter writes, the "
         "reports, tell, and for hpsearch its budget lock, stale-trial check and heartbeat. "
         "hpsearch's worker loop beside a plain Optuna loop (`study.optimize(n_trials=1)` on "
-        "Optuna's RDB storage without heartbeats) in the same run. hpsearch writes a running "
-        "trial's parameters, reports and attributes behind, from a timer thread "
-        "(`search/running.py`): that work runs beside the objective's sleeps, so it shows in "
-        "trials per minute rather than in the overhead.", "",
+        "Optuna's RDB storage without heartbeats) in the same run. Both write through Optuna's "
+        "own RDB storage (`search/storage.py` changes only how a failed heartbeat is "
+        "handled).", "",
         "Trials per minute count the study's N trials over the wall clock until every worker "
         "has exited. The plain loop checks the count before each trial, so its workers run past "
         "N (last column); hpsearch's end with exactly N, the idle ones polling every second "

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,8 +26,8 @@ from search.artifacts import hooks_for, record_location
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
-from search.storage import (HpsearchStorage, cause, engine_kwargs, open_storage, redact,
-                            retrying)
+from search.heartbeats import UnbeatenTrials
+from search.storage import cause, engine_kwargs, open_storage, redact, retrying
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 
@@ -133,6 +132,7 @@ class WorkerLoop:
         self.objective = objective
         self.reporter = reporter
         self.lock = BudgetLock(storage_url, spec.name, engine_kwargs(storage_url))
+        self.unbeaten = UnbeatenTrials(storage_url)
         self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
 
     def run(self) -> None:
@@ -153,16 +153,7 @@ class WorkerLoop:
                     logger.warning("trial result not stored: %s", exc)
         finally:
             self.lock.dispose()
-
-    def _backend(self) -> HpsearchStorage | None:
-        storage = self.study._storage
-        backend = getattr(storage, "_backend", storage)
-        return backend if isinstance(backend, HpsearchStorage) else None
-
-    def _engine(self) -> sqlalchemy.Engine | None:
-        storage = self.study._storage
-        return getattr(storage, "engine", None) or getattr(
-            getattr(storage, "_backend", None), "engine", None)
+            self.unbeaten.dispose()
 
     def _fail_trials_that_never_beat(self) -> None:
         """Fail running trials that have recorded no heartbeat for a grace period: their worker
@@ -174,14 +165,7 @@ class WorkerLoop:
         machine that created the trial, which says nothing here when workers' clocks or time
         zones differ.
         """
-        engine = self._engine()
-        if engine is None:
-            return
-        with engine.connect() as connection:
-            unbeaten = {trial_id for (trial_id,) in connection.execute(sqlalchemy.text(
-                "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h "
-                "ON h.trial_id = t.trial_id WHERE t.study_id = :study AND t.state = 'RUNNING' "
-                "AND h.trial_id IS NULL"), {"study": self.study._study_id})}
+        unbeaten = self.unbeaten.trial_ids(self.study._study_id)
         now = time.monotonic()
         self._unbeaten_since = {trial_id: self._unbeaten_since.get(trial_id, now)
                                 for trial_id in unbeaten}
@@ -198,25 +182,12 @@ class WorkerLoop:
                 pass  # another worker got there first
 
     def _counts(self) -> dict[TrialState, int]:
-        """Trials by state, counted by the database rather than by loading every trial."""
-        counts = {state: 0 for state in TrialState}
-        engine = self._engine()
-        if engine is None:  # not an RDB storage: count the slow way
-            return count_states(self.study.get_trials(deepcopy=False))
-        with engine.connect() as connection:
-            rows = connection.execute(
-                sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :study "
-                                "GROUP BY state"),
-                {"study": self.study._study_id},
-            )
-            for state, count in rows:
-                counts[TrialState[state]] = int(count)
-        return counts
+        """Trials by state, as the study (Optuna's cached storage) holds them."""
+        return count_states(self.study.get_trials(deepcopy=False))
 
     def _one_trial(self, target: int | None) -> bool:
         """Run one trial if the budget allows; False when this worker is done."""
         interrupts.check()  # a stop requested while the last trial ended starts no new one
-        backend = self._backend()
         self.lock.acquire()
         try:
             if target is not None:
@@ -236,18 +207,14 @@ class WorkerLoop:
                     time.sleep(POLL_S)  # a running trial may still fail and free its slot
                     return True
             # The budget is safe once the new trial is RUNNING in the storage: the lock goes
-            # then (HpsearchStorage.on_trial_started), before sampling; at the latest when the
-            # objective starts.
-            if backend is not None:
-                backend.on_trial_started = self.lock.release
+            # when the objective starts, before its first suggestion (Optuna samples a trial's
+            # relative parameters then, not when it creates the trial).
             self.study.optimize(
                 _with_worker(self.objective, self.lock.release), n_trials=1,
                 callbacks=[self.reporter], gc_after_trial=False,
             )
             return True
         finally:
-            if backend is not None:
-                backend.on_trial_started = None
             self.lock.release()
 
 

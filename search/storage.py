@@ -9,29 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import os
 import sqlite3
 import time
 import warnings
 from pathlib import Path
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
-from optuna.distributions import (
-    BaseDistribution, check_distribution_compatibility, json_to_distribution,
-)
-from optuna.storages._rdb import models as rdb_models
-from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from search.errors import UserError, database_error
-from search.running import RunningTrials
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 logger = logging.getLogger(__name__)
@@ -129,45 +122,20 @@ def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Ite
 
 
 class HpsearchStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage, changed for many workers on one study.
+    """Optuna's RDB storage, with one change for many workers on one study.
 
-    - A heartbeat survives a database hiccup: Optuna beats from a thread that dies, with a
-      traceback, on the first failed write; the trial would then look dead to other workers
-      while it still trains. Here a failed beat is logged in one line and tried again at the
-      next interval.
-    - ``on_trial_started``, when set, is called as soon as this process has a new trial in
-      RUNNING state (created, or a waiting one taken), before the sampler runs: the worker
-      loop releases its budget lock there, so other workers wait for a row to be written,
-      not for a sampler.
-    - The records of a trial this process runs (parameters, intermediate values, user and
-      system attributes) are written behind: kept in memory, where this process reads them,
-      and written to the database together, at most ``WRITE_BEHIND_S`` after the first of them
-      (parameters sooner: ``search.running.PARAMS_DELAY_S``), and always before the trial's
-      state changes. That is the contract of Optuna's own cached
-      storage ("preceding writes ... are written into a persistent storage before writes on
-      state of Trial succeed"); it turns a dozen parameter writes and one write per report
-      into a few statements, off the training thread. Each statement writes only while the
-      trial is RUNNING in the database.
-    - A parameter is checked against the distribution the study stored for its name (read
-      once per process, then kept by Optuna's cache); a name the study has not stored yet, and
-      every write for a trial this process does not run, take Optuna's own path: the tables,
-      the values stored and the errors for a finished trial are Optuna's.
-    - The trials of a study, as the sampler and the pruner read them (once per report), are
-      read again from the database only when the last read is ``READ_REUSE_S`` old or this
-      process has since created or ended a trial: other workers' trials show up at most that
-      late, this process's own changes at once.
+    A heartbeat survives a database hiccup: Optuna beats from a thread that dies, with a
+    traceback, on the first failed write; the trial would then look dead to other workers while
+    it still trains. Here a failed beat is logged in one line and tried again at the next
+    interval. ``record_heartbeat`` is public API; everything else (tables, values, caching,
+    errors) is Optuna's own, held to Optuna's storage test suite
+    (``tests/test_storage_contract.py``).
+
+    An earlier version wrote a running trial's records behind and reused the trials it read for
+    0.5 s, through Optuna's private ``_create_new_trial``, ``_get_trials`` and
+    ``_set_trial_param``: 40-50 ms less coordination per trial (``docs/benchmarks.md``), but it
+    failed 10 of Optuna's 236 storage tests and depended on Optuna's internals.
     """
-
-    on_trial_started: Callable[[], None] | None = None
-    WRITE_BEHIND_S = 0.5
-    READ_REUSE_S = 0.5
-    _last_read: tuple[object, float, list[optuna.trial.FrozenTrial]] | None = None
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        for name in ("_running", "_distributions", "_last_read"):  # this process's own
-            state.pop(name, None)
-        return state
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -175,118 +143,6 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
             logger.warning("heartbeat of trial %d not recorded: %s", trial_id,
                            database_error(exc))
-
-    # -- trials this process runs --------------------------------------------------------
-
-    @functools.cached_property
-    def _running(self) -> RunningTrials:
-        return RunningTrials(self.engine, self.WRITE_BEHIND_S)
-
-    def _create_new_trial(self, study_id: int,
-                          template_trial: optuna.trial.FrozenTrial | None = None
-                          ) -> optuna.trial.FrozenTrial:
-        # Optuna's cached storage (which every study wraps around this one) calls this, not
-        # the public create_new_trial, which calls it too.
-        trial = super()._create_new_trial(study_id, template_trial)
-        self._last_read = None  # this process reads its own changes
-        if trial.state == TrialState.RUNNING:
-            self._running.adopt(trial, study_id)
-            self._started()
-        return trial
-
-    def set_trial_state_values(self, trial_id: int, state: TrialState,
-                               values: Sequence[float] | None = None) -> bool:
-        self._running.flush(trial_id)  # every record before the state, as Optuna promises
-        changed = super().set_trial_state_values(trial_id, state, values)
-        self._last_read = None
-        if changed and state == TrialState.RUNNING:  # a waiting trial taken
-            self._running.adopt(super().get_trial(trial_id), None)
-            self._started()
-        elif state.is_finished():
-            self._running.forget(trial_id)
-        return changed
-
-    def _started(self) -> None:
-        if self.on_trial_started is not None:
-            self.on_trial_started()
-
-    def flush(self) -> None:
-        """Write every record still held in memory now (each trial's end does it for that
-        trial; tests and readers in this process that need the database itself)."""
-        self._running.flush()
-
-    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
-        own = self._running.view(trial_id)
-        return own if own is not None else super().get_trial(trial_id)
-
-    def _get_trials(self, study_id: int, states: Container[TrialState] | None,
-                    included_trial_ids: set[int], trial_id_greater_than: int
-                    ) -> list[optuna.trial.FrozenTrial]:
-        key = (study_id, None if states is None else frozenset(states),  # type: ignore[call-overload]
-               frozenset(included_trial_ids), trial_id_greater_than)
-        now = time.monotonic()
-        last = self._last_read
-        if last is not None and last[0] == key and now - last[1] < self.READ_REUSE_S:
-            trials = last[2]
-        else:
-            trials = super()._get_trials(study_id, states, included_trial_ids,
-                                         trial_id_greater_than)
-            self._last_read = (key, now, trials)
-        return [self._running.view(t._trial_id) or t if t.state == TrialState.RUNNING else t
-                for t in trials]
-
-    def set_trial_intermediate_value(self, trial_id: int, step: int,
-                                     intermediate_value: float) -> None:
-        if not self._running.intermediate_value(trial_id, step, intermediate_value):
-            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if not self._running.attr(trial_id, True, key, value):
-            super().set_trial_user_attr(trial_id, key, value)
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if not self._running.attr(trial_id, False, key, value):
-            super().set_trial_system_attr(trial_id, key, value)
-
-    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                         distribution: BaseDistribution,
-                         previous_distribution: BaseDistribution | None) -> None:
-        # Optuna's cached storage passes the distribution this study already stored for the
-        # name, once this process has written it; before, this process's first trial looks
-        # them all up at once. Then only the row is left to write. A name the study has not
-        # stored yet takes Optuna's own path, which looks it up again and stores it.
-        if previous_distribution is None:
-            previous_distribution = self._stored_distribution(trial_id, param_name)
-        if previous_distribution is not None:
-            check_distribution_compatibility(previous_distribution, distribution)
-            if self._running.param(trial_id, param_name, param_value_internal, distribution):
-                return
-        super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
-                                 previous_distribution)
-        self._running.param_written(trial_id, param_name, param_value_internal, distribution)
-
-    def _stored_distribution(self, trial_id: int, name: str) -> BaseDistribution | None:
-        """The distribution the study of a trial this process runs has stored for ``name``
-        (any of its trials'); None when unknown here. Read once per study and process."""
-        study_id = self._running.study_of(trial_id)
-        if study_id is None:
-            return None
-        known = self._distributions.get(study_id)
-        if known is None:
-            params, trials = (rdb_models.TrialParamModel.__table__,
-                              rdb_models.TrialModel.__table__)
-            query = (sqlalchemy.select(params.c.param_name, params.c.distribution_json)
-                     .join(trials, trials.c.trial_id == params.c.trial_id)
-                     .where(trials.c.study_id == study_id).distinct())
-            with self.engine.connect() as connection:
-                known = {row.param_name: json_to_distribution(row.distribution_json)
-                         for row in connection.execute(query)}
-            self._distributions[study_id] = known
-        return known.get(name)
-
-    @functools.cached_property
-    def _distributions(self) -> dict[int, dict[str, BaseDistribution]]:
-        return {}
 
 
 def _use_wal(path: Path) -> None:

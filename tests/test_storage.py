@@ -1,11 +1,10 @@
-"""hpsearch's storage on both backends: what it changes in Optuna's RDB storage keeps Optuna's
-results and errors."""
+"""hpsearch's storage on both backends: Optuna's results and errors, and how a lost connection
+is told apart and waited for. Optuna's own storage suite runs in test_storage_contract.py."""
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from pathlib import Path
 
 import optuna
@@ -26,7 +25,6 @@ def test_intermediate_values_are_stored_as_optuna_stores_them(storage_url: str) 
     for step, value in enumerate([0.25, float("nan"), float("inf"), float("-inf"), 1e-300]):
         trial.report(value, step)
     storage.set_trial_intermediate_value(trial._trial_id, 0, 0.5)  # replaced, as in Optuna
-    storage.flush()
     stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
     values = stored.intermediate_values
     assert values[0] == 0.5 and math.isnan(values[1]) and values[4] == 1e-300
@@ -36,19 +34,6 @@ def test_intermediate_values_are_stored_as_optuna_stores_them(storage_url: str) 
         storage.set_trial_intermediate_value(trial._trial_id, 5, 0.1)
     with pytest.raises(KeyError):
         storage.set_trial_intermediate_value(10_000, 0, 0.1)
-    storage.engine.dispose()
-
-
-def test_the_start_hook_fires_for_running_trials_only(storage_url: str) -> None:
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="hook")
-    started: list[int] = []
-    storage.on_trial_started = lambda: started.append(len(study.trials))
-    study.enqueue_trial({"x": 1.0})  # a waiting trial: not started
-    assert started == []
-    study.ask()  # takes the waiting trial
-    study.ask()  # creates a running one
-    assert started == [1, 2]
     storage.engine.dispose()
 
 
@@ -95,186 +80,6 @@ def test_a_study_another_worker_is_still_creating_is_joined_a_foreign_one_refuse
     other = StudyFile.model_validate({"study": {"name": "foreign", "n_trials": 2}})
     with pytest.raises(UserError, match="not created by hpsearch"):
         open_study(other, optuna.storages.RDBStorage(url))
-
-
-def test_a_running_trial_s_records_are_written_behind_and_before_its_end(
-        storage_url: str) -> None:
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="behind", direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # names now stored
-    plain = optuna.storages.RDBStorage(storage_url)
-    trial = study.ask()
-    x = trial.suggest_float("x", 0, 1)
-    trial.set_user_attr("worker", "here")
-    trial.report(0.5, 0)
-    # this process sees them at once; the database within WRITE_BEHIND_S
-    mine = storage.get_trial(trial._trial_id)
-    assert (mine.params, mine.user_attrs, mine.intermediate_values) == (
-        {"x": x}, {"worker": "here"}, {0: 0.5})
-    assert [t.params for t in study.get_trials(deepcopy=False)][-1] == {"x": x}
-    # (one statement per table, so a reader may see one table's rows a moment before another's)
-    deadline = time.monotonic() + storage.WRITE_BEHIND_S + 5
-    while True:
-        stored = plain.get_trial(trial._trial_id)
-        if (stored.params, stored.user_attrs, stored.intermediate_values) == (
-                {"x": x}, {"worker": "here"}, {0: 0.5}):
-            break
-        assert time.monotonic() < deadline, "records not written behind"
-        time.sleep(0.05)
-    # whatever is held when the trial ends is written before its state
-    trial.report(0.75, 1)
-    trial.set_user_attr("best_epoch", 2)
-    study.tell(trial, 0.75)
-    stored = plain.get_trial(trial._trial_id)
-    assert stored.state == optuna.trial.TrialState.COMPLETE
-    assert stored.intermediate_values == {0: 0.5, 1: 0.75}
-    assert stored.user_attrs == {"worker": "here", "best_epoch": 2}
-    storage.engine.dispose()
-
-
-def test_a_trial_failed_by_another_worker_takes_no_more_records(storage_url: str) -> None:
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="taken", direction="maximize")
-    trial = study.ask()
-    trial.report(0.5, 0)
-    # another worker found it stale and failed it, before the write-behind
-    optuna.storages.RDBStorage(storage_url).set_trial_state_values(
-        trial._trial_id, optuna.trial.TrialState.FAIL)
-    storage.flush()
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        trial.report(0.6, 1)  # the next record says so at once, as Optuna's path does
-    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
-    assert stored.state == optuna.trial.TrialState.FAIL and stored.intermediate_values == {}
-    storage.engine.dispose()
-
-
-def test_held_records_take_one_statement_per_table(storage_url: str) -> None:
-    import sqlalchemy
-
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="batched", direction="maximize")
-    names = [f"p{i}" for i in range(6)]
-    study.optimize(lambda t: sum(t.suggest_float(n, 0, 1) for n in names), n_trials=1)
-    trial = study.ask()
-    for name in names:
-        trial.suggest_float(name, 0, 1)
-    for step in range(5):
-        trial.report(step / 10, step)
-    trial.set_user_attr("worker", "here")
-    statements: list[str] = []
-    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
-    storage.flush()
-    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
-    assert len(inserts) == 3 and len(statements) <= 4, statements  # no row by row fallback
-    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
-    assert stored.params == trial.params and len(stored.intermediate_values) == 5
-    storage.engine.dispose()
-
-
-def test_other_workers_trials_are_seen_within_the_read_reuse(storage_url: str) -> None:
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="reuse", direction="maximize")
-    mine = study.ask()
-    assert len(study.get_trials(deepcopy=False)) == 1  # its own new trial, at once
-    other = optuna.load_study(study_name="reuse", storage=optuna.storages.RDBStorage(storage_url))
-    other.optimize(lambda t: 1.0, n_trials=1)
-    deadline = time.monotonic() + storage.READ_REUSE_S + 5
-    while len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) < 1:
-        assert time.monotonic() < deadline, "another worker's trial never seen"
-        time.sleep(0.05)
-    study.tell(mine, 0.5)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(complete) == 2  # its own end, at once
-    storage.engine.dispose()
-
-
-def test_a_joining_worker_checks_stored_distributions_without_a_query_per_name(
-        storage_url: str) -> None:
-    import sqlalchemy
-
-    first = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=first, study_name="join", direction="maximize")
-    names = [f"p{i}" for i in range(6)]
-    study.optimize(lambda t: sum(t.suggest_float(n, 0, 1) for n in names), n_trials=1)
-    study.optimize(lambda t: t.suggest_categorical("act", ["relu", "tanh"]) and 1.0, n_trials=1)
-
-    joining = open_storage(storage_url, create=True)  # another worker, nothing cached yet
-    joined = optuna.load_study(study_name="join", storage=joining,
-                               sampler=optuna.samplers.RandomSampler(seed=0))  # reads nothing
-    trial = joined.ask()
-    statements: list[str] = []
-    sqlalchemy.event.listen(joining.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
-    for name in names:
-        trial.suggest_float(name, 0, 1)
-    assert len(statements) == 1, statements  # the study's distributions, read once
-    with pytest.raises(ValueError):  # other choices under a stored name: refused, as Optuna does
-        trial.suggest_categorical("act", ["relu", "gelu"])
-    joined.tell(trial, 1.0)
-    plain = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
-    assert plain.params == trial.params and set(plain.params) == set(names)
-    first.engine.dispose()
-    joining.engine.dispose()
-
-
-def test_records_whose_write_failed_are_written_at_the_next_flush(
-        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sqlalchemy
-
-    from search.running import RunningTrials
-
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="again", direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
-    trial = study.ask()
-    x = trial.suggest_float("x", 0, 1)
-    trial.report(0.5, 0)
-    trial.set_user_attr("worker", "here")
-    write = RunningTrials._write_if_running
-    calls: list[str] = []
-
-    def flaky(self: RunningTrials, table: sqlalchemy.Table, *args: object) -> bool:
-        calls.append(table.name)
-        if len(calls) == 2:  # the parameters went through; the database drops then
-            raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("server closed"))
-        return write(self, table, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(RunningTrials, "_write_if_running", flaky)
-    with pytest.raises(sqlalchemy.exc.OperationalError):
-        storage.flush()
-    trial.report(0.75, 1)  # held meanwhile, beside what failed
-    study.tell(trial, 0.75)  # writes what is left, then the state
-    assert calls[2:] == ["trial_intermediate_values", "trial_user_attributes"]
-    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
-    assert stored.state == optuna.trial.TrialState.COMPLETE and stored.params == {"x": x}
-    assert stored.intermediate_values == {0: 0.5, 1: 0.75}
-    assert stored.user_attrs == {"worker": "here"}
-    storage.engine.dispose()
-
-
-def test_parameters_are_written_right_after_their_burst(storage_url: str) -> None:
-    from search.running import PARAMS_DELAY_S
-
-    storage = open_storage(storage_url, create=True)
-    study = optuna.create_study(storage=storage, study_name="burst", direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
-    trial = study.ask()
-    trial.set_user_attr("worker", "here")  # its write-behind is due in WRITE_BEHIND_S
-    x = trial.suggest_float("x", 0, 1)
-    sampled = time.monotonic()  # however long sampling took, the write is due soon after
-    held = storage._running._held[trial._trial_id]
-    assert held.due <= sampled + PARAMS_DELAY_S  # brought forward for the parameters
-    plain = optuna.storages.RDBStorage(storage_url)
-    deadline = time.monotonic() + 5
-    while True:  # with them, the attribute held before the burst
-        stored = plain.get_trial(trial._trial_id)
-        if (stored.params, stored.user_attrs) == ({"x": x}, {"worker": "here"}):
-            break
-        assert time.monotonic() < deadline, "parameters not written"
-        time.sleep(0.01)
-    study.tell(trial, 1.0)
-    storage.engine.dispose()
 
 
 def test_a_study_s_configuration_is_read_back_with_the_defaults_it_was_made_with(

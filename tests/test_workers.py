@@ -256,8 +256,56 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
         loop._fail_trials_that_never_beat()
     finally:
         loop.lock.dispose()
+        loop.unbeaten.dispose()
     failed, running = study.get_trials(deepcopy=False)
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["fail_reason"] == (
         "its worker lost the storage before the first heartbeat")
     assert running.state == TrialState.RUNNING  # it beat: Optuna's own check is in charge
+
+
+def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with_one_warning(
+        tmp_path: Path, write_study: Callable[..., Path],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The fallback of the one read of Optuna's tables (search/heartbeats.py): a schema
+    without the heartbeat table gives one warning, no trial is failed, and trials still run
+    to the study's end."""
+    from search.heartbeats import UnbeatenTrials
+    from search.runner import run_study
+    from search.studyfile import load
+
+    url = f"sqlite:///{tmp_path / 'changed.db'}"
+    spec = load(write_study(STUDY.format(n_trials=2, epochs=1)))
+    original = UnbeatenTrials.trial_ids
+
+    def after_an_upgrade(self: UnbeatenTrials, study_id: int) -> set[int]:
+        with self._engine.begin() as connection:  # as if Optuna had renamed its table
+            connection.execute(sqlalchemy.text("DROP TABLE IF EXISTS trial_heartbeats"))
+        return original(self, study_id)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(UnbeatenTrials, "trial_ids", after_an_upgrade)
+        patch.setattr("search.runner.WorkerLoop._counts", _budget_always_spent_once())
+        summary = run_study(spec, url)
+    assert summary.ran == 2
+    assert [t.state for t in summary.study.trials] == [TrialState.COMPLETE] * 2
+    warnings = [r for r in caplog.records if "Optuna's tables are not as hpsearch expects"
+                in r.getMessage()]
+    assert len(warnings) == 1 and "trial_heartbeats.trial_id" in warnings[0].getMessage()
+
+
+def _budget_always_spent_once() -> Callable[..., dict[TrialState, int]]:
+    """WorkerLoop._counts that reports the budget spent by running trials at each first
+    count, so that the loop looks for unbeaten trials before every trial."""
+    from search.runner import WorkerLoop, count_states
+
+    calls = {"n": 0}
+
+    def counts(self: WorkerLoop) -> dict[TrialState, int]:
+        calls["n"] += 1
+        real = count_states(self.study.get_trials(deepcopy=False))
+        if calls["n"] % 2 == 1:
+            real[TrialState.RUNNING] += 100
+        return real
+
+    return counts

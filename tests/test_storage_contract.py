@@ -1,0 +1,41 @@
+"""hpsearch's storage held to Optuna's own storage test suite, as Optuna holds third-party ones.
+
+Every test of ``optuna.testing.pytest_storages.StorageTestCase`` runs on the storage that
+``search.storage.open_storage`` returns, raw and wrapped in Optuna's cached storage (as
+``optuna.create_study`` and ``optuna.load_study`` wrap it), on SQLite and on a fresh
+PostgreSQL database per test: none skipped, none overridden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import _postgres_database
+from optuna.storages import BaseStorage, _CachedStorage
+from optuna.testing.pytest_storages import StorageTestCase
+
+from search.storage import HpsearchStorage, open_storage
+
+
+@pytest.fixture(params=["sqlite", "sqlite-cached", "postgresql", "postgresql-cached"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseStorage]:
+    kind = str(request.param)
+    if kind.startswith("sqlite"):
+        urls: Iterator[str] = iter([f"sqlite:///{tmp_path / 'contract.db'}"])
+    else:
+        urls = _postgres_database()
+    url = next(urls)
+    opened = open_storage(url, create=True)
+    assert type(opened) is HpsearchStorage
+    try:
+        yield _CachedStorage(opened) if kind.endswith("cached") else opened
+    finally:
+        opened.engine.dispose()
+        for _ in urls:  # the PostgreSQL database is dropped when its generator ends
+            pass
+
+
+class TestOptunaStorageContract(StorageTestCase):
+    """Optuna's 46 storage tests, on each of the four storages above."""
