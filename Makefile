@@ -4,15 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The pinned versions the suite was run with (see constraints.txt); `CONSTRAINTS=` installs the
+# newest versions pyproject.toml allows instead.
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup run test lint clean bench-env
+.PHONY: setup run test lint clean bench-env refresh-pins
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(PIN) -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,11 +33,21 @@ lint: $(STAMP)
 # with (keras-tuner), kept out of hpsearch's own environment.
 bench-env: .venv-bench/.installed
 
-.venv-bench/.installed: pyproject.toml
+.venv-bench/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install --quiet --upgrade pip
-	.venv-bench/bin/python -m pip install --quiet -e '.[bench]'
+	.venv-bench/bin/python -m pip install --quiet $(PIN) -e '.[bench]'
 	touch .venv-bench/.installed
+
+# constraints.txt anew: the newest versions pyproject.toml allows, in a scratch environment.
+# Then run `make clean test` on them before committing the new pins.
+refresh-pins:
+	rm -rf .venv-pins && $(PYTHON) -m venv .venv-pins
+	.venv-pins/bin/python -m pip install --quiet --upgrade pip
+	.venv-pins/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .venv-pins/bin/python -m pip freeze --exclude-editable \
+		| grep -v '^hpsearch'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf .venv-pins
 
 clean:
 	rm -rf $(VENV) .venv-bench hpsearch.db

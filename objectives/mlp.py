@@ -29,7 +29,7 @@ from objectives.model import build_model
 from objectives.optimizers import get_optimizer
 from objectives.session import fresh_session
 from objectives.space import SearchSpace, suggest
-from objectives.speed import dtype_policy, fuse_updates
+from objectives.speed import dtype_policy, fuse_updates, fused_update_supported
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def compiled_model(params: dict[str, Any], dataset: Dataset,
     model = build_model(params, dataset.input_shape, dataset.n_classes,
                         dtype_policy=dtype_policy(training.precision))
     optimizer = get_optimizer(params)
-    if training.fused_optimizer:
+    if training.fused_optimizer and fused_update_supported():
         fuse_updates(optimizer, model)
     model.compile(
         optimizer=optimizer,

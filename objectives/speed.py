@@ -23,13 +23,32 @@ weight several times per step. hpsearch's trials therefore:
   in bfloat16, as the matrix products make them, and are widened there, instead of through a
   separate cast over every weight per step (the same float32 values; 10 % of an epoch on the
   deep reference MLP, A/B in alternating fresh processes).
+
+The fused update relies on Keras and TensorFlow internals, all checked by
+:func:`fused_update_supported` before the first trial of a process:
+
+- ``keras.src.backend.common.variables.get_autocast_scope`` and a Keras variable's
+  ``_autocast`` flag and ``_maybe_autocast`` method (replaced per weight, for the bfloat16
+  gradients);
+- the optimizer's ``apply(grads, trainable_variables)`` (replaced on the optimizer object by a
+  compiled wrapper that calls the original) and a variable's ``path`` and ``regularizer``.
+
+``pyproject.toml`` bounds Keras below its next minor version (``keras<3.16``), where
+``keras.src`` may change. Where any of them is not as expected, one warning says so and every
+trial trains with Keras's own optimizer update (``fused_optimizer = false``): slower, the same
+results. ``tests/test_fallbacks.py`` forces that fallback.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import logging
 from pathlib import Path
 from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "float32", "mixed_bfloat16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -52,6 +71,50 @@ def dtype_policy(precision: Precision) -> str | None:
     if precision == "auto":
         return "mixed_bfloat16" if cpu_has_bf16() else None
     return None if precision == "float32" else precision
+
+
+# Keras's function that tells the autocast scope a layer runs in (no public API tells it).
+AUTOCAST_SCOPE = ("keras.src.backend.common.variables", "get_autocast_scope")
+
+
+def _autocast_scope_getter() -> Any:
+    """Keras's ``get_autocast_scope``; None where this Keras has no such function there."""
+    module, name = AUTOCAST_SCOPE
+    try:
+        getter = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return getter if callable(getter) else None
+
+
+def _fused_update_problem() -> str | None:
+    """What of the internals :func:`fuse_updates` relies on is not as expected; None if all is."""
+    if _autocast_scope_getter() is None:
+        return f"{'.'.join(AUTOCAST_SCOPE)} is gone"
+    from objectives.keras_setup import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"the Keras backend is {keras.backend.backend()}, not tensorflow"
+    variable = keras.Variable(0.0, dtype="float32")
+    for name in ("_autocast", "path", "regularizer"):
+        if not hasattr(variable, name):
+            return f"a Keras variable has no {name}"
+    if not callable(getattr(variable, "_maybe_autocast", None)):
+        return "a Keras variable has no _maybe_autocast method"
+    parameters = list(inspect.signature(keras.optimizers.Adam().apply).parameters)
+    if parameters[:2] != ["grads", "trainable_variables"]:
+        return f"Keras's optimizer.apply takes {parameters}, not (grads, trainable_variables)"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def fused_update_supported() -> bool:
+    """Whether this Keras is as :func:`fuse_updates` expects it; if not, says so once."""
+    problem = _fused_update_problem()
+    if problem is not None:
+        logger.warning("the fused optimizer update is off: %s; trials train with Keras's own "
+                       "update (slower, the same results)", problem)
+    return problem is None
 
 
 def fuse_updates(optimizer: Any, model: Any) -> Any:
@@ -102,7 +165,8 @@ def _keep_low_precision_gradients(model: Any) -> None:
     the same float32 values.
     """
     import tensorflow as tf
-    from keras.src.backend.common.variables import get_autocast_scope
+
+    get_autocast_scope = _autocast_scope_getter()
 
     @tf.custom_gradient
     def narrowed(value: Any) -> Any:

@@ -11,7 +11,8 @@ It relies on Optuna's schema: table ``trials`` (``trial_id``, ``study_id``, ``st
 ``optuna<5.1`` bound in ``pyproject.toml``). The schema is checked once per worker; where it is
 not as expected, one warning says so and such trials are not looked for (each then stays
 RUNNING and holds a slot of the budget): the search itself goes on. A test in
-``tests/test_workers.py`` forces that fallback.
+``tests/test_workers.py`` forces that fallback (listed with the others in
+``tests/test_fallbacks.py``).
 """
 
 from __future__ import annotations
