@@ -14,23 +14,38 @@ imports TensorFlow: the handler stays cheap.
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 
 _requested = False
 _deferring = 0
+_signal = signal.SIGINT  # the first stop signal received; Ctrl-C unless told otherwise
+failed_trials: list[int] = []  # the trials this process failed because of the stop
 
 
-def request() -> bool:
-    """Note that the user asked this process to stop.
+def request(signum: int = signal.SIGINT) -> bool:
+    """Note that the user asked this process to stop (with signal ``signum``).
 
     True when the stop is left to the running TensorFlow work, which ends at its next step;
     False when the caller should raise ``KeyboardInterrupt`` itself: no such work is running,
     or the user asks a second time.
     """
-    global _requested
+    global _requested, _signal
     again = _requested
+    if not again:
+        _signal = signal.Signals(signum)
     _requested = True
     return _deferring > 0 and not again
+
+
+def reason() -> str:
+    """What stopped this process, as a trial's ``fail_reason`` says it."""
+    return "interrupted by SIGTERM" if _signal == signal.SIGTERM else "interrupted by Ctrl-C"
+
+
+def exit_code() -> int:
+    """The exit status of a process a stop signal ended: 128 + the signal (130, 143)."""
+    return 128 + int(_signal)
 
 
 def check() -> None:

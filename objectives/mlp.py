@@ -209,6 +209,14 @@ class MlpObjective:
         self.dataset = load_dataset(data, seed)
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Optuna fails the trial; say why on it
+            interrupts.failed_trials.append(trial.number)
+            _record(trial, {"stop_reason": "interrupted", "fail_reason": interrupts.reason()})
+            raise
+
+    def _run(self, trial: optuna.trial.Trial) -> float:
         params = suggest(trial, self.space)
         try:
             # TensorFlow's work is not interrupted mid-way: a stop ends it at its next step.

@@ -174,14 +174,23 @@ def read_artifact(store: Any, artifact_id: str) -> bytes:
 # -- the objective's hooks ----------------------------------------------------------------------
 
 class TrialArtifacts:
-    """The objective's hooks that store each trial's figures and keep the best models."""
+    """The objective's hooks that store each trial's figures and keep the best models; the
+    store is opened (a folder made) by :meth:`open`, before the first trial."""
 
-    def __init__(self, spec: StudyFile, store: Any, location: str) -> None:
+    def __init__(self, spec: StudyFile, location: str) -> None:
         self.spec = spec
-        self.store = store
+        self.store: Any = None
         self.location = location
         self.keep_models = spec.artifacts.keep_models
         self.maximize = spec.study.resolved_direction == "maximize"
+
+    def open(self) -> None:
+        """Open (or make) the store.
+
+        Raises:
+            UserError: as :func:`open_store`.
+        """
+        self.store = open_store(self.location)
 
     def tensorboard_dir(self) -> Path:
         """One folder per study, a subfolder per trial: ``tensorboard --logdir`` on it shows
@@ -261,5 +270,4 @@ class TrialArtifacts:
 
 
 def hooks_for(spec: StudyFile, storage_url: str, given: str | None = None) -> TrialArtifacts:
-    location = resolve_location(given, spec.artifacts.store, storage_url)
-    return TrialArtifacts(spec, open_store(location), location)
+    return TrialArtifacts(spec, resolve_location(given, spec.artifacts.store, storage_url))

@@ -15,6 +15,7 @@ import socket
 import sys
 import zlib
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -25,7 +26,29 @@ logger = logging.getLogger("search")
 
 # What an interrupted command tells the user, after "interrupted" (set by the command).
 ON_INTERRUPT = "on_interrupt"
-RESUMABLE = ": the running trial was marked failed; run the same command to resume the study"
+
+
+def _resumable() -> str:
+    """What a stopped run or worker did, and what to do next."""
+    from objectives import interrupts
+
+    failed = interrupts.failed_trials
+    done = (f"trial {', '.join(map(str, failed))} marked failed" if failed
+            else "no trial was running")
+    return f": {done}; run the same command to resume the study"
+
+
+def _worker_of_run() -> str:
+    """What one of ``run --workers``'s workers did; the run itself says what to do next."""
+    from objectives import interrupts
+
+    failed = interrupts.failed_trials
+    return f" (worker {os.getpid()}): " + (
+        f"trial {', '.join(map(str, failed))} marked failed" if failed
+        else "no trial was running")
+
+
+WORKERS_STOPPED = ": every worker stopped; run the same command to resume the study"
 
 STORAGE_HELP = "Storage URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)."
 
@@ -39,8 +62,11 @@ class HpsearchGroup(click.Group):
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo(f"interrupted{(ctx.obj or {}).get(ON_INTERRUPT, '')}", err=True)
-            ctx.exit(130)
+            from objectives import interrupts
+
+            told = (ctx.obj or {}).get(ON_INTERRUPT, "")
+            click.echo(f"interrupted{told() if callable(told) else told}", err=True)
+            ctx.exit(interrupts.exit_code())
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
@@ -159,7 +185,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
     spec = _load(study_file, n_trials, timeout, data_path)
     url = resolve_url(storage_url)
     count, per_worker = resolve_layout(workers, threads)
-    _on_stop_signals(RESUMABLE)  # a terminated run ends like Ctrl-C
+    _on_stop_signals(_resumable)  # a terminated run ends like Ctrl-C
     if count == 1:
         if threads is not None:
             os.environ.setdefault("HPSEARCH_TF_THREADS", str(threads))
@@ -173,6 +199,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
     from search.runner import ended, start
     from search.workers import run_workers
 
+    _on_stop_signals(WORKERS_STOPPED)
     study, objective = start(spec, url, artifacts=artifacts)
     before = ended(study)
     if objective is not None:
@@ -196,9 +223,10 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
 @_run_options
 @click.option("--threads", type=click.IntRange(min=1), metavar="T",
               help="TensorFlow threads for this worker (default: TensorFlow's own choice).")
+@click.option("--part-of-run", is_flag=True, hidden=True)  # started by `run --workers`
 def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
            timeout: float | None, data_path: str | None, artifacts: str | None,
-           threads: int | None) -> None:
+           threads: int | None, part_of_run: bool) -> None:
     """Join the study of STUDY_FILE (creating it if needed) and run trials until its budget is
     spent across all workers. Start as many as you like, on any machines, on one storage."""
     from search.runner import run_study
@@ -207,14 +235,15 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     if threads is not None:
         os.environ["HPSEARCH_TF_THREADS"] = str(threads)
     spec = _load(study_file, n_trials, timeout, data_path)
-    _on_stop_signals(RESUMABLE)
+    _on_stop_signals(_worker_of_run if part_of_run else _resumable)
     # Workers of one study must not all draw the same configurations from the same seed.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
-    summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts)
+    summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts,
+                        announce=not part_of_run)  # the run announced the study
     logger.info("worker done: ran %d trials", summary.ran)
 
 
-def _on_stop_signals(told: str) -> None:
+def _on_stop_signals(told: str | Callable[[], str]) -> None:
     """SIGTERM, and Ctrl-C unless ignored, stop the command like Ctrl-C (``_interrupt``);
     ``told`` follows "interrupted"."""
     click.get_current_context().obj[ON_INTERRUPT] = told
@@ -224,13 +253,14 @@ def _on_stop_signals(told: str) -> None:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """A stop signal: ``KeyboardInterrupt``, which the command turns into exit 130 (a run's
-    running trial is failed first, the study stays resumable). While TensorFlow works, it
+    """A stop signal: ``KeyboardInterrupt``, which the command turns into exit 128 + the signal
+    (130 for Ctrl-C, 143 for SIGTERM; a run's running trial is failed first, the study stays
+    resumable). While TensorFlow works, it
     stops at its next step rather than here (``objectives.interrupts``); a second signal stops
     at once."""
     from objectives import interrupts
 
-    if not interrupts.request():
+    if not interrupts.request(signum):
         raise KeyboardInterrupt
 
 

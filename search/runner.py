@@ -27,7 +27,8 @@ from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.slots import BudgetLock
 from search.heartbeats import UnbeatenTrials
-from search.storage import cause, engine_kwargs, open_storage, redact, retrying
+from search.storage import (cause, check_storage, engine_kwargs, open_storage, redact,
+                            retrying)
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 
@@ -259,21 +260,19 @@ def _unreachable(spec: StudyFile) -> str:
 
 
 def start(
-    spec: StudyFile, storage_url: str, *, seed_offset: int = 0, artifacts: str | None = None
+    spec: StudyFile, storage_url: str, *, seed_offset: int = 0, artifacts: str | None = None,
+    announce: bool = True,
 ) -> tuple[optuna.Study, ObjectiveFn | None]:
     """Create or resume the study, with its objective ready; no objective when nothing is left.
 
-    Everything that can be checked is checked before the storage is written to: the sampler and
-    pruner are built, the storage is reached, the stored space (if any) compared and the data
-    loaded (which also fills this machine's data cache for every worker).
+    Everything that can be checked is checked before anything is written (no storage file, no
+    table, no artifact folder): the sampler and pruner are built, the storage is reached, the
+    data loaded (which also fills this machine's data cache for every worker), and the stored
+    space (if any) compared.
     """
-    storage, existing, finished = prepare(spec, storage_url, seed_offset=seed_offset)
-    target = spec.study.n_trials
-    if existing is not None and target is not None and finished >= target:
-        logger.info("study %r already has %d finished trials; nothing to run", spec.name,
-                    finished)
-        return existing, None
-    hooks = hooks_for(spec, storage_url, artifacts)
+    make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
+    check_storage(storage_url)
+    hooks = hooks_for(spec, storage_url, artifacts)  # its store is made by open(), below
     try:
         objective = load_objective(spec.study.objective)(
             space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
@@ -281,14 +280,21 @@ def start(
         )
     except DatasetError as exc:
         raise UserError(str(exc)) from None
-    # Created only now, so that a dataset that cannot be loaded leaves nothing in the storage.
+    hooks.open()
+    storage, existing, finished = prepare(spec, storage_url, seed_offset=seed_offset)
+    target = spec.study.n_trials
+    if existing is not None and target is not None and finished >= target:
+        logger.info("study %r already has %d finished trials; nothing to run", spec.name,
+                    finished)
+        return existing, None
     study = existing or retrying(
         lambda: open_study(spec, storage, sampler=make_sampler(spec, seed_offset=seed_offset),
                            pruner=make_pruner(spec)),
         spec.workers.storage_wait, _unreachable(spec))
     retrying(lambda: record_location(study, hooks.location), spec.workers.storage_wait,
              _unreachable(spec))
-    logger.info(
+    logger.log(
+        logging.INFO if announce else logging.DEBUG,
         "study %r on %s: %s trials finished, %s", spec.name, redact(storage_url), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
     )
@@ -303,10 +309,12 @@ def run_study(
     on_progress: Callable[[optuna.Study], None] | None = None,
     seed_offset: int = 0,
     artifacts: str | None = None,
+    announce: bool = True,
 ) -> RunSummary:
     """Create or resume ``spec``'s study on ``storage_url`` and run trials in this process until
     the study's budget is spent (also when other workers run trials of the same study)."""
-    study, objective = start(spec, storage_url, seed_offset=seed_offset, artifacts=artifacts)
+    study, objective = start(spec, storage_url, seed_offset=seed_offset, artifacts=artifacts,
+                             announce=announce)
     if objective is None:
         return RunSummary(study=study, ran=0)
     reporter = TrialReporter(spec.study.metric, on_progress)

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import time
 import warnings
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
+# Tables that only Optuna's storage makes (any one of them: its schema is being made).
+OPTUNA_FIRST_TABLES = {"studies", "version_info", "alembic_version"}
 T = TypeVar("T")
 
 
@@ -40,17 +43,18 @@ def resolve_url(given: str | None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL as it may be shown: the password, if any, replaced by ``***``."""
+    """The URL as it may be shown: the password, if any, replaced by ``***`` (also in a URL
+    that does not parse, where whatever stands between ``user:`` and ``@`` is hidden)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<malformed URL>"
+    except (ArgumentError, ValueError):
+        return re.sub(r"(//[^/:@]*:)[^@]*@", r"\1***@", url)
 
 
 def _parse(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UserError(
             f"malformed storage URL {redact(url)!r}: expected e.g. sqlite:///hpsearch.db or "
             "postgresql+psycopg://user@host:5432/db"
@@ -214,6 +218,38 @@ def retrying(action: Callable[[], T], wait: float, failure: str, *,
             backoff = min(backoff * 2, 8.0)
 
 
+def _check_path(parsed: URL, shown: str, *, create: bool) -> Path | None:
+    """The SQLite file's problems that need no connection; its path (None for a server)."""
+    path = _sqlite_path(parsed)
+    if path is None:
+        return None
+    if not create and not path.exists():
+        raise UserError(f"no storage at {shown!r}: the file {path} does not exist")
+    if create:
+        if not path.parent.exists():
+            raise UserError(f"storage {shown!r}: the folder {path.parent} does not exist")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UserError(f"storage {shown!r}: the file {path} is read-only")
+        if not os.access(path.parent, os.W_OK):  # SQLite writes its journal beside the file
+            raise UserError(f"storage {shown!r}: the folder {path.parent} is not writable")
+    return path
+
+
+def check_storage(url: str) -> None:
+    """Everything ``open_storage(url, create=True)`` would refuse that can be found without
+    writing anything (a new SQLite file is not made, no table is created): for the commands
+    that check their other inputs (the data) before they create a storage.
+
+    Raises:
+        UserError: as ``open_storage`` does.
+    """
+    parsed = _parse(url)
+    shown = redact(url)
+    path = _check_path(parsed, shown, create=True)
+    if path is None or path.exists():
+        _inspect(parsed, shown, create=True)
+
+
 def open_storage(
     url: str, *, create: bool, heartbeat: tuple[int, int, int] | None = None,
     wait: float = 0.0,
@@ -227,31 +263,29 @@ def open_storage(
     drops the connection while the storage is opened is tried again for ``wait`` seconds.
 
     Raises:
-        UserError: the URL is malformed, names an unknown driver, or the database cannot be
-            reached or holds no Optuna studies; the message never shows a password.
+        UserError: the URL is malformed, names an unknown driver, the database cannot be
+            reached, holds no Optuna studies (reading) or other tables than Optuna's, or a
+            SQLite file or its folder is read-only; the message never shows a password.
     """
     parsed = _parse(url)
     shown = redact(url)
-    path = _sqlite_path(parsed)
-    if path is not None:
-        if not create and not path.exists():
-            raise UserError(f"no storage at {shown!r}: the file {path} does not exist")
-        if create and not path.parent.exists():
-            raise UserError(f"storage {shown!r}: the folder {path.parent} does not exist")
+    _check_path(parsed, shown, create=create)
     return retrying(lambda: _open(url, parsed, create=create, heartbeat=heartbeat),
                     wait, f"cannot open storage {shown!r}")
 
 
-def _open(url: str, parsed: URL, *, create: bool,
-          heartbeat: tuple[int, int, int] | None) -> HpsearchStorage:
-    shown = redact(url)
-    path = _sqlite_path(parsed)
-    kwargs = _engine_kwargs(parsed)
+def _inspect(parsed: URL, shown: str, *, create: bool) -> bool:
+    """Connect once: whether the database holds Optuna's tables.
+
+    Raises:
+        UserError: it cannot be reached, holds no studies (``create=False``), or holds tables
+            that are not Optuna's (which would get Optuna's beside them).
+    """
     engine: sqlalchemy.Engine | None = None
     try:
-        engine = sqlalchemy.create_engine(parsed, **kwargs)  # type: ignore[arg-type]
+        engine = sqlalchemy.create_engine(parsed, **_engine_kwargs(parsed))  # type: ignore[arg-type]
         with engine.connect() as connection:
-            has_tables = sqlalchemy.inspect(connection).has_table("studies")
+            tables = set(sqlalchemy.inspect(connection).get_table_names())
     except NoSuchModuleError:
         raise UserError(f"storage {shown!r}: no database driver for this URL") from None
     except ModuleNotFoundError as exc:
@@ -263,8 +297,24 @@ def _open(url: str, parsed: URL, *, create: bool,
     finally:
         if engine is not None:  # each attempt's own
             engine.dispose()
-    if not create and not has_tables:
+    if "studies" in tables:
+        return True
+    if not create:
         raise UserError(f"storage {shown!r} holds no studies")
+    # SQLite makes Optuna's tables one by one: another worker may be making them right now.
+    if tables and not tables & OPTUNA_FIRST_TABLES:
+        listed = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise UserError(f"storage {shown!r} holds tables that are not Optuna's ({listed}): "
+                        "give hpsearch a database of its own")
+    return False
+
+
+def _open(url: str, parsed: URL, *, create: bool,
+          heartbeat: tuple[int, int, int] | None) -> HpsearchStorage:
+    shown = redact(url)
+    path = _sqlite_path(parsed)
+    kwargs = _engine_kwargs(parsed)
+    _inspect(parsed, shown, create=create)
     if parsed.get_backend_name() == "sqlite" and path is not None:
         _use_wal(path)
     options: dict[str, Any] = {}

@@ -52,7 +52,8 @@ def run_workers(
     leaving the study resumable.
     """
     env = {**os.environ, "HPSEARCH_STORAGE": storage_url, THREADS_ENV: str(threads)}
-    command = [sys.executable, "-m", "search.cli", "worker", str(study_file), *extra_args]
+    command = [sys.executable, "-m", "search.cli", "worker", str(study_file), "--part-of-run",
+               *extra_args]
     processes = [subprocess.Popen(command, env=env) for _ in range(count)]
     logger.info("started %d workers x %d TensorFlow threads (pids %s)", count, threads,
                 ", ".join(str(p.pid) for p in processes))
@@ -60,6 +61,9 @@ def run_workers(
     terminated: list[int] = []
 
     def on_sigterm(signum: int, frame: Any) -> None:
+        from objectives import interrupts
+
+        interrupts.request(signum)  # for the exit status
         terminated.append(signum)
         raise KeyboardInterrupt
 

@@ -100,8 +100,10 @@ BAD_RUNS = [
      "storage 'sqlite:///{dir}/no/such/folder/x.db': the folder {dir}/no/such/folder does not "
      "exist"),
     (["run", "{study}", "--storage", "not a url"],
-     "malformed storage URL '<malformed URL>': expected e.g. sqlite:///hpsearch.db or "
+     "malformed storage URL 'not a url': expected e.g. sqlite:///hpsearch.db or "
      "postgresql+psycopg://user@host:5432/db"),
+    (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@host:port/db"],
+     "malformed storage URL 'postgresql+psycopg://u:***@host:port/db': expected e.g."),
     (["run", "{study}", "--storage", "oracle://u@h/db"],
      "unsupported storage 'oracle' in 'oracle://u@h/db': use sqlite or postgresql"),
     (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@127.0.0.1:1/db"],
@@ -110,6 +112,8 @@ BAD_RUNS = [
      "no storage at 'sqlite:///{dir}/absent.db': the file {dir}/absent.db does not exist"),
     (["validate", "{dir}/bad.toml"], "{dir}/bad.toml: space.dropout: Input should be less than "
      "1, but got 3"),
+    (["run", "{study}", "--storage", "sqlite:///{dir}/study.toml"],
+     "cannot reach storage 'sqlite:///{dir}/study.toml': file is not a database"),
 ]
 
 
@@ -126,6 +130,76 @@ def test_user_errors_are_one_line_and_write_nothing(
     assert len(lines) == 1 and lines[0].startswith("Error: " + message.format(**fill))
     assert "s3cret" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "study.toml"]
+
+
+def _read_only(path: Path) -> Callable[[], None]:
+    """Make ``path`` read-only, also for root (immutable); returns the undo."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return lambda: path.chmod(0o644)
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_sqlite_file_is_one_line_and_gets_no_journal(
+        write_study: Callable[..., Path], tmp_path: Path) -> None:
+    database = tmp_path / "ro.db"
+    optuna.storages.RDBStorage(f"sqlite:///{database}").engine.dispose()  # an empty storage
+    before = sorted(p.name for p in tmp_path.iterdir())
+    undo = _read_only(database)
+    try:
+        result = invoke("run", str(write_study()), "--storage", f"sqlite:///{database}")
+    finally:
+        undo()
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: storage 'sqlite:///{database}': the file {database} is read-only"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before + ["study.toml"]
+
+
+def test_a_database_of_other_tables_is_refused_not_given_optuna_s(
+        write_study: Callable[..., Path], storage_url: str, tmp_path: Path) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(storage_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    result = invoke("run", str(write_study()), "--storage", storage_url)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[0].endswith(
+        "holds tables that are not Optuna's (invoices): give hpsearch a database of its own")
+    assert sqlalchemy.inspect(engine).get_table_names() == ["invoices"]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "no such file or folder"),
+    ("corrupt", "archive is corrupt or truncated"),
+])
+def test_a_data_source_that_cannot_be_loaded_leaves_no_storage_behind(
+        write_study: Callable[..., Path], storage_url: str, tmp_path: Path, problem: str,
+        message: str) -> None:
+    import sqlalchemy
+
+    source = tmp_path / "data" / "cifar-10-python.tar.gz"
+    if problem == "corrupt":
+        source.parent.mkdir()
+        source.write_bytes(b"not an archive at all")
+    text = Path(write_study()).read_text().replace(
+        'dataset = "stub"', f'dataset = "cifar10"\npath = "{source}"')
+    result = invoke("run", str(write_study(text, name="data.toml")), "--storage", storage_url)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0].lower(), lines
+    if storage_url.startswith("sqlite"):
+        database = Path(storage_url.removeprefix("sqlite:///"))
+        assert list(database.parent.glob(database.name + "*")) == []
+        assert list(database.parent.glob("*-artifacts")) == []
+    else:
+        engine = sqlalchemy.create_engine(storage_url)
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+        engine.dispose()
+        assert list(Path(os.environ["HPSEARCH_ARTIFACTS"]).iterdir()) == []
 
 
 @pytest.mark.parametrize("args", [["run"], ["run", "x.toml", "--n-trials", "0"],

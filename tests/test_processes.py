@@ -74,10 +74,17 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
         stdout, stderr = worker.communicate(timeout=60)
     finally:
         worker.kill()
-    assert worker.returncode == 130, f"{stdout[-2000:]}\n{stderr}"
-    assert "interrupted" in stderr and "Traceback" not in stderr
-    states = [t.state for t in _trials(url)]
+    assert worker.returncode == 128 + signum, f"{stdout[-2000:]}\n{stderr}"  # 130, 143
+    assert "Traceback" not in stderr
+    trials = _trials(url)
+    states = [t.state for t in trials]
     assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    assert trials[-1].user_attrs["fail_reason"] == f"interrupted by {how}"
+    assert trials[-1].user_attrs["stop_reason"] == "interrupted"
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: trial {trials[-1].number} marked failed; run the same command to "
+        "resume the study")
 
     resumed = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url,
                               "--n-trials", "1"], capture_output=True, text=True, timeout=300)

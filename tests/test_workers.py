@@ -142,7 +142,7 @@ def test_sigterm_leaves_no_trial_running(
     wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
     worker.send_signal(signal.SIGTERM)
     errors = _finish([worker], 60)
-    assert worker.returncode == 130, "\n".join(errors)
+    assert worker.returncode == 143, "\n".join(errors)  # 128 + SIGTERM
     assert TrialState.RUNNING not in [t.state for t in _trials(storage_url)]
 
 
@@ -156,8 +156,13 @@ def test_sigterm_to_run_with_workers_stops_every_worker_cleanly(
     wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
     run.send_signal(signal.SIGTERM)
     errors = _finish([run], 90)
-    assert run.returncode == 130, "\n".join(errors)
+    assert run.returncode == 143, "\n".join(errors)
     assert "Traceback" not in errors[0]
+    lines = errors[0].strip().splitlines()
+    assert lines[-1] == ("interrupted: every worker stopped; run the same command to resume "
+                         "the study")
+    assert len([line for line in lines if line.startswith("interrupted")]) == 3  # 2 workers
+    assert sum(line.startswith("study 'shared' on ") for line in lines) == 1
     trials = _trials(storage_url)
     assert TrialState.RUNNING not in [t.state for t in trials]
     assert TrialState.FAIL in [t.state for t in trials]
