@@ -407,6 +407,7 @@ def report(storage_url: str | None, study_name: str | None, artifacts: str | Non
     """Write a study's comparison table, history, importances and best trial as one HTML
     file (images embedded) and a Markdown table."""
     from search.artifacts import location_for, open_store
+    from search.outputs import writable_folder
     from search.report import write_report
     from search.results import pick_study
     from search.storage import redact, resolve_url
@@ -414,8 +415,12 @@ def report(storage_url: str | None, study_name: str | None, artifacts: str | Non
     url = resolve_url(storage_url)
     study = pick_study(_open(url), study_name)
     store = open_store(location_for([study], artifacts, url))
-    folder = output or Path(f"hpsearch-report-{study.study_name}")
-    written = write_report(study, store, folder, storage_shown=redact(url))
+    folder = writable_folder(output or Path(f"hpsearch-report-{study.study_name}"), "--output")
+    try:
+        written = write_report(study, store, folder, storage_shown=redact(url))
+    except OSError as exc:  # e.g. the disk filled up while writing
+        raise UserError(f"--output {folder}: cannot write the report ({exc.strerror})"
+                        ) from None
     console = _stdout()
     console.print(f"report of {study.study_name}: {written.rows} trials; figures: "
                   f"{', '.join(written.figures) or 'none'}", markup=False)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from search.artifacts import attach_to_finished_trial, detach, listed, location_for, open_store
 from search.errors import UserError
+from search.outputs import writable_folder
 from search.studies import STUDY_ATTR
 from search.studyfile import StudyFile
 
@@ -114,10 +115,9 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
     before training starts."""
     spec = stored_spec(study, data_path)
     trial = pick_trial(study, number)
-    folder = (output or Path("hpsearch-evaluations") / f"{study.study_name}-trial-{trial.number}")
-    folder = folder.expanduser().resolve()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--output {folder}: exists and is not a folder")
+    folder = writable_folder(
+        output or Path("hpsearch-evaluations") / f"{study.study_name}-trial-{trial.number}",
+        "--output")
     store = open_store(location_for([study], artifacts, storage_url))
     epochs = int(trial.user_attrs.get("best_epoch") or 0)
     if full_train and epochs < 1:

@@ -32,13 +32,37 @@ def _wait_all(processes: list[subprocess.Popen[bytes]], seconds: float) -> None:
         time.sleep(0.1)
 
 
-def resolve_layout(workers: str, threads: int | None, cores: int | None = None) -> tuple[int, int]:
+# What one worker holds resident: about 1.1-1.3 GB after ten stub trials (benchmarks/memory.py),
+# TensorFlow and the model; the decoded data is shared between the workers of one machine.
+WORKER_MEMORY = 1.5 * 2**30
+
+
+def _memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def most_workers(cores: int, memory: int) -> int:
+    """How many workers this machine holds: one per core, as many as its memory holds."""
+    return max(1, min(cores, int(memory // WORKER_MEMORY)))
+
+
+def resolve_layout(workers: str, threads: int | None, cores: int | None = None,
+                   memory: int | None = None) -> tuple[int, int]:
     """(workers, threads per worker): ``auto`` is one worker per core, one thread each, the
     layout benchmarks/study_throughput.py found best (2x1 ran 43 % more CIFAR-10 trials per
     hour than 1x2 on a 2-core machine: one thread per worker wastes nothing on
-    synchronisation, and one worker's Python and storage time overlaps another's training)."""
+    synchronisation, and one worker's Python and storage time overlaps another's training).
+    More workers than the machine holds (cores, memory) only slow each other down, or run it
+    out of memory: they are capped, with one warning."""
     cores = cores or os.cpu_count() or 1
-    count = cores if workers == "auto" else int(workers)
+    memory = memory or _memory()
+    most = most_workers(cores, memory)
+    count = most if workers == "auto" else int(workers)
+    if count > most:
+        logger.warning("--workers %d: this machine holds %d (%d cores, %.0f GiB of memory, "
+                       "about %.1f GiB a worker); starting %d", count, most, cores,
+                       memory / 2**30, WORKER_MEMORY / 2**30, most)
+        count = most
     return count, threads if threads is not None else max(1, cores // count)
 
 

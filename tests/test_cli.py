@@ -285,3 +285,40 @@ nesterov = true
         "n_layers": 2, "units_l0": 32, "units_l1": 16, "activation": "tanh", "momentum": 0.9,
         "nesterov": True}
     assert 0.0 <= first.user_attrs["test_accuracy"] <= 1.0
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(
+        write_study: Callable[..., Path], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert invoke("run", str(write_study()), "--storage", url, "--n-trials", "1").exit_code == 0
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    undo = _read_only(locked)
+    try:
+        for command in ("report", "evaluate"):
+            result = invoke(command, "--storage", url, "--output", str(locked / "out"))
+            assert result.exit_code == 1, result.output
+            assert result.stderr.strip().splitlines() == [
+                f"Error: --output {locked / 'out'}: cannot write there ({locked} is not "
+                "writable)"], command
+            assert "retrain" not in result.output
+    finally:
+        undo()
+    assert list(locked.iterdir()) == []
+    assert not list(tmp_path.glob("hpsearch-evaluations*"))
+
+
+def test_more_workers_than_the_machine_holds_are_capped_with_one_warning(
+        write_study: Callable[..., Path], tmp_path: Path) -> None:
+    from search.workers import most_workers
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = invoke("run", str(write_study()), "--storage", url, "--n-trials", "2",
+                    "--workers", "500")
+    assert result.exit_code == 0, result.output
+    most = most_workers(os.cpu_count() or 1, os.sysconf("SC_PHYS_PAGES")
+                        * os.sysconf("SC_PAGE_SIZE"))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("--workers 500")]
+    assert len(warnings) == 1 and warnings[0].endswith(f"; starting {most}")
+    assert f"started {most} workers" in result.stderr
+    assert len(finished(url)) == 2

@@ -224,6 +224,9 @@ def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
     assert resolve_layout("1", None, cores=8) == (1, 8)
     assert resolve_layout("3", None, cores=8) == (3, 2)
     assert resolve_layout("4", 3, cores=8) == (4, 3)  # told otherwise
+    gib = 2**30
+    assert resolve_layout("500", None, cores=2, memory=24 * gib) == (2, 1)  # capped, warned
+    assert resolve_layout("auto", None, cores=16, memory=6 * gib) == (4, 4)  # by memory
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
