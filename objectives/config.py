@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 Metric = Literal["val_accuracy", "val_loss"]
 
@@ -53,7 +53,7 @@ class TrainingConfig(BaseModel):
     # How fast it runs, not what it learns (see objectives/speed.py).
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     steps_per_execution: int = Field(default=64, ge=1)
-    fused_optimizer: bool = True
+    fused_optimizer: StrictBool = True
 
     @model_validator(mode="after")
     def _interval_fits(self) -> TrainingConfig:

@@ -17,11 +17,13 @@ This module imports neither Keras nor TensorFlow, so validating a study file is 
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator,
+                      model_validator)
 
 Activation = Literal["relu", "tanh", "gelu", "selu", "elu", "swish", "sigmoid", "leaky_relu"]
 Initializer = Literal[
@@ -98,7 +100,7 @@ class Numeric(_Param[T], Generic[T]):
 
     low: T | None = None
     high: T | None = None
-    log: bool = False
+    log: StrictBool = False
     step: T | None = None
 
     def _forms(self) -> list[str]:
@@ -110,6 +112,17 @@ class Numeric(_Param[T], Generic[T]):
     @classmethod
     def _form_names(cls) -> str:
         return "a value, `choices` or `low` and `high`"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _log_needs_positive_low(cls, data: Any) -> Any:
+        # Before the bounds' own checks, which would say ">= 0" for a rate although a log
+        # scale refuses 0 as well.
+        if isinstance(data, dict) and data.get("log") is True:
+            low = data.get("low")
+            if isinstance(low, (int, float)) and not isinstance(low, bool) and low <= 0:
+                raise ValueError(f"a log-scale range needs `low > 0`, but got (low={low})")
+        return data
 
     @model_validator(mode="after")
     def _valid_range(self) -> Numeric[T]:
@@ -246,7 +259,9 @@ class SearchSpace(BaseModel):
             known = entry_name in type(self).model_fields
             entry = getattr(self, entry_name) if known else None
             if entry is None:
-                problems.append(f"{name}: not a parameter of the space")
+                close = difflib.get_close_matches(name, list(type(self).model_fields), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{name}: not a parameter of the space{hint}")
             elif not entry.contains(value):
                 problems.append(f"{name}: {value!r} is outside the space ({entry.describe()})")
         return problems

@@ -273,6 +273,9 @@ def validate(study_file: Path) -> None:
     from search import studyfile
 
     spec = studyfile.load(study_file)
+    if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
+        raise UserError(f"{study_file}: data.path: {spec.data.path} does not exist on this "
+                        "machine (run and worker take another with --data-path)")
     console = _stdout()
     study = spec.study
     budget = " and ".join(

@@ -12,10 +12,10 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError,
+                      field_validator, model_validator)
 
 from objectives.config import DataConfig, Metric, TrainingConfig
 from objectives.space import SearchSpace
@@ -39,7 +39,7 @@ class StudySection(_Section):
     seed: int = Field(default=0, ge=0, lt=2**31)
     # A new study without fixed trials tries the reference configurations first (the parts of
     # them that its space holds); see objectives.space.REFERENCES and docs/benchmarks.md.
-    warm_start: bool = True
+    warm_start: StrictBool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySection:
@@ -66,9 +66,9 @@ class StudySection(_Section):
 class TPESampler(_Section):
     type: Literal["tpe"]
     n_startup_trials: int = Field(default=10, ge=0)
-    multivariate: bool = True
-    group: bool = True
-    constant_liar: bool = False
+    multivariate: StrictBool = True
+    group: StrictBool = True
+    constant_liar: StrictBool = False
 
 
 class RandomSampler(_Section):
@@ -90,7 +90,7 @@ class GPSampler(_Section):
 class QMCSampler(_Section):
     type: Literal["qmc"]
     qmc_type: Literal["sobol", "halton"] = "sobol"
-    scramble: bool = True
+    scramble: StrictBool = True
 
 
 SamplerConfig = Annotated[
@@ -186,8 +186,8 @@ class ArtifactsSection(_Section):
 
     store: str | None = Field(default=None, min_length=1)
     keep_models: int = Field(default=3, ge=0)
-    figures: bool = True
-    tensorboard: bool = False
+    figures: StrictBool = True
+    tensorboard: StrictBool = False
     tensorboard_dir: str | None = Field(default=None, min_length=1)
 
     @field_validator("store")
@@ -313,16 +313,53 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
         raw["study"] = {**study, "name": path.stem}
     elif "study" not in raw:
         raw["study"] = {"name": path.stem}
+    problems = _problems(raw)
+    if problems:
+        raise UserError("\n".join(f"{path}: {p}" for p in problems))
+    return StudyFile.model_validate(raw)
+
+
+def _problems(raw: dict[str, Any]) -> list[str]:
+    """Every problem of a study file, one line each: the file without its fixed trials, then
+    each fixed trial on its own, against the space (so that one trial's missing label does not
+    hide the rest)."""
+    fixed = raw.get("fixed_trials")
+    problems: list[str] = []
     try:
-        return StudyFile.model_validate(raw)
+        space: SearchSpace | None = StudyFile.model_validate(
+            {k: v for k, v in raw.items() if k != "fixed_trials"}).space
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
-        raise UserError("\n".join(f"{path}: {p}" for p in problems)) from None
+        problems += [_describe(error) for error in exc.errors()]
+        try:
+            space = SearchSpace.model_validate(raw.get("space", {}))
+        except ValidationError:
+            space = None
+    if fixed is None:
+        return problems
+    if not isinstance(fixed, list) or not all(isinstance(t, dict) for t in fixed):
+        return problems + ["fixed_trials: must be tables, [[fixed_trials]]"]
+    for index, table in enumerate(fixed):
+        try:
+            params = FixedTrial.model_validate(table).params()
+        except ValidationError as exc:
+            problems += [_describe({**error, "loc": ("fixed_trials", index, *error["loc"])})
+                         for error in exc.errors()]
+            continue
+        if space is not None:
+            problems += [f"fixed_trials[{index}].{problem}" for problem in space.check(params)]
+    labels = [table.get("label") for table in fixed]
+    if len(set(map(str, labels))) != len(labels):
+        problems.append(f"fixed_trials: labels must be distinct, but got {labels}")
+    return problems
 
 
 def _describe(error: Any) -> str:
     """One line for one pydantic error: the key, what must hold and what was given."""
-    loc = [part for part in error["loc"] if part not in _TAGS]
+    raw_loc = error["loc"]
+    # the tag stands right after its section: `pruner.percentile.percentile` is the key
+    # `pruner.percentile` of the percentile pruner
+    loc = [part for i, part in enumerate(raw_loc)
+           if not (i == 1 and raw_loc[0] in ("sampler", "pruner") and part in _TAGS)]
     if loc and loc[-1] == "value":  # the short form `key = 3` is validated as `value`
         loc = loc[:-1]
     key = ""
@@ -341,19 +378,21 @@ def _describe(error: Any) -> str:
     return f"{key}: {message}" if key else message
 
 
+def _kinds(*unions: Any) -> dict[str, type[BaseModel]]:
+    """Each sampler or pruner model by its ``type`` tag, read from the discriminated unions."""
+    members = [model for union in unions for model in get_args(get_args(union)[0])]
+    return {get_args(model.model_fields["type"].annotation)[0]: model for model in members}
+
+
 # pydantic puts the chosen sampler's or pruner's tag into error locations
-_KINDS: dict[str, type[BaseModel]] = {
-    "tpe": TPESampler, "random": RandomSampler, "cmaes": CmaEsSampler, "gp": GPSampler,
-    "qmc": QMCSampler, "percentile": PercentilePruner, "median": MedianPruner,
-    "successive_halving": SuccessiveHalvingPruner, "hyperband": HyperbandPruner,
-    "wilcoxon": WilcoxonPruner, "none": NoPruner,
-}
+_KINDS = _kinds(SamplerConfig, PrunerConfig)
 _TAGS = set(_KINDS)
 
 
 def _did_you_mean(raw_loc: tuple[Any, ...], loc: list[Any]) -> str:
     name = str(loc[-1]) if loc else ""
-    kind = next((part for part in raw_loc if part in _TAGS), None)
+    kind = raw_loc[1] if len(raw_loc) > 1 and raw_loc[0] in ("sampler", "pruner") \
+        and raw_loc[1] in _TAGS else None
     if kind is not None:
         keys = [key for key in _KINDS[kind].model_fields if key != "type"]
         return f" for {loc[0]} type {kind!r} (it takes {keys or 'no arguments'})"

@@ -112,6 +112,8 @@ BAD_RUNS = [
      "no storage at 'sqlite:///{dir}/absent.db': the file {dir}/absent.db does not exist"),
     (["validate", "{dir}/bad.toml"], "{dir}/bad.toml: space.dropout: Input should be less than "
      "1, but got 3"),
+    (["validate", "{dir}/nodata.toml"], "{dir}/nodata.toml: data.path: {dir}/none.tar.gz does "
+     "not exist on this machine (run and worker take another with --data-path)"),
     (["run", "{study}", "--storage", "sqlite:///{dir}/study.toml"],
      "cannot reach storage 'sqlite:///{dir}/study.toml': file is not a database"),
 ]
@@ -123,13 +125,15 @@ def test_user_errors_are_one_line_and_write_nothing(
 ) -> None:
     study = write_study()
     write_study("[study]\nn_trials = 1\n[space]\ndropout = 3\n", name="bad.toml")
+    write_study(f'[study]\nn_trials = 1\n[data]\ndataset = "cifar10"\npath = '
+                f'"{tmp_path}/none.tar.gz"\n', name="nodata.toml")
     fill = {"dir": str(tmp_path), "study": str(study)}
     result = invoke(*(arg.format(**fill) for arg in args))
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: " + message.format(**fill))
     assert "s3cret" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "study.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "nodata.toml", "study.toml"]
 
 
 def _read_only(path: Path) -> Callable[[], None]:

@@ -85,9 +85,25 @@ BAD_FILES = [
      ["space.n_layers.low: Input should be greater than or equal to 1, but got 0",
       "space.n_layers.high: Input should be less than or equal to 16, but got 40"]),
     (BUDGET + '[[fixed_trials]]\nlabel = "a"\nhidden_layers = [5000]\ndropout = 0.9\nfoo = 1\n',
-     ["fixed_trials[0].dropout: 0.9 is outside the space ([0.0, 0.5]); fixed_trials[0].foo: not "
-      "a parameter of the space; fixed_trials[0].units_l0: 5000 is outside the space ([32, "
-      "1024], log)"]),
+     ["fixed_trials[0].dropout: 0.9 is outside the space ([0.0, 0.5])",
+      "fixed_trials[0].foo: not a parameter of the space",
+      "fixed_trials[0].units_l0: 5000 is outside the space ([32, 1024], log)"]),
+    # every problem of every fixed trial at once: a missing label hides nothing
+    (BUDGET + '[training]\nmax_epochs = 0\n[[fixed_trials]]\nmax_epochs = 0\nlearnig_rate = 0.1\n'
+     '[[fixed_trials]]\nlabel = "b"\nlearnig_rate = 0.1\n[[fixed_trials]]\nlabel = "b"\n',
+     ["training.max_epochs: Input should be greater than or equal to 1, but got 0",
+      "fixed_trials[0].label: Field required",
+      "fixed_trials[0].max_epochs: Input should be greater than or equal to 1, but got 0",
+      "fixed_trials[1].learnig_rate: not a parameter of the space (did you mean "
+      "'learning_rate'?)",
+      "fixed_trials: labels must be distinct, but got [None, 'b', 'b']"]),
+    (BUDGET + "[pruner]\npercentile = 150\n",
+     ["pruner.percentile: Input should be less than or equal to 100, but got 150"]),
+    (BUDGET + "[space]\nl2 = {low = -1e-5, high = 1e-3, log = true}\n",
+     ["space.l2: a log-scale range needs `low > 0`, but got (low=-1e-05)"]),
+    ('[study]\nn_trials = 2\nwarm_start = "yes"\n[training]\nfused_optimizer = "no"\n',
+     ["study.warm_start: Input should be a valid boolean, but got 'yes'",
+      "training.fused_optimizer: Input should be a valid boolean, but got 'no'"]),
     (BUDGET + '[space]\noptimizer = ["adam", "adamw"]\nmomentum = 0.9\n',
      ["space.momentum: applies only to optimizer 'sgd', which `optimizer` does not allow (it "
       "allows ['adam', 'adamw'])"]),
