@@ -35,12 +35,17 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def _service_env(service: dict[str, Any], url: str) -> dict[str, str]:
+def _service_env(service: dict[str, Any], url: str, artifacts: Path) -> dict[str, str]:
+    """The service's environment here: the local database, and the folder ``artifacts`` for
+    the shared volume the service mounts at its HPSEARCH_ARTIFACTS."""
     env = {k: _interpolate(str(v), {}) for k, v in service["environment"].items()}
     assert env["HPSEARCH_STORAGE"].startswith("postgresql+psycopg://hpsearch@postgres:5432/")
     cache = env.pop("HPSEARCH_CACHE")
     assert cache == "/cache"
-    return {**os.environ, **{k: v for k, v in env.items() if v}, "HPSEARCH_STORAGE": url}
+    assert env.pop("HPSEARCH_ARTIFACTS") == "/artifacts"
+    assert "artifacts:/artifacts" in service["volumes"]  # the named volume, not the container
+    return {**os.environ, **{k: v for k, v in env.items() if v}, "HPSEARCH_STORAGE": url,
+            "HPSEARCH_ARTIFACTS": str(artifacts)}
 
 
 def test_compose_file_describes_the_stack(compose: dict[str, Any]) -> None:
@@ -54,52 +59,87 @@ def test_compose_file_describes_the_stack(compose: dict[str, Any]) -> None:
         service = services[name]
         assert service["build"] == "."
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert "pgdata" in compose["volumes"]
+    assert "pgdata" in compose["volumes"] and "artifacts" in compose["volumes"]
     assert "replicas" not in services["worker"].get("deploy", {})  # --scale decides
     dockerfile = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["hpsearch"]' in dockerfile
 
 
-def test_worker_service_command_runs_against_postgres(
-    compose: dict[str, Any], postgres_url: str
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str, server: subprocess.Popen[str], seconds: float = 60) -> bytes:
+    """GET ``url`` from the dashboard, waiting for it to answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bytes(response.read())
+        except OSError:
+            assert server.poll() is None, server.communicate()[1]
+            assert time.monotonic() < deadline, f"the dashboard did not answer {url}"
+            time.sleep(0.3)
+
+
+def _dashboard(compose: dict[str, Any], url: str, artifacts: Path
+               ) -> tuple[subprocess.Popen[str], int]:
+    service = compose["services"]["dashboard"]
+    command = [_interpolate(part, {}) for part in service["command"]]
+    assert command[0] == "dashboard" and command[command.index("--host") + 1] == "0.0.0.0"
+    port = _free_port()
+    command[command.index("--host") + 1] = "127.0.0.1"  # tests listen on loopback only
+    command[command.index("--port") + 1] = str(port)
+    server = subprocess.Popen([HPSEARCH, *command], cwd=REPO,
+                              env=_service_env(service, url, artifacts),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return server, port
+
+
+def test_workers_and_the_dashboard_share_one_artifact_store(
+    compose: dict[str, Any], postgres_url: str, tmp_path: Path
 ) -> None:
+    """The worker service's trials leave their figures in the shared volume, and the dashboard
+    service lists and serves them from there."""
+    volume = tmp_path / "artifacts-volume"
     service = compose["services"]["worker"]
     command = [_interpolate(part, {"HPSEARCH_STUDY": "studies/smoke.toml"})
                for part in service["command"]]
     assert command[:2] == ["worker", "studies/smoke.toml"]
-    done = subprocess.run([HPSEARCH, *command], cwd=REPO, env=_service_env(service, postgres_url),
+    done = subprocess.run([HPSEARCH, *command], cwd=REPO,
+                          env=_service_env(service, postgres_url, volume),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="smoke", storage=postgres_url)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
+    assert any(volume.iterdir())
+
+    server, port = _dashboard(compose, postgres_url, volume)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        (summary,) = json.loads(_get(f"{base}/api/studies", server))["study_summaries"]
+        detail = json.loads(_get(f"{base}/api/studies/{summary['study_id']}", server))
+        trial = next(t for t in detail["trials"] if t["artifacts"])
+        names = {a["filename"] for a in trial["artifacts"]}
+        assert "curves.png" in names
+        curves = next(a for a in trial["artifacts"] if a["filename"] == "curves.png")
+        image = _get(f"{base}/artifacts/{summary['study_id']}/{trial['trial_id']}/"
+                     f"{curves['artifact_id']}", server)
+        assert image.startswith(b"\x89PNG")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def test_dashboard_service_command_serves_an_empty_database(
-    compose: dict[str, Any], postgres_url: str
+    compose: dict[str, Any], postgres_url: str, tmp_path: Path
 ) -> None:
-    service = compose["services"]["dashboard"]
-    command = [_interpolate(part, {}) for part in service["command"]]
-    assert command[0] == "dashboard" and command[command.index("--host") + 1] == "0.0.0.0"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command[command.index("--host") + 1] = "127.0.0.1"  # tests listen on loopback only
-    command[command.index("--port") + 1] = str(port)
-    server = subprocess.Popen([HPSEARCH, *command], cwd=REPO,
-                              env=_service_env(service, postgres_url),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, port = _dashboard(compose, postgres_url, tmp_path / "artifacts-volume")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies",
-                                            timeout=2) as response:
-                    assert json.load(response)["study_summaries"] == []
-                    break
-            except OSError:
-                assert server.poll() is None, server.communicate()[1]
-                assert time.monotonic() < deadline, "the dashboard did not answer"
-                time.sleep(0.3)
+        body = _get(f"http://127.0.0.1:{port}/api/studies", server)
+        assert json.loads(body)["study_summaries"] == []
     finally:
         server.terminate()
         server.communicate(timeout=30)
