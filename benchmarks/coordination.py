@@ -88,7 +88,9 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
             if len(sleeps) > before:
                 overheads.append(time.perf_counter() - started - sleeps[-1])
     else:
-        from search.runner import TrialReporter, WorkerLoop, prepare
+        from search.runner import prepare
+        from search.trial_report import TrialReporter
+        from search.worker_loop import WorkerLoop
         from search.studies import open_study
 
         storage, existing, _ = prepare(spec, url, seed_offset=os.getpid())

@@ -12,7 +12,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from objectives import interrupts
-from objectives.config import Metric, TrainingConfig
+from objectives.config import Metric, TrainingConfig, direction
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
@@ -81,7 +81,7 @@ def trial_callbacks(
     pruning interrupts ``fit``.
     Pruning applies only when there is a real Optuna trial to report to.
     """
-    mode = "max" if metric == "val_accuracy" else "min"
+    mode = "max" if direction(metric) == "maximize" else "min"
     recorder = EpochRecorder()
     early_stopping = keras.callbacks.EarlyStopping(
         monitor=metric, mode=mode, patience=training.early_stopping_patience,

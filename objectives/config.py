@@ -7,6 +7,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 Metric = Literal["val_accuracy", "val_loss"]
+Direction = Literal["maximize", "minimize"]
+
+
+def direction(metric: Metric) -> Direction:
+    """Whether ``metric`` is to be maximized (accuracy) or minimized (loss): the one place
+    that says it."""
+    return "maximize" if metric == "val_accuracy" else "minimize"
 
 # A trial enqueued with this user attribute trains for that many epochs instead of the study's
 # `max_epochs` (the hand-built experiments each had their own budget).

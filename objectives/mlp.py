@@ -21,7 +21,7 @@ import optuna
 from objectives import interrupts
 from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
                                   trial_callbacks)
-from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig
+from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig, direction
 from objectives.data import Dataset, load_dataset
 from objectives.feed import batches
 from objectives.keras_setup import keras
@@ -52,7 +52,7 @@ class TrainingOutcome:
         if not finite:
             return None
         # The first of equal values, as Keras's EarlyStopping keeps the first best weights.
-        pick = max if self.metric == "val_accuracy" else min
+        pick = max if direction(self.metric) == "maximize" else min
         return pick(finite, key=lambda i: values[i])
 
     @property

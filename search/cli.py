@@ -196,7 +196,8 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
                                 artifacts=artifacts)
         progress.print_summary(summary.study, _stdout(), redact(url), ran=summary.ran)
         return
-    from search.runner import ended, start
+    from search.runner import start
+    from search.trial_report import ended
     from search.workers import run_workers
 
     _on_stop_signals(WORKERS_STOPPED)
@@ -355,7 +356,7 @@ def dashboard(storage_url: str | None, artifacts: str | None, host: str, port: i
     address."""
     import optuna
 
-    from search.artifacts import location_for, open_store
+    from search.artifact_store import location_for, open_store
     from search.dashboard import serve
     from search.storage import resolve_url
 
@@ -409,7 +410,7 @@ def report(storage_url: str | None, study_name: str | None, artifacts: str | Non
            output: Path | None) -> None:
     """Write a study's comparison table, history, importances and best trial as one HTML
     file (images embedded) and a Markdown table."""
-    from search.artifacts import location_for, open_store
+    from search.artifact_store import location_for, open_store
     from search.outputs import writable_folder
     from search.report import write_report
     from search.results import pick_study

@@ -25,7 +25,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
-from search.artifacts import attach_to_finished_trial, detach, listed, location_for, open_store
+from search.artifact_store import location_for, open_store
+from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
 from search.errors import UserError
 from search.outputs import writable_folder
 from search.studies import STUDY_ATTR

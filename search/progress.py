@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from search.runner import FINISHED, count_states
+from search.trial_report import FINISHED, count_states
 
 
 class TrialProgress:

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.artifacts import artifacts_of, read_artifact
+from search.dashboard_artifacts import artifacts_of, read_artifact
 from search.evaluate import evaluations
 from search.results import trials_rows
 from search.studies import STUDY_ATTR

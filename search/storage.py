@@ -13,11 +13,10 @@ import logging
 import os
 import re
 import sqlite3
-import time
 import warnings
 from pathlib import Path
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -26,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from search.errors import UserError, database_error
+from search.retrying import lost_connection, retrying
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ CONNECT_TIMEOUT_S = 10
 SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 # Tables that only Optuna's storage makes (any one of them: its schema is being made).
 OPTUNA_FIRST_TABLES = {"studies", "version_info", "alembic_version"}
-T = TypeVar("T")
 
 
 def resolve_url(given: str | None) -> str:
@@ -154,68 +153,6 @@ def _use_wal(path: Path) -> None:
     machine then wait less for each other. The setting is stored in the database file."""
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
-
-
-def cause(error: BaseException,
-          match: Callable[[BaseException], bool]) -> BaseException | None:
-    """``error``, or the first error behind it (its causes and contexts), that ``match``
-    accepts; None if there is none."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if match(seen):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def lost_connection(error: BaseException) -> BaseException | None:
-    """The error behind ``error``, if any, that says the database dropped a connection it had
-    accepted (a server restarting, an administrator ending it): worth trying again. A refused
-    connection, a wrong password or an unknown database are not."""
-    return cause(error, lambda seen: isinstance(seen, sqlalchemy.exc.DBAPIError)
-                 and _dropped(seen))
-
-
-# SQLSTATE classes: operator intervention (terminated, shutting down, starting up) and
-# connection exceptions. A connection a new engine is still setting up carries no state and is
-# not marked invalidated by SQLAlchemy, hence the server's own words too.
-_DROPPED_STATES = ("57P", "08")
-_DROPPED_TEXT = ("server closed the connection unexpectedly", "terminating connection")
-
-
-def _dropped(error: sqlalchemy.exc.DBAPIError) -> bool:
-    if error.connection_invalidated:
-        return True
-    state = getattr(error.orig, "sqlstate", None) or ""
-    return state.startswith(_DROPPED_STATES) or any(text in str(error.orig)
-                                                    for text in _DROPPED_TEXT)
-
-
-def retrying(action: Callable[[], T], wait: float, failure: str, *,
-             transient: Callable[[BaseException], BaseException | None] = lost_connection,
-             ) -> T:
-    """``action()``, tried again with backoff for up to ``wait`` seconds while it fails with
-    a ``transient`` database error (by default: the database dropped a connection); any other
-    error is raised at once.
-
-    Raises:
-        UserError: ``failure`` and the database's message, once ``wait`` has passed.
-    """
-    deadline = time.monotonic() + wait
-    backoff = 0.5
-    while True:
-        try:
-            return action()
-        except Exception as error:
-            database = transient(error)
-            if database is None:
-                raise
-            if time.monotonic() + backoff > deadline:
-                raise UserError(f"{failure}: {database_error(database)}") from None
-            logger.warning("storage error (%s); retrying in %.1f s", database_error(database),
-                           backoff)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 8.0)
 
 
 def _check_path(parsed: URL, shown: str, *, create: bool) -> Path | None:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError,
                       field_validator, model_validator)
 
-from objectives.config import DataConfig, Metric, TrainingConfig
+from objectives.config import DataConfig, Direction, Metric, TrainingConfig, direction
 from objectives.space import SearchSpace
 from search.errors import UserError
 from search.registry import OBJECTIVES
@@ -49,7 +49,7 @@ class StudySection(_Section):
             )
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give a budget: `n_trials`, `timeout` (seconds) or both")
-        natural = "maximize" if self.metric == "val_accuracy" else "minimize"
+        natural = direction(self.metric)
         if self.direction is not None and self.direction != natural:
             raise ValueError(
                 f"direction {self.direction!r} does not fit metric {self.metric!r} "
@@ -58,8 +58,8 @@ class StudySection(_Section):
         return self
 
     @property
-    def resolved_direction(self) -> Literal["maximize", "minimize"]:
-        return "maximize" if self.metric == "val_accuracy" else "minimize"
+    def resolved_direction(self) -> Direction:
+        return direction(self.metric)
 
 
 # Samplers: each kind takes only its own arguments.

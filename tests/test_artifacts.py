@@ -17,7 +17,8 @@ from matplotlib import image as mpimg
 from optuna.trial import TrialState
 
 from objectives.data import CIFAR10_CLASSES
-from search.artifacts import artifacts_of, listed, open_store, read_artifact
+from search.artifact_store import open_store
+from search.dashboard_artifacts import artifacts_of, listed, read_artifact
 from search.cli import cli
 from search.evaluate import evaluations
 

@@ -14,7 +14,8 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from search.errors import UserError
-from search.storage import HpsearchStorage, lost_connection, open_storage, retrying
+from search.retrying import lost_connection, retrying
+from search.storage import HpsearchStorage, open_storage
 
 
 def test_intermediate_values_are_stored_as_optuna_stores_them(storage_url: str) -> None:

@@ -237,7 +237,8 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
     unbeaten for the grace period. The trial's stored start is the creating machine's local
     time, so it is not trusted: a start a day ago (a clock or time zone apart) changes nothing,
     and on SQLite it is read back as text, which once crashed the worker."""
-    from search.runner import TrialReporter, WorkerLoop
+    from search.trial_report import TrialReporter
+    from search.worker_loop import WorkerLoop
     from search.storage import open_storage
     from search.studies import open_study
     from search.studyfile import load
@@ -293,7 +294,7 @@ def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(UnbeatenTrials, "trial_ids", after_an_upgrade)
-        patch.setattr("search.runner.WorkerLoop._counts", _budget_always_spent_once())
+        patch.setattr("search.worker_loop.WorkerLoop._counts", _budget_always_spent_once())
         summary = run_study(spec, url)
     assert summary.ran == 2
     assert [t.state for t in summary.study.trials] == [TrialState.COMPLETE] * 2
@@ -305,7 +306,8 @@ def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with
 def _budget_always_spent_once() -> Callable[..., dict[TrialState, int]]:
     """WorkerLoop._counts that reports the budget spent by running trials at each first
     count, so that the loop looks for unbeaten trials before every trial."""
-    from search.runner import WorkerLoop, count_states
+    from search.trial_report import count_states
+    from search.worker_loop import WorkerLoop
 
     calls = {"n": 0}
 

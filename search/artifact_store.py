@@ -1,0 +1,94 @@
+"""Where a study's artifacts live: locating and opening its Optuna artifact store.
+
+The store is a folder (by default beside the SQLite file, ``<db stem>-artifacts``; for a server
+database ``./hpsearch-artifacts``) or ``s3://bucket`` (boto3, configured the usual AWS way).
+Where a study's store is, is recorded on the study, so that ``dashboard``, ``evaluate`` and
+``report`` find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy.engine import make_url
+
+from search.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+LOCATION_ATTR = "hpsearch:artifacts"  # study system attribute: where its store is
+
+
+def default_location(storage_url: str) -> str:
+    """Beside the SQLite file, or ``./hpsearch-artifacts`` for a database server."""
+    url = make_url(storage_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        database = Path(url.database).resolve()
+        return str(database.with_name(f"{database.stem}-artifacts"))
+    return str(Path("hpsearch-artifacts").resolve())
+
+
+def resolve_location(given: str | None, spec_store: str | None, storage_url: str) -> str:
+    """The command line's store, else ``HPSEARCH_ARTIFACTS``, else the study file's, else the
+    default for the storage."""
+    chosen = given or os.environ.get("HPSEARCH_ARTIFACTS") or spec_store
+    if chosen is None:
+        return default_location(storage_url)
+    return chosen if chosen.startswith("s3://") else str(Path(chosen).expanduser().resolve())
+
+
+def open_store(location: str) -> optuna.artifacts._protocol.ArtifactStore:
+    """The artifact store at ``location``, made if it is a folder that does not exist yet.
+
+    Raises:
+        UserError: the folder cannot be made or written, or S3 is asked for without boto3.
+    """
+    if location.startswith("s3://"):
+        bucket = location.removeprefix("s3://").strip("/")
+        if not bucket or "/" in bucket:
+            raise UserError(f"artifact store {location!r}: give a bucket alone, s3://bucket")
+        try:
+            import boto3  # noqa: F401
+        except ModuleNotFoundError:
+            raise UserError(f"artifact store {location!r} needs boto3: pip install "
+                            "'hpsearch[s3]'") from None
+        return optuna.artifacts.Boto3ArtifactStore(bucket)
+    folder = Path(location)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"artifact store {location}: cannot make the folder ({exc.strerror})"
+                        ) from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"artifact store {location}: the folder is not writable")
+    return optuna.artifacts.FileSystemArtifactStore(folder)
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def record_location(study: optuna.Study, location: str) -> None:
+    if study_system_attrs(study).get(LOCATION_ATTR) != location:
+        study._storage.set_study_system_attr(study._study_id, LOCATION_ATTR, location)
+
+
+def stored_location(study: optuna.Study) -> str | None:
+    value = study_system_attrs(study).get(LOCATION_ATTR)
+    return value if isinstance(value, str) else None
+
+
+def location_for(studies: list[optuna.Study], given: str | None, storage_url: str) -> str:
+    """The store to read ``studies``' artifacts from: the one given, else the one they
+    recorded, else the default for the storage."""
+    if given or os.environ.get("HPSEARCH_ARTIFACTS"):
+        return resolve_location(given, None, storage_url)
+    recorded = {loc for loc in (stored_location(s) for s in studies) if loc}
+    if len(recorded) > 1:
+        logger.warning("studies keep artifacts in several stores %s; showing %s (choose with "
+                       "--artifacts)", sorted(recorded), min(recorded))
+    return min(recorded) if recorded else default_location(storage_url)

@@ -1,0 +1,75 @@
+"""optuna-dashboard's convention for artifacts listed on a trial's page after the trial ended.
+
+Figures are trial artifacts (``optuna.artifacts.upload_artifact``), which the dashboard lists by
+itself. Models, and what ``hpsearch evaluate`` adds after a trial has finished, are listed
+through the study's system attributes (``dashboard:artifacts:<trial_id>:<id>``, which
+optuna-dashboard 0.17 to 0.21 reads for a trial: the ``optuna-dashboard<0.22`` bound), because a
+finished trial's own attributes can no longer be written and a replaced model must be unlisted
+as well as deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from search.artifact_store import study_system_attrs
+
+DASHBOARD_PREFIX = "dashboard:artifacts:"  # optuna-dashboard's study-level listing of a trial's
+
+
+def attach_to_finished_trial(store: Any, study: optuna.Study, trial_id: int, path: Path,
+                             *, filename: str | None = None) -> str:
+    """Store ``path`` and list it on the trial's dashboard page (the trial may be finished)."""
+    name = filename or path.name
+    artifact_id = str(uuid.uuid4())
+    meta = {"artifact_id": artifact_id, "filename": name,
+            "mimetype": mimetypes.guess_type(name)[0] or "application/octet-stream",
+            "encoding": None}
+    with open(path, "rb") as handle:
+        store.write(artifact_id, handle)
+    study._storage.set_study_system_attr(
+        study._study_id, f"{DASHBOARD_PREFIX}{trial_id}:{artifact_id}", json.dumps(meta))
+    return artifact_id
+
+
+def detach(store: Any, study: optuna.Study, key: str) -> None:
+    """Delete one study-listed artifact and unlist it; gone already is fine (another worker)."""
+    artifact_id = key.rsplit(":", 1)[1]
+    try:
+        store.remove(artifact_id)
+    except ArtifactNotFound:
+        pass
+    study._storage.set_study_system_attr(study._study_id, key, json.dumps(None))
+
+
+def listed(study: optuna.Study) -> dict[int, list[tuple[str, dict[str, Any]]]]:
+    """Study-listed artifacts by trial id: (attribute key, meta)."""
+    found: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for key, value in study_system_attrs(study).items():
+        if not key.startswith(DASHBOARD_PREFIX) or not isinstance(value, str):
+            continue
+        meta = json.loads(value)
+        if meta is None:
+            continue
+        trial_id = int(key[len(DASHBOARD_PREFIX):].split(":", 1)[0])
+        found.setdefault(trial_id, []).append((key, meta))
+    return found
+
+
+def artifacts_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[dict[str, Any]]:
+    """Every artifact of one trial, as (JSON) metas: its own and the study-listed ones."""
+    own = [{"artifact_id": m.artifact_id, "filename": m.filename, "mimetype": m.mimetype}
+           for m in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)]
+    return own + [meta for _, meta in listed(study).get(trial._trial_id, [])]
+
+
+def read_artifact(store: Any, artifact_id: str) -> bytes:
+    with store.open_reader(artifact_id) as reader:
+        return bytes(reader.read())

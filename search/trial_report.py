@@ -1,0 +1,75 @@
+"""What a study's trials add up to while it runs: counts by state, one line per finished trial,
+and the stop after repeated failures."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+logger = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+def ended(study: optuna.Study) -> int:
+    """Trials in a final state; waiting (enqueued) and running ones are not counted."""
+    counts = count_states(study.get_trials(deepcopy=False))
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
+
+
+def count_states(trials: list[FrozenTrial]) -> dict[TrialState, int]:
+    counts = {state: 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state] += 1
+    return counts
+
+
+def describe_trial(trial: FrozenTrial, metric: str) -> str:
+    """One line for one finished trial."""
+    attrs = trial.user_attrs
+    if trial.state == TrialState.COMPLETE:
+        value = trial.value if trial.value is not None else math.nan
+        epochs = f"best epoch {attrs.get('best_epoch')}/{attrs.get('epochs_run')}"
+        speed = attrs.get("seconds_per_epoch")
+        speed_text = f", {speed:.2f} s/epoch" if isinstance(speed, (int, float)) else ""
+        return (
+            f"trial {trial.number} complete: {metric} {value:.4f} ({epochs}, "
+            f"{attrs.get('stop_reason', 'completed')}{speed_text})"
+        )
+    if trial.state == TrialState.PRUNED:
+        last = trial.last_step
+        reported = trial.intermediate_values.get(last) if last is not None else None
+        shown = f" ({metric} {reported:.4f})" if reported is not None else ""
+        epoch = last + 1 if last is not None else "?"
+        return f"trial {trial.number} pruned at epoch {epoch}{shown}"
+    reason = attrs.get("fail_reason", "interrupted or returned no value")
+    return f"trial {trial.number} failed: {reason}"
+
+
+class TrialReporter:
+    """After each trial: one log line, the progress display, and the stop on repeated failures."""
+
+    def __init__(self, metric: str, on_progress: Callable[[optuna.Study], None] | None) -> None:
+        self.metric = metric
+        self.on_progress = on_progress
+        self.consecutive_failures = 0
+        self.stopped_by_failures = False
+        self.ran = 0  # trials this process ran; other workers' trials end without calling us
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        logger.info(describe_trial(trial, self.metric))
+        self.ran += 1
+        failed = trial.state == TrialState.FAIL
+        self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            self.stopped_by_failures = True
+            study.stop()
+        if self.on_progress is not None:
+            self.on_progress(study)
+
+

@@ -1,0 +1,160 @@
+"""One worker's loop over a study's trials: the budget lock, stale trials, and retries while the
+storage is away."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from objectives import interrupts
+from search.budget_lock import BudgetLock
+from search.heartbeats import UnbeatenTrials
+from search.retrying import cause, retrying
+from search.storage import engine_kwargs
+from search.studyfile import StudyFile
+from search.trial_report import FINISHED, TrialReporter, count_states
+
+logger = logging.getLogger(__name__)
+
+ObjectiveFn = Callable[[optuna.Trial], float]
+
+
+def _with_worker(objective: ObjectiveFn, on_created: Callable[[], None]) -> ObjectiveFn:
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(trial: optuna.Trial) -> float:
+        on_created()  # the trial exists now: other workers may count it
+        trial.set_user_attr("worker", worker)
+        return objective(trial)
+
+    return run
+
+
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+POLL_S = 1.0
+
+
+class WorkerLoop:
+    """Runs trials of one study until its budget is spent across all workers.
+
+    Before each trial the worker takes the study's budget lock, fails stale trials (whose
+    worker stopped beating), and counts: with N finished trials it stops; when finished plus
+    running trials already reach N it waits, since a running trial may still fail and free its
+    slot. An unreachable storage is retried with backoff for ``storage_wait`` seconds.
+    """
+
+    def __init__(self, spec: StudyFile, storage_url: str, study: optuna.Study,
+                 objective: ObjectiveFn, reporter: TrialReporter) -> None:
+        self.spec = spec
+        self.study = study
+        self.objective = objective
+        self.reporter = reporter
+        self.lock = BudgetLock(storage_url, spec.name, engine_kwargs(storage_url))
+        self.unbeaten = UnbeatenTrials(storage_url)
+        self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
+
+    def run(self) -> None:
+        target, timeout = self.spec.study.n_trials, self.spec.study.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self.reporter.stopped_by_failures:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                try:
+                    if not retrying(lambda: self._one_trial(target),
+                                    self.spec.workers.storage_wait, unreachable(self.spec),
+                                    transient=_storage_failure):
+                        return
+                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                    # Another worker took this trial for dead (no heartbeat for the grace
+                    # period, e.g. during a database outage) and has queued it again.
+                    logger.warning("trial result not stored: %s", exc)
+        finally:
+            self.lock.dispose()
+            self.unbeaten.dispose()
+
+    def _fail_trials_that_never_beat(self) -> None:
+        """Fail running trials that have recorded no heartbeat for a grace period: their worker
+        lost the database (or died) between creating the trial and its first beat, and Optuna's
+        own staleness check only sees trials that did beat once.
+
+        The grace period is timed by this worker's own clock from when it first saw the trial
+        unbeaten, not from the trial's stored start: Optuna stores that in the local time of the
+        machine that created the trial, which says nothing here when workers' clocks or time
+        zones differ.
+        """
+        unbeaten = self.unbeaten.trial_ids(self.study._study_id)
+        now = time.monotonic()
+        self._unbeaten_since = {trial_id: self._unbeaten_since.get(trial_id, now)
+                                for trial_id in unbeaten}
+        storage = self.study._storage
+        for trial_id, since in self._unbeaten_since.items():
+            if now - since < self.spec.workers.grace_period:
+                continue
+            try:  # the reason first: a finished trial takes no attributes
+                storage.set_trial_user_attr(
+                    trial_id, "fail_reason",
+                    "its worker lost the storage before the first heartbeat")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker got there first
+
+    def _counts(self) -> dict[TrialState, int]:
+        """Trials by state, as the study (Optuna's cached storage) holds them."""
+        return count_states(self.study.get_trials(deepcopy=False))
+
+    def _one_trial(self, target: int | None) -> bool:
+        """Run one trial if the budget allows; False when this worker is done."""
+        interrupts.check()  # a stop requested while the last trial ended starts no new one
+        self.lock.acquire()
+        try:
+            if target is not None:
+                counts = self._counts()
+                if sum(counts[s] for s in FINISHED) + counts[TrialState.RUNNING] >= target:
+                    # The budget looks spent; trials of dead workers may hold slots.
+                    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(self.study)
+                    self._fail_trials_that_never_beat()
+                    counts = self._counts()
+                finished = sum(counts[state] for state in FINISHED)
+                if finished >= target:
+                    return False
+                if finished + counts[TrialState.RUNNING] >= target:
+                    self.lock.release()
+                    time.sleep(POLL_S)  # a running trial may still fail and free its slot
+                    return True
+            # The budget is safe once the new trial is RUNNING in the storage: the lock goes
+            # when the objective starts, before its first suggestion (Optuna samples a trial's
+            # relative parameters then, not when it creates the trial).
+            self.study.optimize(
+                _with_worker(self.objective, self.lock.release), n_trials=1,
+                callbacks=[self.reporter], gc_after_trial=False,
+            )
+            return True
+        finally:
+            self.lock.release()
+
+
+def _storage_failure(error: BaseException) -> BaseException | None:
+    """The storage error behind ``error``, if any.
+
+    When the database fails while Optuna records a trial's end, Optuna's own bookkeeping can
+    raise a different error (an AssertionError in Optuna 5.0) on top of the storage error; the
+    chain of causes still holds the real one.
+    """
+    return cause(error, lambda seen: isinstance(seen, STORAGE_ERRORS))
+
+
+
+
+def unreachable(spec: StudyFile) -> str:
+    return f"the storage stayed unreachable for {spec.workers.storage_wait:g} s"
