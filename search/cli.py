@@ -175,7 +175,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
         timeout: float | None, data_path: str | None, artifacts: str | None, workers: str,
         threads: int | None) -> None:
     """Create the study of STUDY_FILE, or resume it, and run its trials."""
-    from search import progress
+    from search import progress, recycling
     from search.storage import redact, resolve_url
     from search.workers import resolve_layout
 
@@ -192,9 +192,13 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
         from search.runner import run_study
 
         with progress.TrialProgress(spec.study.metric) as display:
+            # after a fresh start (search.recycling), not the same proposals again
             summary = run_study(spec, url, on_start=display.start, on_progress=display.update,
-                                artifacts=artifacts)
-        progress.print_summary(summary.study, _stdout(), redact(url), ran=summary.ran)
+                                artifacts=artifacts, seed_offset=recycling.ran_before())
+        ran = recycling.ran_before() + summary.ran
+        if summary.restart:
+            recycling.restart(ran)
+        progress.print_summary(summary.study, _stdout(), redact(url), ran=ran)
         return
     from search.runner import start
     from search.trial_report import ended
@@ -230,6 +234,7 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
            threads: int | None, part_of_run: bool) -> None:
     """Join the study of STUDY_FILE (creating it if needed) and run trials until its budget is
     spent across all workers. Start as many as you like, on any machines, on one storage."""
+    from search import recycling
     from search.runner import run_study
     from search.storage import resolve_url
 
@@ -238,10 +243,15 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     spec = _load(study_file, n_trials, timeout, data_path)
     _on_stop_signals(_worker_of_run if part_of_run else _resumable)
     # Workers of one study must not all draw the same configurations from the same seed.
-    offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
+    # A worker that started afresh (search.recycling) keeps its pid: count its restarts too.
+    offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}:{recycling.ran_before()}"
+                        .encode()) % 1_000_003
     summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts,
                         announce=not part_of_run)  # the run announced the study
-    logger.info("worker done: ran %d trials", summary.ran)
+    ran = recycling.ran_before() + summary.ran
+    if summary.restart:
+        recycling.restart(ran)
+    logger.info("worker done: ran %d trials", ran)
 
 
 def _on_stop_signals(told: str | Callable[[], str]) -> None:

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 class RunSummary:
     study: optuna.Study
     ran: int
+    restart: bool = False  # this process should start afresh and go on (search.recycling)
 
 
 def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple[
@@ -122,11 +123,12 @@ def run_study(
     reporter = TrialReporter(spec.study.metric, on_progress)
     if on_start is not None:
         on_start(study, spec.study.n_trials)
-    WorkerLoop(spec, storage_url, study, objective, reporter).run()
+    loop = WorkerLoop(spec, storage_url, study, objective, reporter)
+    loop.run()
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]
         raise UserError(
             f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row; the last one: "
             f"{last.user_attrs.get('fail_reason', 'no reason recorded')}"
         )
-    return RunSummary(study=study, ran=reporter.ran)
+    return RunSummary(study=study, ran=reporter.ran, restart=loop.restart)

@@ -169,6 +169,9 @@ class WorkersSection(_Section):
     grace_period: int = Field(default=60, ge=2)
     max_retry: int = Field(default=1, ge=0)
     storage_wait: float = Field(default=120.0, gt=0)
+    # MB a worker may grow by after its first trial before it starts afresh (0: never); see
+    # search/recycling.py for what TensorFlow keeps.
+    max_memory_growth: float = Field(default=1024.0, ge=0)
 
     @model_validator(mode="after")
     def _grace_exceeds_interval(self) -> WorkersSection:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from objectives import interrupts
 from search.budget_lock import BudgetLock
 from search.heartbeats import UnbeatenTrials
+from search.recycling import MemoryWatch
 from search.retrying import cause, retrying
 from search.storage import engine_kwargs
 from search.studyfile import StudyFile
@@ -58,6 +59,8 @@ class WorkerLoop:
         self.objective = objective
         self.reporter = reporter
         self.lock = BudgetLock(storage_url, spec.name, engine_kwargs(storage_url))
+        self.memory = MemoryWatch(spec.workers.max_memory_growth)
+        self.restart = False  # set when this process should start afresh (search.recycling)
         self.unbeaten = UnbeatenTrials(storage_url)
         self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
 
@@ -65,9 +68,18 @@ class WorkerLoop:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            ran = self.reporter.ran
             while not self.reporter.stopped_by_failures:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
+                if self.reporter.ran > ran:
+                    ran = self.reporter.ran
+                    if self.memory.after_trial():
+                        logger.info("this worker starts afresh to give back memory: %+.0f MB "
+                                    "since its first trial (max_memory_growth %g MB)",
+                                    self.memory.grown, self.memory.limit_mb)
+                        self.restart = True
+                        return
                 try:
                     if not retrying(lambda: self._one_trial(target),
                                     self.spec.workers.storage_wait, unreachable(self.spec),

@@ -1,0 +1,73 @@
+"""A worker that starts itself afresh once TensorFlow has kept too much memory.
+
+TensorFlow keeps, for the life of the process, memory that no API gives back (measured with
+``benchmarks/memory.py`` and a reproduction in ``docs/benchmarks.md``):
+
+- each XLA-compiled function stays in the device's compilation cache; the fused optimizer
+  update compiles one per trial, about 11 MB a trial even when every trial has the same
+  shapes;
+- oneDNN's primitive caches keep an entry per new layer shape, about 9 MB a trial of new
+  shapes (none with the same shapes, none with ``TF_ENABLE_ONEDNN_OPTS=0``).
+
+Neither is reachable from Python (``clear_session``, garbage collection, clearing the eager
+kernel cache and ``malloc_trim`` release none of it). So a worker watches its resident memory
+and, once it has grown by ``[workers] max_memory_growth`` MB since the end of its first trial,
+starts no more trials and replaces itself with a fresh process of the same command (``exec``:
+the same process id, terminal and arguments); the study, in the storage, goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Trials this command had run before it replaced itself, for its summary (internal).
+RAN_BEFORE_ENV = "HPSEARCH_RAN_BEFORE_RESTART"
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux's /proc); None where it cannot be read."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class MemoryWatch:
+    """Whether this process has grown by more than ``limit_mb`` since its first trial ended
+    (0: never)."""
+
+    def __init__(self, limit_mb: float) -> None:
+        self.limit_mb = limit_mb
+        self.baseline: float | None = None
+        self.grown = 0.0
+
+    def after_trial(self) -> bool:
+        """Call after each trial; True once the process should start afresh."""
+        now = resident_mb()
+        if self.limit_mb <= 0 or now is None:
+            return False
+        if self.baseline is None:
+            self.baseline = now
+            return False
+        self.grown = now - self.baseline
+        return self.grown > self.limit_mb
+
+
+def ran_before() -> int:
+    """Trials this command ran in the processes it replaced."""
+    value = os.environ.get(RAN_BEFORE_ENV, "")
+    return int(value) if value.isdigit() else 0
+
+
+def restart(ran: int) -> None:
+    """Replace this process with a fresh one running the same command; does not return."""
+    os.environ[RAN_BEFORE_ENV] = str(ran)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "search.cli", *sys.argv[1:]])
