@@ -41,7 +41,7 @@ def resolve_location(given: str | None, spec_store: str | None, storage_url: str
     return chosen if chosen.startswith("s3://") else str(Path(chosen).expanduser().resolve())
 
 
-def open_store(location: str) -> optuna.artifacts._protocol.ArtifactStore:
+def open_store(location: str) -> Any:
     """The artifact store at ``location``, made if it is a folder that does not exist yet.
 
     Raises:
