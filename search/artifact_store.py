@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from sqlalchemy.engine import make_url
 
+from search import optuna_ids
 from search.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -69,12 +70,15 @@ def open_store(location: str) -> Any:
 
 
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
-    return study._storage.get_study_system_attrs(study._study_id)
+    if not optuna_ids.supported():
+        return {}
+    return dict(optuna_ids.storage_of(study).get_study_system_attrs(optuna_ids.study_id(study)))
 
 
 def record_location(study: optuna.Study, location: str) -> None:
-    if study_system_attrs(study).get(LOCATION_ATTR) != location:
-        study._storage.set_study_system_attr(study._study_id, LOCATION_ATTR, location)
+    if optuna_ids.supported() and study_system_attrs(study).get(LOCATION_ATTR) != location:
+        optuna_ids.storage_of(study).set_study_system_attr(optuna_ids.study_id(study),
+                                                           LOCATION_ATTR, location)
 
 
 def stored_location(study: optuna.Study) -> str | None:

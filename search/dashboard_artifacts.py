@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from search import optuna_ids
 from search.artifact_store import study_system_attrs
 
 DASHBOARD_PREFIX = "dashboard:artifacts:"  # optuna-dashboard's study-level listing of a trial's
@@ -34,8 +35,10 @@ def attach_to_finished_trial(store: Any, study: optuna.Study, trial_id: int, pat
             "encoding": None}
     with open(path, "rb") as handle:
         store.write(artifact_id, handle)
-    study._storage.set_study_system_attr(
-        study._study_id, f"{DASHBOARD_PREFIX}{trial_id}:{artifact_id}", json.dumps(meta))
+    if optuna_ids.supported():
+        optuna_ids.storage_of(study).set_study_system_attr(
+            optuna_ids.study_id(study), f"{DASHBOARD_PREFIX}{trial_id}:{artifact_id}",
+            json.dumps(meta))
     return artifact_id
 
 
@@ -46,7 +49,9 @@ def detach(store: Any, study: optuna.Study, key: str) -> None:
         store.remove(artifact_id)
     except ArtifactNotFound:
         pass
-    study._storage.set_study_system_attr(study._study_id, key, json.dumps(None))
+    if optuna_ids.supported():
+        optuna_ids.storage_of(study).set_study_system_attr(optuna_ids.study_id(study), key,
+                                                           json.dumps(None))
 
 
 def listed(study: optuna.Study) -> dict[int, list[tuple[str, dict[str, Any]]]]:
@@ -65,9 +70,12 @@ def listed(study: optuna.Study) -> dict[int, list[tuple[str, dict[str, Any]]]]:
 
 def artifacts_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[dict[str, Any]]:
     """Every artifact of one trial, as (JSON) metas: its own and the study-listed ones."""
+    if not optuna_ids.supported():
+        return []
     own = [{"artifact_id": m.artifact_id, "filename": m.filename, "mimetype": m.mimetype}
-           for m in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)]
-    return own + [meta for _, meta in listed(study).get(trial._trial_id, [])]
+           for m in optuna.artifacts.get_all_artifact_meta(
+               trial, storage=optuna_ids.storage_of(study))]
+    return own + [meta for _, meta in listed(study).get(optuna_ids.trial_id(trial), [])]
 
 
 def read_artifact(store: Any, artifact_id: str) -> bytes:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from search.artifact_store import location_for, open_store
 from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
+from search import optuna_ids
 from search.errors import UserError
 from search.outputs import writable_folder
 from search.studies import STUDY_ATTR
@@ -196,10 +197,11 @@ def _record(study: optuna.Study, store: Any, run: EvaluationRun) -> None:
              ("classification_report.txt", "test_classification_report.txt"),
              ("metrics.json", "test_metrics.json"))
     shown_names = {shown for _, shown in files}
-    for key, meta in listed(study).get(run.trial._trial_id, []):  # an earlier evaluation's
-        if meta.get("filename") in shown_names:
-            detach(store, study, key)
-    for name, shown in files:
-        attach_to_finished_trial(store, study, run.trial._trial_id, run.folder / name,
-                                 filename=shown)
+    if optuna_ids.supported():
+        trial_id = optuna_ids.trial_id(run.trial)
+        for key, meta in listed(study).get(trial_id, []):  # an earlier evaluation's
+            if meta.get("filename") in shown_names:
+                detach(store, study, key)
+        for name, shown in files:
+            attach_to_finished_trial(store, study, trial_id, run.folder / name, filename=shown)
     study.set_user_attr(f"{EVALUATION_ATTR}{number}", run.record())

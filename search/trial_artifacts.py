@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from search import optuna_ids
 from search.artifact_store import open_store, resolve_location
 from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
 
@@ -101,19 +102,21 @@ class TrialArtifacts:
                             folder: Path) -> None:
         """Save this trial's model if it is among the best ``keep_models`` complete trials, and
         drop the models of those it pushes out (models of running trials are left alone)."""
-        study = trial.study
+        if not optuna_ids.supported():
+            return
+        study, own = trial.study, optuna_ids.trial_id(trial)
         value = outcome.best_value
-        ranked = {t._trial_id: t.value for t in study.get_trials(
+        ranked = {optuna_ids.trial_id(t): t.value for t in study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None}
-        ranked[trial._trial_id] = value
+        ranked[own] = value
         order = sorted(ranked, key=lambda tid: ranked[tid], reverse=self.maximize)
         best = set(order[: self.keep_models])
-        if trial._trial_id in best:
+        if own in best:
             path = folder / f"model-trial-{trial.number}{MODEL_SUFFIX}"
             outcome.model.save(path)
-            attach_to_finished_trial(self.store, study, trial._trial_id, path)
-        running = {t._trial_id for t in study.get_trials(
-            deepcopy=False, states=(TrialState.RUNNING,))} - {trial._trial_id}
+            attach_to_finished_trial(self.store, study, own, path)
+        running = {optuna_ids.trial_id(t) for t in study.get_trials(
+            deepcopy=False, states=(TrialState.RUNNING,))} - {own}
         for trial_id, entries in listed(study).items():
             if trial_id in best or trial_id in running:
                 continue

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import interrupts
+from search import optuna_ids
 from search.budget_lock import BudgetLock
 from search.heartbeats import UnbeatenTrials
 from search.recycling import MemoryWatch
@@ -103,11 +104,13 @@ class WorkerLoop:
         machine that created the trial, which says nothing here when workers' clocks or time
         zones differ.
         """
-        unbeaten = self.unbeaten.trial_ids(self.study._study_id)
+        if not optuna_ids.supported():
+            return
+        unbeaten = self.unbeaten.trial_ids(optuna_ids.study_id(self.study))
         now = time.monotonic()
         self._unbeaten_since = {trial_id: self._unbeaten_since.get(trial_id, now)
                                 for trial_id in unbeaten}
-        storage = self.study._storage
+        storage = optuna_ids.storage_of(self.study)
         for trial_id, since in self._unbeaten_since.items():
             if now - since < self.spec.workers.grace_period:
                 continue

@@ -2,7 +2,9 @@
 upgrade could change it): one warning, the plain path, and trials still complete.
 
 The internals and what each falls back to: the fused optimizer update (``objectives/speed.py``:
-Keras's own update), the gradient-registry cleanup (``objectives/session.py``: entries kept).
+Keras's own update), the gradient-registry cleanup (``objectives/session.py``: entries kept),
+Optuna's study and trial ids (``search/optuna_ids.py``: nothing listed on the dashboard after a
+trial).
 The one read of Optuna's tables (``search/heartbeats.py``) is forced to its fallback in
 ``tests/test_workers.py``; the storage itself uses Optuna's public API only.
 """
@@ -17,16 +19,18 @@ import pytest
 from optuna.trial import TrialState
 
 from objectives import session, speed
+from search import optuna_ids
 
 
 @pytest.fixture
 def checks_again() -> Iterator[None]:
     """The start-up checks run once per process: run them again for this test and after it."""
-    speed.fused_update_supported.cache_clear()
-    session._gradient_registry.cache_clear()
+    checks = (speed.fused_update_supported, session._gradient_registry, optuna_ids.supported)
+    for check in checks:
+        check.cache_clear()
     yield
-    speed.fused_update_supported.cache_clear()
-    session._gradient_registry.cache_clear()
+    for check in checks:
+        check.cache_clear()
 
 
 def _two_trials(write_study: Callable[..., Path], tmp_path: Path) -> optuna.Study:
@@ -81,3 +85,16 @@ def test_a_tensorflow_without_the_gradient_registry_keeps_its_entries_and_trains
     study = _two_trials(write_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert len(_warnings(caplog, "gradient registry is not where hpsearch expects")) == 1
+
+
+def test_an_optuna_without_the_study_and_trial_ids_runs_trials_without_dashboard_listings(
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from search.dashboard_artifacts import DASHBOARD_PREFIX
+
+    monkeypatch.setattr(optuna_ids, "TRIAL_ID", "_trial_id_renamed")
+    study = _two_trials(write_study, tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    stored = study._storage.get_study_system_attrs(study._study_id)
+    assert not [key for key in stored if key.startswith(DASHBOARD_PREFIX)]
+    assert len(_warnings(caplog, "study and trial ids are not where hpsearch expects")) == 1
