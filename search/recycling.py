@@ -25,8 +25,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-# Trials this command had run before it replaced itself, for its summary (internal).
+# Trials this command had run before it replaced itself, for its summary, and when its
+# --timeout ends (time.monotonic(), which Linux keeps across exec) (internal).
 RAN_BEFORE_ENV = "HPSEARCH_RAN_BEFORE_RESTART"
+DEADLINE_ENV = "HPSEARCH_DEADLINE_BEFORE_RESTART"
 
 
 def resident_mb() -> float | None:
@@ -49,14 +51,30 @@ class MemoryWatch:
 
     def after_trial(self) -> bool:
         """Call after each trial; True once the process should start afresh."""
+        if self.limit_mb <= 0:
+            return False
         now = resident_mb()
-        if self.limit_mb <= 0 or now is None:
+        if now is None:
             return False
         if self.baseline is None:
             self.baseline = now
             return False
         self.grown = now - self.baseline
         return self.grown > self.limit_mb
+
+
+def hand_on_deadline(deadline: float | None) -> None:
+    """Keep the timeout of this invocation for the fresh process (it is not a new one)."""
+    if deadline is not None:
+        os.environ[DEADLINE_ENV] = repr(deadline)
+
+
+def deadline_before() -> float | None:
+    """The deadline a replaced process handed on; None if there is none."""
+    try:
+        return float(os.environ[DEADLINE_ENV])
+    except (KeyError, ValueError):
+        return None
 
 
 def ran_before() -> int:

@@ -73,6 +73,7 @@ def start(
     data loaded (which also fills this machine's data cache for every worker), and the stored
     space (if any) compared.
     """
+    # A sampler or pruner that cannot be made (a missing package) is one line before anything.
     make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
     check_storage(storage_url)
     hooks = hooks_for(spec, storage_url, artifacts)  # its store is made by open(), below

@@ -18,6 +18,7 @@ from objectives import interrupts
 from search import optuna_ids
 from search.budget_lock import BudgetLock
 from search.heartbeats import UnbeatenTrials
+from search import recycling
 from search.recycling import MemoryWatch
 from search.retrying import cause, retrying
 from search.storage import engine_kwargs
@@ -67,7 +68,8 @@ class WorkerLoop:
 
     def run(self) -> None:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = recycling.deadline_before() or (
+            None if timeout is None else time.monotonic() + timeout)
         try:
             ran = self.reporter.ran
             while not self.reporter.stopped_by_failures:
@@ -80,6 +82,7 @@ class WorkerLoop:
                                     "since its first trial (max_memory_growth %g MB)",
                                     self.memory.grown, self.memory.limit_mb)
                         self.restart = True
+                        recycling.hand_on_deadline(deadline)
                         return
                 try:
                     if not retrying(lambda: self._one_trial(target),

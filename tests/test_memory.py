@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
@@ -99,3 +100,31 @@ def test_a_worker_s_memory_stays_bounded_over_a_long_study(
     assert _finished(url) == TRIALS
     assert "starts afresh to give back memory" in stderr
     assert f"worker done: ran {TRIALS} trials" in stderr
+
+
+def test_a_fresh_start_keeps_the_invocation_s_timeout_and_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from search import recycling
+
+    monkeypatch.delenv(recycling.DEADLINE_ENV, raising=False)
+    monkeypatch.delenv(recycling.RAN_BEFORE_ENV, raising=False)
+    assert recycling.deadline_before() is None and recycling.ran_before() == 0
+    recycling.hand_on_deadline(None)  # no --timeout: nothing to hand on
+    assert recycling.deadline_before() is None
+    deadline = time.monotonic() + 12.5
+    recycling.hand_on_deadline(deadline)
+    assert recycling.deadline_before() == deadline
+    monkeypatch.setenv(recycling.RAN_BEFORE_ENV, "7")
+    assert recycling.ran_before() == 7
+
+
+def test_the_memory_watch_measures_from_the_end_of_the_first_trial(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from search import recycling
+
+    readings = iter([900.0, 950.0, 1001.0])
+    monkeypatch.setattr(recycling, "resident_mb", lambda: next(readings))
+    watch = recycling.MemoryWatch(100)
+    assert [watch.after_trial() for _ in range(3)] == [False, False, True]
+    assert watch.grown == 101.0
+    assert not recycling.MemoryWatch(0).after_trial()  # 0: never
