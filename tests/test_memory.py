@@ -106,8 +106,9 @@ def test_a_fresh_start_keeps_the_invocation_s_timeout_and_count(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from search import recycling
 
-    monkeypatch.delenv(recycling.DEADLINE_ENV, raising=False)
-    monkeypatch.delenv(recycling.RAN_BEFORE_ENV, raising=False)
+    for name in (recycling.DEADLINE_ENV, recycling.RAN_BEFORE_ENV):
+        monkeypatch.setenv(name, "")  # so that what the test sets is undone after it
+        monkeypatch.delenv(name)
     assert recycling.deadline_before() is None and recycling.ran_before() == 0
     recycling.hand_on_deadline(None)  # no --timeout: nothing to hand on
     assert recycling.deadline_before() is None
