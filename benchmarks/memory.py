@@ -23,6 +23,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from search.recycling import resident_mb
+
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 STUB = """
@@ -61,13 +63,6 @@ max_memory_growth = {limit}
 """
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def _finished(url: str) -> int:
     try:
         trials = optuna.load_study(study_name="memory", storage=url).get_trials(deepcopy=False)
@@ -96,10 +91,10 @@ def main() -> None:
         while worker.poll() is None:
             done = _finished(url)
             if done and done not in rss:
-                try:
-                    rss[done] = _rss_mb(worker.pid)
-                except (FileNotFoundError, ProcessLookupError):
+                now = resident_mb(worker.pid)
+                if now is None:  # it just ended
                     break
+                rss[done] = now
                 if done == 1 or done % 10 == 0:
                     print(f"after trial {done:3d}: RSS {rss[done]:7.1f} MB", flush=True)
             time.sleep(0.1)

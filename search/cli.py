@@ -28,24 +28,22 @@ logger = logging.getLogger("search")
 ON_INTERRUPT = "on_interrupt"
 
 
-def _resumable() -> str:
-    """What a stopped run or worker did, and what to do next."""
+def _what_the_stop_did() -> str:
     from objectives import interrupts
 
     failed = interrupts.failed_trials
-    done = (f"trial {', '.join(map(str, failed))} marked failed" if failed
+    return (f"trial {', '.join(map(str, failed))} marked failed" if failed
             else "no trial was running")
-    return f": {done}; run the same command to resume the study"
+
+
+def _resumable() -> str:
+    """What a stopped run or worker did, and what to do next."""
+    return f": {_what_the_stop_did()}; run the same command to resume the study"
 
 
 def _worker_of_run() -> str:
     """What one of ``run --workers``'s workers did; the run itself says what to do next."""
-    from objectives import interrupts
-
-    failed = interrupts.failed_trials
-    return f" (worker {os.getpid()}): " + (
-        f"trial {', '.join(map(str, failed))} marked failed" if failed
-        else "no trial was running")
+    return f" (worker {os.getpid()}): {_what_the_stop_did()}"
 
 
 WORKERS_STOPPED = ": every worker stopped; run the same command to resume the study"

@@ -31,10 +31,11 @@ RAN_BEFORE_ENV = "HPSEARCH_RAN_BEFORE_RESTART"
 DEADLINE_ENV = "HPSEARCH_DEADLINE_BEFORE_RESTART"
 
 
-def resident_mb() -> float | None:
-    """This process's resident memory in MB (Linux's /proc); None where it cannot be read."""
+def resident_mb(pid: int | str = "self") -> float | None:
+    """A process's resident memory in MB (Linux's /proc; this one's by default); None where it
+    cannot be read (not Linux, or the process is gone)."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -16,6 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.recycling import resident_mb
+
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 # benchmarks/memory.py's study, on less data: new layer shapes every trial, the fused update
@@ -55,13 +57,6 @@ TRIALS, LIMIT_MB = 30, 100
 BOUND_MB = LIMIT_MB + 120
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def _finished(url: str) -> int:
     try:
         trials = optuna.load_study(study_name="memory", storage=url).get_trials(deepcopy=False)
@@ -84,10 +79,10 @@ def test_a_worker_s_memory_stays_bounded_over_a_long_study(
             assert time.monotonic() < deadline, "the study did not end in 10 minutes"
             done = _finished(url)
             if done >= 10 and done not in rss:
-                try:
-                    rss[done] = _rss_mb(worker.pid)
-                except FileNotFoundError:  # it just ended
+                now = resident_mb(worker.pid)
+                if now is None:  # it just ended
                     break
+                rss[done] = now
             time.sleep(0.1)
         stdout, stderr = worker.communicate(timeout=60)
     finally:
