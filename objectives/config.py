@@ -18,6 +18,12 @@ def direction(metric: Metric) -> Direction:
 # A trial enqueued with this user attribute trains for that many epochs instead of the study's
 # `max_epochs` (the hand-built experiments each had their own budget).
 MAX_EPOCHS_ATTR = "max_epochs"
+# Trial user attributes of a retry (search.resumption): the trial it carries on, and its
+# lineage's first try, whose seed and checkpoint it uses; the epoch it resumed at (0: from the
+# start) is recorded by the objective.
+RESUMES_ATTR = "resumes"
+FIRST_TRY_ATTR = "first_try"
+RESUMED_AT_ATTR = "resumed_at_epoch"
 
 
 class DataConfig(BaseModel):
@@ -61,6 +67,8 @@ class TrainingConfig(BaseModel):
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     steps_per_execution: int = Field(default=64, ge=1)
     fused_optimizer: StrictBool = True
+    # A checkpoint after every this many epochs, for retries to resume from; 0: none.
+    checkpoint_every: int = Field(default=1, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _interval_fits(self) -> TrainingConfig:

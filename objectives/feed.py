@@ -12,11 +12,14 @@ NumPy arrays, without two faults of Keras's own pipeline.
   reproducible from the seed.
 
 :func:`batches` makes full batches and then the partial one, each gathered from the arrays in
-one step, with a fixed parallelism.
+one step, with a fixed parallelism. Epoch ``e``'s order is a function of the order's seed and
+``e`` alone, so a trial resumed from a checkpoint at epoch ``e`` (``objectives.checkpoints``)
+sees the batches the uninterrupted trial would have seen.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,9 +30,22 @@ if TYPE_CHECKING:
 PREFETCH = 2  # batches gathered ahead of the step that needs them
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool) -> tf.data.Dataset:
+def order_seed() -> int:
+    """A seed for :func:`batches`' orders, from NumPy's global generator (which
+    ``keras.utils.set_random_seed`` seeds)."""
+    return int(np.random.randint(2**31 - 1))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of ``n`` samples in epoch ``epoch`` (0-based) of an order seeded ``seed``."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool,
+            seed: int | None = None, first_epoch: int = 0) -> tf.data.Dataset:
     """One epoch of ``(x, y)`` batches; with ``shuffle``, in a new order every time the
-    dataset is iterated.
+    dataset is iterated: the ``k``-th iteration is epoch ``first_epoch + k`` of the order
+    seeded ``seed`` (by default :func:`order_seed`).
 
     Example:
         >>> data = batches(np.zeros((10, 2), np.uint8), np.arange(10), 4, shuffle=False)
@@ -48,11 +64,31 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool) -> 
     def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.gather(inputs[0], indices), tf.gather(inputs[1], indices)
 
-    order = tf.data.Dataset.range(n)
-    if shuffle:  # a new order every iteration (epoch), from the seed of keras.utils
-        order = order.shuffle(n, reshuffle_each_iteration=True)
-    dataset = order.batch(batch_size).map(gather, num_parallel_calls=1).prefetch(PREFETCH)
+    if shuffle:
+        # A new order every iteration (epoch): Keras makes one iterator per epoch, in turn.
+        orders = _EpochOrders(n, batch_size, order_seed() if seed is None else seed,
+                              first_epoch)
+        order = tf.data.Dataset.from_generator(
+            orders, output_signature=tf.TensorSpec([None], tf.int64))
+    else:
+        order = tf.data.Dataset.range(n).batch(batch_size)
+    n_batches = -(-n // batch_size)
+    dataset = (order.map(gather, num_parallel_calls=1).prefetch(PREFETCH)
+               .apply(tf.data.experimental.assert_cardinality(n_batches)))
     options = tf.data.Options()
     options.autotune.enabled = False
     options.experimental_optimization.apply_default_optimizations = False
     return dataset.with_options(options)
+
+
+class _EpochOrders:
+    """The index batches of one epoch per call, epoch after epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, first_epoch: int) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, first_epoch
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        order = epoch_order(self.n, self.seed, self.epoch)
+        self.epoch += 1
+        for start in range(0, self.n, self.batch_size):
+            yield order[start:start + self.batch_size]

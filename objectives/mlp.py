@@ -10,8 +10,10 @@ A failure inside one trial fails that trial only; the search goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,11 +21,15 @@ import numpy as np
 import optuna
 
 from objectives import interrupts
+from objectives.checkpoints import (CheckpointError, Checkpointer, CheckpointStore,
+                                    TrainingState, callback_state_supported, check_model,
+                                    read_state)
 from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
                                   trial_callbacks)
-from objectives.config import MAX_EPOCHS_ATTR, DataConfig, Metric, TrainingConfig, direction
+from objectives.config import (FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMED_AT_ATTR, RESUMES_ATTR,
+                               DataConfig, Metric, TrainingConfig, direction)
 from objectives.data import Dataset, load_dataset
-from objectives.feed import batches
+from objectives.feed import batches, order_seed
 from objectives.keras_setup import keras
 from objectives.model import build_model
 from objectives.optimizers import get_optimizer
@@ -44,6 +50,7 @@ class TrainingOutcome:
     stop_reason: str = "completed"
     fail_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    checkpointer: Checkpointer | None = None
 
     @property
     def best_index(self) -> int | None:
@@ -113,22 +120,48 @@ def train(
     trial: optuna.trial.BaseTrial | None = None,
     max_epochs: int | None = None,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    save_checkpoint: Callable[[bytes], None] | None = None,
+    resume: TrainingState | None = None,
 ) -> TrainingOutcome:
-    """Build, compile and fit one configuration with early stopping, LR reduction and pruning.
+    """Build, compile and fit one configuration with early stopping, LR reduction and pruning;
+    with ``save_checkpoint``, its state after every ``training.checkpoint_every`` epochs; from
+    ``resume``'s epoch on, with its state, when given.
 
     Raises ``optuna.TrialPruned`` when the pruner stops the run (the outcome is attached to the
-    exception as ``outcome``); a diverging loss ends the run with ``stop_reason == "nan"``.
+    exception as ``outcome``); a diverging loss ends the run with ``stop_reason == "nan"``;
+    ``CheckpointError`` before any training when ``resume`` does not fit the model.
     """
     model = compiled_model(params, dataset, training)
+    epochs = max_epochs or training.max_epochs
+    if resume is not None:
+        model.optimizer.build(model.trainable_variables)  # its variables, to check and fill
+        check_model(resume, model)
+        _report_restored(trial, resume, metric, training.pruning_interval)
+        if trial is not None:
+            trial.set_user_attr(RESUMED_AT_ATTR, resume.epoch)
+            logger.info("trial %d resumes trial %s at epoch %d of %d", trial.number,
+                        trial.user_attrs.get(RESUMES_ATTR), resume.epoch + 1, epochs)
     recorder, early_stopping, callbacks = trial_callbacks(training, metric, trial)
     callbacks += extra_callbacks or []
-    outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
+    seed = order_seed() if resume is None else resume.order_seed
+    checkpointer = Checkpointer(
+        save=save_checkpoint if training.checkpoint_every else None,
+        every=max(training.checkpoint_every, 1), params=params, order_seed=seed,
+        recorder=recorder, early_stopping=early_stopping,
+        plateau=next(c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)),
+        resume=resume)
+    callbacks.append(checkpointer)  # last: it restores and saves the others' state
+    first = 0 if resume is None else min(resume.epoch, epochs)
+    outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric,
+                              checkpointer=checkpointer)
     try:
         model.fit(
-            batches(dataset.x_train, dataset.y_train, int(params["batch_size"]), shuffle=True),
+            batches(dataset.x_train, dataset.y_train, int(params["batch_size"]), shuffle=True,
+                    seed=seed, first_epoch=first),
             # inference only: any batch size gives the same result
             validation_data=batches(dataset.x_val, dataset.y_val, EVAL_BATCH, shuffle=False),
-            epochs=max_epochs or training.max_epochs,
+            initial_epoch=first,
+            epochs=first if resume is not None and resume.stopped else epochs,
             shuffle=False,  # the batches come shuffled, a new order every epoch
             callbacks=callbacks,
             verbose=0,
@@ -150,6 +183,17 @@ def train(
     outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
                          test_loss=round(float(test_loss), 6))
     return outcome
+
+
+def _report_restored(trial: optuna.trial.BaseTrial | None, state: TrainingState,
+                     metric: Metric, interval: int) -> None:
+    """Report the epochs a checkpoint holds as the pruning callback reported them, so that the
+    pruner and the dashboard see the whole curve."""
+    if not isinstance(trial, optuna.trial.Trial):
+        return
+    for epoch, value in enumerate(state.history[metric][:state.epoch]):
+        if (epoch + 1) % interval == 0 and math.isfinite(value):
+            trial.report(value, step=epoch)
 
 
 def train_on_all(
@@ -176,10 +220,13 @@ def train_on_all(
 
 
 class TrialHooks(Protocol):
-    """What the service adds to a trial's training: more callbacks (TensorBoard), and a look at
-    the trained model before it is dropped (figures, the saved model)."""
+    """What the service adds to a trial's training: more callbacks (TensorBoard), a look at
+    the trained model before it is dropped (figures, the saved model), and where checkpoints
+    are kept."""
 
     def callbacks(self, trial: optuna.trial.Trial) -> list[keras.callbacks.Callback]: ...
+
+    def checkpoints(self) -> CheckpointStore | None: ...
 
     def after_training(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
                        dataset: Dataset, params: dict[str, Any]) -> None: ...
@@ -218,16 +265,18 @@ class MlpObjective:
 
     def _run(self, trial: optuna.trial.Trial) -> float:
         params = suggest(trial, self.space)
+        # A retry (search.resumption) trains as its lineage's first try would: its seed, and
+        # its checkpoint.
+        lineage = int(trial.user_attrs.get(FIRST_TRY_ATTR, trial.number))
+        store = self._checkpoints()
+        resume = self._resume_state(trial, lineage, params, store)
         try:
             # TensorFlow's work is not interrupted mid-way: a stop ends it at its next step.
             # A fresh session per trial, so that memory does not grow trial after trial.
             with interrupts.deferred(), fresh_session():
-                keras.utils.set_random_seed(self.seed + trial.number)
                 extra = self.hooks.callbacks(trial) if self.hooks is not None else []
                 try:
-                    outcome = train(params, self.dataset, self.training, self.metric,
-                                    trial=trial, max_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR),
-                                    extra_callbacks=extra)
+                    outcome = self._train(trial, params, lineage, extra, store, resume)
                 except optuna.TrialPruned as pruned:
                     outcome = pruned.outcome  # type: ignore[attr-defined]
                     self._after(trial, outcome, params)
@@ -236,15 +285,71 @@ class MlpObjective:
                 if outcome.stop_reason != "nan":
                     self._after(trial, outcome, params)
         except optuna.TrialPruned:
+            _drop(store, lineage)
             raise
         except Exception as exc:  # one trial's failure (OOM, a bad kernel) must not end the search
             logger.debug("trial %d failed", trial.number, exc_info=True)
+            _drop(store, lineage)
             _record(trial, {"stop_reason": "error", "fail_reason": f"{type(exc).__name__}: {exc}"})
             return math.nan
         _record(trial, outcome.attributes())
+        _drop(store, lineage)
         if outcome.stop_reason == "nan":
             return math.nan  # Optuna marks the trial failed; fail_reason says why
         return outcome.best_value
+
+    def _checkpoints(self) -> CheckpointStore | None:
+        checkpoints = getattr(self.hooks, "checkpoints", None)  # hooks may keep none
+        if checkpoints is None or not self.training.checkpoint_every:
+            return None
+        return checkpoints() if callback_state_supported() else None
+
+    def _resume_state(self, trial: optuna.trial.Trial, lineage: int, params: dict[str, Any],
+                      store: CheckpointStore | None) -> TrainingState | None:
+        """The checkpoint a retry carries on from; None (and one line that says why) if there
+        is none it can use."""
+        if RESUMES_ATTR not in trial.user_attrs:
+            return None
+        resumes = trial.user_attrs[RESUMES_ATTR]
+        trial.set_user_attr(RESUMED_AT_ATTR, 0)
+        if store is None:
+            return None
+        try:
+            data = store.load(lineage)
+        except Exception as exc:
+            logger.warning("trial %d starts at epoch 1: the checkpoint of trial %s cannot be "
+                           "read: %s: %s", trial.number, resumes, type(exc).__name__, exc)
+            return None
+        if data is None:
+            logger.warning("trial %d starts at epoch 1: trial %s left no checkpoint",
+                           trial.number, resumes)
+            return None
+        try:
+            return read_state(data, params)
+        except CheckpointError as exc:
+            logger.warning("trial %d starts at epoch 1: the checkpoint of trial %s is not "
+                           "used: %s", trial.number, resumes, exc)
+            return None
+
+    def _train(self, trial: optuna.trial.Trial, params: dict[str, Any], lineage: int,
+               extra: list[keras.callbacks.Callback], store: CheckpointStore | None,
+               resume: TrainingState | None) -> TrainingOutcome:
+        max_epochs = trial.user_attrs.get(MAX_EPOCHS_ATTR) or self.training.max_epochs
+        save = None if store is None else functools.partial(store.save, lineage)
+        keras.utils.set_random_seed(self.seed + lineage)
+        if resume is not None:
+            try:
+                outcome = train(params, self.dataset, self.training, self.metric, trial=trial,
+                                max_epochs=max_epochs, extra_callbacks=extra,
+                                save_checkpoint=save, resume=resume)
+            except CheckpointError as exc:
+                logger.warning("trial %d starts at epoch 1: the checkpoint of trial %s is not "
+                               "used: %s", trial.number, trial.user_attrs[RESUMES_ATTR], exc)
+                keras.utils.set_random_seed(self.seed + lineage)
+            else:
+                return outcome
+        return train(params, self.dataset, self.training, self.metric, trial=trial,
+                     max_epochs=max_epochs, extra_callbacks=extra, save_checkpoint=save)
 
     def _after(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
                params: dict[str, Any]) -> None:
@@ -273,3 +378,14 @@ def create_objective(
     """The registry's entry point for the ``keras-mlp`` objective."""
     return MlpObjective(space=space, data=data, training=training, metric=metric, seed=seed,
                         hooks=hooks)
+
+
+def _drop(store: CheckpointStore | None, lineage: int) -> None:
+    """Delete a trial's checkpoint once it has ended; a store that fails leaves the file."""
+    if store is None:
+        return
+    try:
+        store.drop(lineage)
+    except Exception as exc:
+        logger.warning("checkpoint of trial %d not deleted: %s: %s", lineage,
+                       type(exc).__name__, exc)

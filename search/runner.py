@@ -36,11 +36,13 @@ class RunSummary:
     restart: bool = False  # this process should start afresh and go on (search.recycling)
 
 
-def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple[
+def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0,
+            drop_checkpoint: Callable[[int], None] | None = None) -> tuple[
     optuna.storages.RDBStorage, optuna.Study | None, int
 ]:
     """Check everything that can be checked before trials run: sampler, pruner, storage,
-    stored space. Returns the storage, the existing study (if any) and its finished trials."""
+    stored space. Returns the storage, the existing study (if any) and its finished trials.
+    ``drop_checkpoint`` deletes the checkpoint of a dead worker's trial that is not retried."""
     sampler, pruner = make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
     workers = spec.workers
     # A database that drops connections while a worker starts (a restart) is waited for, as
@@ -48,7 +50,7 @@ def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0) -> tuple
     storage = open_storage(
         storage_url, create=True,
         heartbeat=(workers.heartbeat_interval, workers.grace_period, workers.max_retry),
-        wait=workers.storage_wait,
+        wait=workers.storage_wait, drop_checkpoint=drop_checkpoint,
     )
 
     def stored() -> tuple[optuna.Study | None, int]:
@@ -85,7 +87,10 @@ def start(
     except DatasetError as exc:
         raise UserError(str(exc)) from None
     hooks.open()
-    storage, existing, finished = prepare(spec, storage_url, seed_offset=seed_offset)
+    checkpoints = hooks.checkpoints()
+    storage, existing, finished = prepare(
+        spec, storage_url, seed_offset=seed_offset,
+        drop_checkpoint=None if checkpoints is None else checkpoints.drop)
     target = spec.study.n_trials
     if existing is not None and target is not None and finished >= target:
         logger.info("study %r already has %d finished trials; nothing to run", spec.name,

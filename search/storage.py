@@ -15,7 +15,7 @@ import re
 import sqlite3
 import warnings
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from search.errors import UserError, database_error
+from search.resumption import RetryStaleTrials
 from search.retrying import lost_connection, retrying
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
@@ -189,14 +190,16 @@ def check_storage(url: str) -> None:
 
 def open_storage(
     url: str, *, create: bool, heartbeat: tuple[int, int, int] | None = None,
-    wait: float = 0.0,
+    wait: float = 0.0, drop_checkpoint: Callable[[int], None] | None = None,
 ) -> HpsearchStorage:
     """Open the storage at ``url`` after checking that it can be reached.
 
     With ``create=False`` (reading commands) a storage that does not exist yet is an error
     rather than being created empty. ``heartbeat`` is (interval, grace period, retries): a
     running trial whose worker stops beating for the grace period is failed by the next worker
-    that looks, and run again with the same parameters up to ``retries`` times. A database that
+    that looks, and run again with the same parameters up to ``retries`` times
+    (``search.resumption``; past that, ``drop_checkpoint`` is given the number of the
+    lineage's first try). A database that
     drops the connection while the storage is opened is tried again for ``wait`` seconds.
 
     Raises:
@@ -207,7 +210,8 @@ def open_storage(
     parsed = _parse(url)
     shown = redact(url)
     _check_path(parsed, shown, create=create)
-    return retrying(lambda: _open(url, parsed, create=create, heartbeat=heartbeat),
+    return retrying(lambda: _open(url, parsed, create=create, heartbeat=heartbeat,
+                                  drop_checkpoint=drop_checkpoint),
                     wait, f"cannot open storage {shown!r}")
 
 
@@ -246,8 +250,8 @@ def _inspect(parsed: URL, shown: str, *, create: bool) -> bool:
     return False
 
 
-def _open(url: str, parsed: URL, *, create: bool,
-          heartbeat: tuple[int, int, int] | None) -> HpsearchStorage:
+def _open(url: str, parsed: URL, *, create: bool, heartbeat: tuple[int, int, int] | None,
+          drop_checkpoint: Callable[[int], None] | None = None) -> HpsearchStorage:
     shown = redact(url)
     path = _sqlite_path(parsed)
     kwargs = _engine_kwargs(parsed)
@@ -262,9 +266,7 @@ def _open(url: str, parsed: URL, *, create: bool,
                 interval, grace, retries = heartbeat
                 options = dict(
                     heartbeat_interval=interval, grace_period=grace,
-                    heartbeat_stale_trial_callback=(
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
-                    ),
+                    heartbeat_stale_trial_callback=RetryStaleTrials(retries, drop_checkpoint),
                 )
             with _schema_lock(parsed, kwargs, needed=create):
                 return HpsearchStorage(url, engine_kwargs=kwargs, **options)

@@ -18,9 +18,11 @@ from optuna.trial import TrialState
 
 from search import optuna_ids
 from search.artifact_store import open_store, resolve_location
+from search.checkpoint_store import open_checkpoints
 from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
 
 if TYPE_CHECKING:
+    from objectives.checkpoints import CheckpointStore
     from objectives.data import Dataset
     from objectives.mlp import TrainingOutcome
     from search.studyfile import StudyFile
@@ -36,6 +38,7 @@ class TrialArtifacts:
         self.spec = spec
         self.store: Any = None
         self.location = location
+        self._checkpoints: CheckpointStore | None = None
         self.keep_models = spec.artifacts.keep_models
         self.maximize = spec.study.resolved_direction == "maximize"
 
@@ -46,6 +49,15 @@ class TrialArtifacts:
             UserError: as :func:`open_store`.
         """
         self.store = open_store(self.location)
+
+    def checkpoints(self) -> CheckpointStore | None:
+        """The study's checkpoints, beside its artifacts (``search.checkpoint_store``); None
+        when ``checkpoint_every = 0``."""
+        if not self.spec.training.checkpoint_every:
+            return None
+        if self._checkpoints is None:
+            self._checkpoints = open_checkpoints(self.location, self.store, self.spec.name)
+        return self._checkpoints
 
     def tensorboard_dir(self) -> Path:
         """One folder per study, a subfolder per trial: ``tensorboard --logdir`` on it shows

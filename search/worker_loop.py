@@ -20,6 +20,7 @@ from search.budget_lock import BudgetLock
 from search.heartbeats import UnbeatenTrials
 from search import recycling
 from search.recycling import MemoryWatch
+from search.resumption import requeue_interrupted
 from search.retrying import cause, retrying
 from search.storage import engine_kwargs
 from search.studyfile import StudyFile
@@ -134,6 +135,9 @@ class WorkerLoop:
         interrupts.check()  # a stop requested while the last trial ended starts no new one
         self.lock.acquire()
         try:
+            # Trials stopped by Ctrl-C or SIGTERM run again first, from their checkpoints.
+            for number in requeue_interrupted(self.study):
+                logger.info("trial %d was interrupted: queued to run again", number)
             if target is not None:
                 counts = self._counts()
                 if sum(counts[s] for s in FINISHED) + counts[TrialState.RUNNING] >= target:

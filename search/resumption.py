@@ -1,0 +1,90 @@
+"""Trials run again after their worker died or was stopped: queued with their own parameters
+before the sampler proposes anything new, to carry on from their checkpoint.
+
+A retry is a WAITING trial with the parameters and distributions of the trial it carries on,
+the user attributes it was queued with (label, warm start, epochs), ``resumes`` (that trial's
+number) and ``first_try`` (the lineage's first trial, whose seed and checkpoint every retry
+uses), and Optuna's own system attributes of a retry (``failed_trial``, ``retry_history``), so
+that ``optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number`` and
+``retry_history`` read it as Optuna's retries.
+
+Two kinds of failed trials are retried:
+
+- a trial whose worker stopped beating (killed, preempted, cut off from the database): by
+  :class:`RetryStaleTrials`, the storage's heartbeat callback, up to ``max_retry`` times;
+  past that its checkpoint is deleted;
+- a trial stopped by Ctrl-C or SIGTERM (``stop_reason = "interrupted"``): by
+  :func:`requeue_interrupted` when a worker of the study next looks for a trial, as often as
+  it is stopped (a stop is the user's, not the trial's).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives.config import FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMES_ATTR
+
+logger = logging.getLogger(__name__)
+
+# The user attributes a trial is queued with (search.studies); the rest are results.
+QUEUED_ATTRS = ("label", "warm_start", MAX_EPOCHS_ATTR)
+
+
+def first_try(trial: FrozenTrial) -> int:
+    """The number of the first trial of ``trial``'s lineage (itself if it is no retry)."""
+    value = trial.system_attrs.get("failed_trial", trial.number)
+    return int(value) if isinstance(value, int) else trial.number
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
+    """Queue a retry of ``failed``, before anything the sampler proposes."""
+    first = first_try(failed)
+    user_attrs: dict[str, Any] = {k: failed.user_attrs[k] for k in QUEUED_ATTRS
+                                  if k in failed.user_attrs}
+    user_attrs.update({RESUMES_ATTR: failed.number, FIRST_TRY_ATTR: first})
+    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+        user_attrs=user_attrs,
+        system_attrs={"failed_trial": first, "retry_history": history},
+    ))
+
+
+class RetryStaleTrials:
+    """The storage's heartbeat callback: a trial whose worker stopped beating is queued again
+    up to ``max_retry`` times (as ``optuna.storages.RetryHeartbeatStaleTrialCallback``);
+    past that, ``drop`` deletes its lineage's checkpoint."""
+
+    def __init__(self, max_retry: int, drop: Callable[[int], None] | None = None) -> None:
+        self.max_retry = max_retry
+        self.drop = drop
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if len(trial.system_attrs.get("retry_history", [])) < self.max_retry:
+            requeue(study, trial)
+        elif self.drop is not None:
+            try:
+                self.drop(first_try(trial))
+            except Exception as exc:  # a store that fails leaves a file, not a broken search
+                logger.warning("checkpoint of trial %d not deleted: %s: %s", first_try(trial),
+                               type(exc).__name__, exc)
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue a retry of every trial stopped by Ctrl-C or SIGTERM that has none yet; the
+    numbers of the trials queued again. Call it under the study's budget lock."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for trial in trials
+               for number in trial.system_attrs.get("retry_history", [])}
+    queued = []
+    for trial in trials:
+        if (trial.state == TrialState.FAIL and trial.number not in retried
+                and trial.user_attrs.get("stop_reason") == "interrupted"):
+            requeue(study, trial)
+            queued.append(trial.number)
+    return queued
