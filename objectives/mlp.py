@@ -289,7 +289,8 @@ class MlpObjective:
             raise
         except Exception as exc:  # one trial's failure (OOM, a bad kernel) must not end the search
             logger.debug("trial %d failed", trial.number, exc_info=True)
-            _drop(store, lineage)
+            if not _storage_failure(exc):  # a storage outage: the retry carries on from it
+                _drop(store, lineage)
             _record(trial, {"stop_reason": "error", "fail_reason": f"{type(exc).__name__}: {exc}"})
             return math.nan
         _record(trial, outcome.attributes())
@@ -389,3 +390,15 @@ def _drop(store: CheckpointStore | None, lineage: int) -> None:
     except Exception as exc:
         logger.warning("checkpoint of trial %d not deleted: %s: %s", lineage,
                        type(exc).__name__, exc)
+
+
+def _storage_failure(error: BaseException) -> bool:
+    """Whether ``error`` comes from the study's storage (a database that went away), by its
+    causes and contexts."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, optuna.exceptions.StorageInternalError) or \
+                type(seen).__module__.startswith("sqlalchemy"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -93,7 +93,8 @@ class ArtifactCheckpoints:
             pass
 
 
-def open_checkpoints(location: str, store: Any, study_name: str) -> FolderCheckpoints | ArtifactCheckpoints:
+def open_checkpoints(location: str, store: Any,
+                     study_name: str) -> FolderCheckpoints | ArtifactCheckpoints:
     """The checkpoints of study ``study_name`` in the artifact store at ``location``
     (``store``: that store, opened)."""
     if location.startswith("s3://"):

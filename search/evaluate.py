@@ -1,13 +1,13 @@
 """``hpsearch evaluate``: retrain one trial's configuration and measure it once on the test split.
 
-The trial is retrained from its own seed (the study's seed plus the trial number, as the search
-trained it), either as the search did (training split, early stopping on validation), or with
-``--full-train`` on training plus validation for the number of epochs the trial chose, with its
-learning rate replayed epoch by epoch. The test split is used once, at the end. The figures are
-recorded on the study (``evaluation:<trial number>``, which ``trials``, ``best`` and ``report``
-show) and the files listed on the trial's dashboard page; everything is also written to a
-folder: the model (``model.keras``, which takes raw uint8 images), the curves, the confusion
-matrix, the classification report and ``metrics.json``.
+The trial is retrained from its own seed (the study's seed plus the trial number, or for a retry
+its first try's number, as the search trained it), either as the search did (training split,
+early stopping on validation), or with ``--full-train`` on training plus validation for the
+number of epochs the trial chose, with its learning rate replayed epoch by epoch. The test split
+is used once, at the end. The figures are recorded on the study (``evaluation:<trial number>``,
+which ``trials``, ``best`` and ``report`` show) and the files listed on the trial's dashboard
+page; everything is also written to a folder: the model (``model.keras``, which takes raw uint8
+images), the curves, the confusion matrix, the classification report and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
     from objectives.mlp import train, train_on_all
     from objectives.session import fresh_session
     from objectives.space import suggest
-    from objectives.config import MAX_EPOCHS_ATTR
+    from objectives.config import FIRST_TRY_ATTR, MAX_EPOCHS_ATTR
 
     try:
         dataset = load_dataset(spec.data, spec.study.seed)
@@ -141,7 +141,8 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
     params = suggest(optuna.trial.FixedTrial(trial.params), spec.space)
     started = time.perf_counter()
     with interrupts.deferred(), fresh_session():  # Ctrl-C ends training at its next step
-        keras.utils.set_random_seed(spec.study.seed + trial.number)
+        lineage = int(trial.user_attrs.get(FIRST_TRY_ATTR, trial.number))  # a retry's: its first
+        keras.utils.set_random_seed(spec.study.seed + lineage)
         if full_train:
             history = trial.user_attrs.get("history", {})
             outcome = train_on_all(params, dataset, spec.training, epochs=epochs,

@@ -60,6 +60,14 @@ def _how_ended(trial: FrozenTrial) -> str:
     return str(trial.user_attrs.get("stop_reason", trial.state.name.lower()))
 
 
+def _resumed(attrs: dict[str, Any]) -> str:
+    """``9@12``: this trial carried on trial 9 from the 12 epochs its checkpoint held (``9@0``:
+    it started over); empty for a trial that carried nothing on."""
+    if "resumes" not in attrs:
+        return ""
+    return f"{attrs['resumes']}@{attrs.get('resumed_at_epoch', 0)}"
+
+
 def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     """The trials table: one row per trial, every parameter and recorded metric."""
     trials = study.get_trials(deepcopy=False)
@@ -70,7 +78,7 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
                 param_names.append(name)
     evaluated = evaluations(study)
     header = ["number", "label", "state", "value", *METRIC_ATTRS, "evaluated_test_accuracy",
-              "n_params", "epochs", "seconds", "ended", *param_names]
+              "n_params", "epochs", "seconds", "ended", "resumes", *param_names]
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
@@ -80,7 +88,8 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
             *(_fmt(attrs.get(name)) for name in METRIC_ATTRS),
             _fmt(evaluated.get(trial.number, {}).get("test_accuracy")),
             _fmt(attrs.get("n_params")), _fmt(attrs.get("epochs_run")), _age(trial),
-            _how_ended(trial), *(_fmt(trial.params.get(name)) for name in param_names),
+            _how_ended(trial), _resumed(attrs),
+            *(_fmt(trial.params.get(name)) for name in param_names),
         ])
     return header, rows
 

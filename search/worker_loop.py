@@ -135,9 +135,6 @@ class WorkerLoop:
         interrupts.check()  # a stop requested while the last trial ended starts no new one
         self.lock.acquire()
         try:
-            # Trials stopped by Ctrl-C or SIGTERM run again first, from their checkpoints.
-            for number in requeue_interrupted(self.study):
-                logger.info("trial %d was interrupted: queued to run again", number)
             if target is not None:
                 counts = self._counts()
                 if sum(counts[s] for s in FINISHED) + counts[TrialState.RUNNING] >= target:
@@ -154,6 +151,9 @@ class WorkerLoop:
                     self.lock.release()
                     time.sleep(POLL_S)  # a running trial may still fail and free its slot
                     return True
+            # Trials stopped by Ctrl-C or SIGTERM run again first, from their checkpoints.
+            for number in requeue_interrupted(self.study):
+                logger.info("trial %d was interrupted: queued to run again", number)
             # The budget is safe once the new trial is RUNNING in the storage: the lock goes
             # when the objective starts, before its first suggestion (Optuna samples a trial's
             # relative parameters then, not when it creates the trial).

@@ -4,7 +4,8 @@ upgrade could change it): one warning, the plain path, and trials still complete
 The internals and what each falls back to: the fused optimizer update (``objectives/speed.py``:
 Keras's own update), the gradient-registry cleanup (``objectives/session.py``: entries kept),
 Optuna's study and trial ids (``search/optuna_ids.py``: nothing listed on the dashboard after a
-trial).
+trial), the state of Keras's callbacks that checkpoints restore (``objectives/checkpoints.py``:
+no checkpoints).
 The one read of Optuna's tables (``search/heartbeats.py``) is forced to its fallback in
 ``tests/test_workers.py``; the storage itself uses Optuna's public API only.
 """
@@ -18,14 +19,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from objectives import session, speed
+from objectives import checkpoints, session, speed
 from search import optuna_ids
 
 
 @pytest.fixture
 def checks_again() -> Iterator[None]:
     """The start-up checks run once per process: run them again for this test and after it."""
-    checks = (speed.fused_update_supported, session._gradient_registry, optuna_ids.supported)
+    checks = (speed.fused_update_supported, session._gradient_registry, optuna_ids.supported,
+              checkpoints.callback_state_supported)
     for check in checks:
         check.cache_clear()
     yield
@@ -98,3 +100,19 @@ def test_an_optuna_without_the_study_and_trial_ids_runs_trials_without_dashboard
     stored = study._storage.get_study_system_attrs(study._study_id)
     assert not [key for key in stored if key.startswith(DASHBOARD_PREFIX)]
     assert len(_warnings(caplog, "study and trial ids are not where hpsearch expects")) == 1
+
+
+def test_a_keras_whose_callbacks_keep_their_state_elsewhere_trains_without_checkpoints(
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(checkpoints, "EARLY_STOPPING_STATE",
+                        (*checkpoints.EARLY_STOPPING_STATE, "patience_left"))
+    saved: list[int] = []
+    monkeypatch.setattr("search.checkpoint_store.FolderCheckpoints.save",
+                        lambda self, key, data: saved.append(key))
+    study = _two_trials(write_study, tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert saved == []
+    assert _warnings(caplog, "checkpoints are off") == [
+        "checkpoints are off: this Keras has no EarlyStopping.patience_left; trials that are "
+        "interrupted start again at epoch 1"]

@@ -1,0 +1,187 @@
+"""Trials that survive, with real processes on SQLite and PostgreSQL: a worker killed with
+SIGKILL, stopped with SIGTERM or Ctrl-C mid-trial has its trial carried on by the next worker
+from the epoch its checkpoint holds, to the history of the same trial run in one go; the study
+ends with exactly N finished trials and no checkpoint left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import wait_for
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from objectives.checkpoints import CheckpointError, TrainingState
+
+HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
+
+# Every parameter fixed: every trial trains the same network, its seed set by its number (a
+# retry's: its first try's), so trial 0 of any run of this file is the same training.
+STUDY = """
+[study]
+name = "resume"
+n_trials = {n_trials}
+seed = 5
+warm_start = false
+
+[sampler]
+type = "random"
+
+[pruner]
+type = "none"
+
+[data]
+dataset = "stub"
+
+[training]
+max_epochs = 12
+early_stopping_patience = 12
+precision = "float32"
+
+[workers]
+heartbeat_interval = 1
+grace_period = 4
+max_retry = 1
+storage_wait = 60
+
+[space]
+n_layers = 1
+units = 256
+activation = "relu"
+batch_norm = true
+dropout = 0.1
+l2 = 1e-5
+initializer = "he_normal"
+optimizer = "adam"
+learning_rate = 0.001
+batch_size = 64
+"""
+
+
+def _env(url: str, artifacts: Path) -> dict[str, str]:
+    return {**os.environ, "HPSEARCH_STORAGE": url, "HPSEARCH_ARTIFACTS": str(artifacts),
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _interruptible() -> None:
+    """Ctrl-C's default in the child: a shell that starts the suite in the background gives
+    its processes SIGINT ignored (and hpsearch then rightly keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(command: str, study_file: Path, url: str, artifacts: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([HPSEARCH, command, str(study_file), "--threads", "1"],
+                            env=_env(url, artifacts), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
+
+
+def _finish(process: subprocess.Popen[str], seconds: float = 300) -> str:
+    try:
+        _, stderr = process.communicate(timeout=seconds)
+    finally:
+        process.kill()
+    return stderr
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name="resume", storage=url).trials
+    except KeyError:
+        return []
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    try:
+        return TrainingState.from_bytes(path.read_bytes()).epoch
+    except (OSError, CheckpointError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]]:
+    """Trial 0's history, run in one go."""
+    folder = tmp_path_factory.mktemp("reference")
+    study_file = folder / "study.toml"
+    study_file.write_text(STUDY.format(n_trials=1), encoding="utf-8")
+    url = f"sqlite:///{folder / 'reference.db'}"
+    process = _start("run", study_file, url, folder / "artifacts")
+    errors = _finish(process)
+    assert process.returncode == 0, errors
+    (trial,) = _trials(url)
+    return trial.user_attrs["history"]
+
+
+def _stop_mid_trial(process: subprocess.Popen[str], checkpoint: Path, how: signal.Signals,
+                    ) -> int:
+    """Stop ``process`` with ``how`` once trial 0's checkpoint holds 3 epochs or more; the
+    epochs it holds when the process has ended."""
+    wait_for(lambda: _checkpoint_epoch(checkpoint) >= 3, 180, "a checkpoint of 3 epochs")
+    process.send_signal(how)
+    process.communicate(timeout=120)
+    epoch = _checkpoint_epoch(checkpoint)
+    assert 3 <= epoch < 12, "the trial ended before it could be stopped"
+    return epoch
+
+
+def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
+                    reference: dict[str, list[float]], n_trials: int) -> None:
+    trials = _trials(url)
+    assert trials[0].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("resumes") == retry_of]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["first_try"] == 0
+    assert retry.user_attrs["resumed_at_epoch"] == stopped
+    assert retry.params == trials[0].params
+    assert retry.user_attrs["history"] == reference  # every epoch counted once
+    assert retry.user_attrs["epochs_run"] == 12
+    assert sorted(retry.intermediate_values) == list(range(12))  # the whole curve
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert list((artifacts / "checkpoints").rglob("*.npz")) == []
+
+
+def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
+    write_study: Callable[..., Path], storage_url: str, tmp_path: Path,
+    reference: dict[str, list[float]],
+) -> None:
+    study_file = write_study(STUDY.format(n_trials=2))
+    artifacts = tmp_path / "artifacts"
+    checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
+    victim = _start("worker", study_file, storage_url, artifacts)
+    stopped = _stop_mid_trial(victim, checkpoint, signal.SIGKILL)
+    survivor = _start("worker", study_file, storage_url, artifacts)
+    errors = _finish(survivor)
+    assert survivor.returncode == 0, errors
+    retry = next(t for t in _trials(storage_url) if t.user_attrs.get("resumes") == 0)
+    assert f"trial {retry.number} resumes trial 0 at epoch {stopped + 1} of 12" in errors
+    _assert_resumed(storage_url, artifacts, stopped, 0, reference, 2)
+
+
+@pytest.mark.parametrize(("command", "how", "backend"), [
+    ("worker", signal.SIGTERM, "sqlite"), ("run", signal.SIGINT, "postgresql")])
+def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
+    write_study: Callable[..., Path], tmp_path: Path, command: str, how: signal.Signals,
+    backend: str, request: pytest.FixtureRequest, reference: dict[str, list[float]],
+) -> None:
+    url = (f"sqlite:///{tmp_path / 'studies.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    study_file = write_study(STUDY.format(n_trials=1))
+    artifacts = tmp_path / "artifacts"
+    checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
+    first = _start(command, study_file, url, artifacts)
+    stopped = _stop_mid_trial(first, checkpoint, how)
+    assert first.returncode == 128 + how
+    assert _trials(url)[0].user_attrs["stop_reason"] == "interrupted"
+    again = _start(command, study_file, url, artifacts)
+    errors = _finish(again)
+    assert again.returncode == 0, errors
+    assert "trial 0 was interrupted: queued to run again" in errors
+    assert f"trial 1 resumes trial 0 at epoch {stopped + 1} of 12" in errors
+    _assert_resumed(url, artifacts, stopped, 0, reference, 1)
