@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/checkpoint_cost.py [--rounds 3] [--epochs 4]
 
 Both contenders are ``objectives.mlp.train`` with a study's default training settings (as every
 trial runs), one with ``checkpoint_every = 0``, one with ``checkpoint_every = 1`` writing to a
-real checkpoint folder (``search.checkpoint_store.FolderCheckpoints``, flushed to disk, renamed
+real checkpoint folder (``search.checkpoint_store.FolderCheckpoints``: written beside, renamed
 into place) on this machine's disk. Printed: the median seconds per epoch of each (each run's
 first epoch, which traces, not counted), the median seconds each checkpoint took to capture and
 write (timed around the store's ``save``, plus the capture), the checkpoint's size, and the
@@ -133,7 +133,7 @@ def main() -> None:
             f"Command: `{command()}`  ",
             f"Machine: {machine()}", "",
             "The deep reference MLP with the default training settings, a checkpoint after every "
-            "epoch to a folder on this machine's disk (flushed, renamed into place) beside the "
+            "epoch to a folder on this machine's disk (written beside, renamed into place) beside the "
             f"same training without, alternating fresh processes, {args.rounds} rounds of "
             f"{args.epochs} epochs (the first of each run not counted).", "",
             "| | s/epoch | one checkpoint | size | share of an epoch |",

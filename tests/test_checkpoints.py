@@ -22,7 +22,7 @@ from objectives.data import CIFAR10_CLASSES, Dataset
 from objectives.keras_setup import keras
 from objectives.mlp import train
 from objectives.session import fresh_session
-from search.checkpoint_store import FolderCheckpoints
+from search.checkpoint_store import ArtifactCheckpoints, FolderCheckpoints
 
 PARAMS: dict[str, Any] = {
     "n_layers": 2, "units_l0": 48, "units_l1": 24, "activation": "relu", "batch_norm": True,
@@ -65,7 +65,7 @@ def test_training_resumed_at_epoch_k_ends_as_the_training_run_in_one_go(
     params = {**PARAMS, "optimizer": optimizer}
     whole, saved = _train(dataset, params, training)
     assert sorted(saved) == [1, 2, 3, 4, 5, 6]
-    for k in (2, 5):
+    for k in (2, 5, 6):  # 6: killed after training, before the trial was recorded
         resumed, _ = _train(dataset, params, training, read_state(saved[k], params))
         history, best, stop, extra, weights = resumed
         assert history == whole[0]  # every epoch, the learning rate included
@@ -151,7 +151,7 @@ def test_a_failing_store_costs_the_checkpoint_not_the_training(
 WRITER = """
 import sys
 from pathlib import Path
-from search.checkpoint_store import FolderCheckpoints
+from search.checkpoint_store import ArtifactCheckpoints, FolderCheckpoints
 store = FolderCheckpoints(Path(sys.argv[1]))
 for i in range(10**6):
     store.save(7, bytes([i % 251]) * 50_000_000)
@@ -171,3 +171,80 @@ def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path
     assert store.keys() == [7]  # beside it, at most a temporary file, never a second checkpoint
     store.drop(7)
     assert store.load(7) is None and store.keys() == []
+
+
+def test_checkpoints_in_an_optuna_artifact_store_are_saved_replaced_read_and_dropped(
+        tmp_path: Path) -> None:
+    """The protocol S3 checkpoints use (``optuna.artifacts.Boto3ArtifactStore``), here on
+    Optuna's file-system store, which keeps the same protocol."""
+    import optuna
+
+    (tmp_path / "checkpoints" / "study").mkdir(parents=True)  # S3 keys need no folders
+    store = ArtifactCheckpoints(optuna.artifacts.FileSystemArtifactStore(tmp_path),
+                                "checkpoints/study")
+    assert store.load(3) is None
+    store.save(3, b"first")
+    store.save(3, b"second")
+    assert store.load(3) == b"second"
+    store.drop(3)
+    store.drop(3)  # none left: nothing to do
+    assert store.load(3) is None
+
+
+class _Hooks:
+    """Only the checkpoints of the objective's hooks."""
+
+    def __init__(self, folder: Path) -> None:
+        self.store = FolderCheckpoints(folder)
+
+    def callbacks(self, trial: Any) -> list[Any]:
+        return []
+
+    def after_training(self, *args: Any) -> None:
+        pass
+
+    def checkpoints(self) -> FolderCheckpoints:
+        return self.store
+
+
+@pytest.mark.parametrize(("damage", "why"), [
+    (lambda data: data[:100], "is not used: unreadable"),
+    (lambda data: data, "is not used: of other parameters"),
+    (None, "left no checkpoint"),
+], ids=["partial", "other-parameters", "none"])
+def test_a_retry_whose_checkpoint_cannot_be_used_starts_at_epoch_1_with_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Any, why: str) -> None:
+    import optuna
+
+    from objectives.config import DataConfig
+    from objectives.mlp import create_objective
+    from objectives.space import SearchSpace, suggest
+    from search.resumption import requeue
+
+    hooks = _Hooks(tmp_path)
+    space = SearchSpace.model_validate({"n_layers": 1, "units": 16, "batch_size": 128,
+                                        "optimizer": "adam"})
+    objective = create_objective(
+        space=space, data=DataConfig(dataset="stub"), metric="val_accuracy", seed=0,
+        hooks=hooks, training=TrainingConfig(max_epochs=2, early_stopping_patience=2))
+    study = optuna.create_study(direction="maximize")
+    stopped = study.ask()  # trial 0, whose worker died after its checkpoint below
+    suggest(stopped, space)
+    if damage is not None:
+        state = TrainingState(params={"n_layers": 2}, epoch=1, stopped=False, history={},
+                              seconds=[], order_seed=0, early_stopping={}, plateau={},
+                              model_values=[], optimizer_values=[])
+        hooks.store.save(0, damage(state.to_bytes()))
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    requeue(study, study.trials[0])
+    with caplog.at_level(logging.WARNING):
+        study.optimize(objective, n_trials=1)
+    retry = study.trials[1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["resumes"] == 0 and retry.user_attrs["resumed_at_epoch"] == 0
+    assert retry.user_attrs["epochs_run"] == 2  # from epoch 1
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name.startswith("objectives")]
+    assert len(warnings) == 1 and warnings[0].startswith("trial 1 starts at epoch 1: ")
+    assert why in warnings[0]
+    assert hooks.store.load(0) is None  # the retry ended: its lineage's checkpoint is gone
