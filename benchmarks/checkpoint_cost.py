@@ -132,10 +132,12 @@ def main() -> None:
             "## Checkpoint cost (`benchmarks/checkpoint_cost.py`)", "",
             f"Command: `{command()}`  ",
             f"Machine: {machine()}", "",
-            "The deep reference MLP with the default training settings, a checkpoint after every "
-            "epoch to a folder on this machine's disk (written beside, renamed into place) beside the "
-            f"same training without, alternating fresh processes, {args.rounds} rounds of "
-            f"{args.epochs} epochs (the first of each run not counted).", "",
+            "The deep reference MLP with the default training settings, a checkpoint after "
+            "every epoch to a folder on this machine's disk (written beside, renamed into place) "
+            "beside the same training without, alternating fresh processes, "
+            f"{args.rounds} rounds of {args.epochs} epochs (the first of each run not "
+            "counted). The checkpoint is written after the epoch's clock stops: its own time is "
+            "the column \"one checkpoint\".", "",
             "| | s/epoch | one checkpoint | size | share of an epoch |",
             "| --- | --- | --- | --- | --- |",
             f"| checkpoints off | {off:.3f} | | | |",

@@ -19,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from objectives.checkpoints import CheckpointError, TrainingState
+from search.evaluate import evaluations
 
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
@@ -185,3 +186,13 @@ def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
     assert "trial 0 was interrupted: queued to run again" in errors
     assert f"trial 1 resumes trial 0 at epoch {stopped + 1} of 12" in errors
     _assert_resumed(url, artifacts, stopped, 0, reference, 1)
+    if backend == "sqlite":  # once: evaluate retrains the resumed trial as it was configured
+        evaluated = subprocess.run(
+            [HPSEARCH, "evaluate", "--study", "resume", "--trial", "1", "--output",
+             str(tmp_path / "evaluated")], env=_env(url, artifacts), capture_output=True,
+            text=True, timeout=300)
+        assert evaluated.returncode == 0, evaluated.stderr
+        retry = _trials(url)[1]
+        study = optuna.load_study(study_name="resume", storage=url)
+        assert evaluations(study)[1]["test_accuracy"] == pytest.approx(
+            retry.user_attrs["test_accuracy"], abs=1e-6)
