@@ -50,7 +50,6 @@ class TrainingOutcome:
     stop_reason: str = "completed"
     fail_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    checkpointer: Checkpointer | None = None
 
     @property
     def best_index(self) -> int | None:
@@ -152,8 +151,7 @@ def train(
         resume=resume)
     callbacks.append(checkpointer)  # last: it restores and saves the others' state
     first = 0 if resume is None else min(resume.epoch, epochs)
-    outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric,
-                              checkpointer=checkpointer)
+    outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
     try:
         model.fit(
             batches(dataset.x_train, dataset.y_train, int(params["batch_size"]), shuffle=True,
