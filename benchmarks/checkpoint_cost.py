@@ -19,17 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from train_throughput import PARAMS, _data  # noqa: E402  (the same reference MLP and data)
+from train_throughput import PARAMS, _data, run_one  # noqa: E402  (the same MLP, data, runs)
 
 CONTENDERS = ("checkpoints off", "checkpoints on")
 
@@ -80,16 +80,6 @@ def train_epochs(contender: str, epochs: int, path: str | None) -> dict[str, obj
     return {"seconds": outcome.recorder.seconds, "saves": saves, "bytes": sizes}
 
 
-def run_one(contender: str, epochs: int, path: str | None) -> dict[str, list[float]]:
-    command = [sys.executable, __file__, "--one", contender, "--epochs", str(epochs)]
-    if path:
-        command += ["--data-path", path]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise SystemExit(f"{contender} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -111,7 +101,7 @@ def main() -> None:
     sizes: list[float] = []
     for round_number in range(args.rounds):
         for contender in CONTENDERS:
-            result = run_one(contender, args.epochs, args.data_path)
+            result: Any = run_one(contender, args.epochs, args.data_path, script=__file__)
             measured = [float(s) for s in result["seconds"]][1:]
             epochs[contender] += measured
             saves += [float(s) for s in result["saves"]]

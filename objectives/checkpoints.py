@@ -192,7 +192,6 @@ class Checkpointer(keras.callbacks.Callback):
         self._save, self.every, self.trial_params = save, every, params
         self.order_seed, self.recorder = order_seed, recorder
         self.early_stopping, self.plateau, self.resume = early_stopping, plateau, resume
-        self.saved_epoch = 0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         state = self.resume
@@ -209,7 +208,6 @@ class Checkpointer(keras.callbacks.Callback):
             setattr(self.plateau, name, state.plateau[name])
         self.recorder.history = {k: list(v) for k, v in state.history.items()}
         self.recorder.seconds = list(state.seconds)
-        self.saved_epoch = state.epoch
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         done = epoch + 1
@@ -217,7 +215,6 @@ class Checkpointer(keras.callbacks.Callback):
             return
         try:
             self._save(self.state(done).to_bytes())
-            self.saved_epoch = done
         except Exception as exc:  # a full disk, a bucket gone: the trial trains on
             logger.warning("checkpoint not saved, this trial goes on without one: %s: %s",
                            type(exc).__name__, exc)

@@ -11,6 +11,7 @@ replaced whole or not at all). ``N`` is the number of the lineage's first try
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -76,8 +77,6 @@ class ArtifactCheckpoints:
         return f"{self.prefix}/{_name(key)}"
 
     def save(self, key: int, data: bytes) -> None:
-        import io
-
         self.store.write(self._id(key), io.BytesIO(data))
 
     def load(self, key: int) -> bytes | None:

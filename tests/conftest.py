@@ -9,6 +9,7 @@ failure.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import textwrap
 import time
@@ -94,6 +95,13 @@ def _postgres_database() -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def interruptible() -> None:
+    """Ctrl-C as at a terminal, for a child process (``preexec_fn``). A test run started in
+    the background (``cmd &``, nohup) hands its processes SIGINT ignored, and hpsearch then
+    rightly keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:

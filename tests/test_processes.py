@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import wait_for
+from conftest import interruptible, wait_for
 
 import optuna
 import pytest
@@ -52,11 +52,6 @@ def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
-def _interruptible() -> None:
-    """Ctrl-C as at a terminal. A test run started in the background (``cmd &``, nohup) hands
-    its processes SIGINT ignored, and hpsearch then rightly keeps ignoring it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_trial_leaves_a_resumable_study(
@@ -66,7 +61,7 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
     study_file = write_study(SLOW_STUDY)
     worker = subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=_interruptible)
+                              preexec_fn=interruptible)
     try:
         wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                               for t in _trials(url)), 120, "a trial in the middle of training")
@@ -129,7 +124,7 @@ def test_dashboard_answers_on_its_address(
     port = _free_port()
     server = subprocess.Popen([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=_interruptible)
+                              preexec_fn=interruptible)
     try:
         def answers() -> bool:
             try:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import wait_for
+from conftest import interruptible, wait_for
 
 import optuna
 import pytest
@@ -71,16 +71,11 @@ def _env(url: str, artifacts: Path) -> dict[str, str]:
             "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def _interruptible() -> None:
-    """Ctrl-C's default in the child: a shell that starts the suite in the background gives
-    its processes SIGINT ignored (and hpsearch then rightly keeps ignoring it)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 def _start(command: str, study_file: Path, url: str, artifacts: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([HPSEARCH, command, str(study_file), "--threads", "1"],
                             env=_env(url, artifacts), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
 
 
 def _finish(process: subprocess.Popen[str], seconds: float = 300) -> str:
