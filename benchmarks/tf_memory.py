@@ -10,7 +10,9 @@ trial. Each trial builds, compiles and fits an MLP for 2 epochs on 2,000 stub im
 ``objectives.session.fresh_session`` (Keras's ``clear_session`` and the gradient-registry
 cleanup), then collects garbage; prints the RSS after trials 1, 10, 20, 30 and the growth from
 trial 10. ``--clear-kernel-cache`` also clears TensorFlow's eager kernel cache and
-``--malloc-trim`` hands freed heap back to the system after every trial.
+``--malloc-trim`` hands freed heap back to the system after every trial; ``--reset-context``
+replaces TensorFlow's eager context (its devices and their resource managers) after every
+trial.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--clear-kernel-cache", action="store_true")
     parser.add_argument("--malloc-trim", action="store_true")
+    parser.add_argument("--reset-context", action="store_true")
     args = parser.parse_args()
 
     import psutil
@@ -70,6 +73,10 @@ def main() -> None:
             from tensorflow.python.eager import context
 
             context.context().clear_kernel_cache()
+        if args.reset_context:
+            from tensorflow.python.eager import context
+
+            context._reset_context()
         gc.collect()
         if args.malloc_trim:
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -109,10 +109,12 @@ def train_epochs(contender: str, epochs: int, path: str | None) -> list[float]:
     return outcome.recorder.seconds
 
 
-def run_one(contender: str, epochs: int, path: str | None, *,
-            script: str = __file__) -> dict[str, object]:
-    """One contender's run in a fresh process of ``script`` (``--one``), its JSON result."""
-    command = [sys.executable, script, "--one", contender, "--epochs", str(epochs)]
+def run_one(contender: str, epochs: int, path: str | None, *, script: str = __file__,
+            extra: list[str] | None = None) -> dict[str, object]:
+    """One contender's run in a fresh process of ``script`` (``--one``, then ``extra``), its
+    JSON result."""
+    command = [sys.executable, script, "--one", contender, "--epochs", str(epochs),
+               *(extra or [])]
     if path:
         command += ["--data-path", path]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)

@@ -96,7 +96,7 @@ class TrainingState:
             "n_model": len(self.model_values), "n_optimizer": len(self.optimizer_values),
             "n_best": None if self.best_weights is None else len(self.best_weights),
         }
-        arrays = {f"model_{i}": v for i, v in enumerate(self.model_values)}
+        arrays: dict[str, Any] = {f"model_{i}": v for i, v in enumerate(self.model_values)}
         arrays.update({f"optimizer_{i}": v for i, v in enumerate(self.optimizer_values)})
         arrays.update({f"best_{i}": v for i, v in enumerate(self.best_weights or [])})
         buffer = io.BytesIO()

@@ -1,19 +1,24 @@
 """A worker that starts itself afresh once TensorFlow has kept too much memory.
 
 TensorFlow keeps, for the life of the process, memory that no API gives back (measured with
-``benchmarks/memory.py`` and a reproduction in ``docs/benchmarks.md``):
+``benchmarks/memory.py``, ``benchmarks/tf_memory.py`` and ``benchmarks/tf_retention.py``, a
+reproduction in TensorFlow alone; figures in ``docs/benchmarks.md``):
 
-- each XLA-compiled function stays in the device's compilation cache; the fused optimizer
-  update compiles one per trial, about 11 MB a trial even when every trial has the same
-  shapes;
-- oneDNN's primitive caches keep an entry per new layer shape, about 9 MB a trial of new
-  shapes (none with the same shapes, none with ``TF_ENABLE_ONEDNN_OPTS=0``).
+- each XLA-compiled function stays in the device's compilation cache, which has no eviction
+  (``tensorflow/compiler/jit/device_compilation_cache.h``, tensorflow/tensorflow#64170); the
+  fused optimizer update compiles one per trial, about 10 MB a trial even when every trial has
+  the same shapes. An update that compiles nothing (TensorFlow's fused training kernels) costs
+  a third more time per epoch on the deep reference MLP (``benchmarks/update_kernels.py``);
+- oneDNN's primitive caches keep entries per new layer shape, about 6 MB a trial of new
+  shapes (none with the same shapes, none with ``TF_ENABLE_ONEDNN_OPTS=0``, which gives up
+  oneDNN's bfloat16 and float32 matrix products).
 
 Neither is reachable from Python (``clear_session``, garbage collection, clearing the eager
 kernel cache and ``malloc_trim`` release none of it). So a worker watches its resident memory
-and, once it has grown by ``[workers] max_memory_growth`` MB since the end of its first trial,
-starts no more trials and replaces itself with a fresh process of the same command (``exec``:
-the same process id, terminal and arguments); the study, in the storage, goes on.
+and, once it has grown by ``[workers] max_memory_growth`` MB (default 256) since the end of its
+first trial, starts no more trials and replaces itself with a fresh process of the same command
+(``exec``: the same process id, terminal and arguments; about 3-5 s); the study, in the
+storage, goes on.
 """
 
 from __future__ import annotations

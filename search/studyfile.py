@@ -171,7 +171,7 @@ class WorkersSection(_Section):
     storage_wait: float = Field(default=120.0, gt=0)
     # MB a worker may grow by after its first trial before it starts afresh (0: never); see
     # search/recycling.py for what TensorFlow keeps.
-    max_memory_growth: float = Field(default=1024.0, ge=0)
+    max_memory_growth: float = Field(default=256.0, ge=0)
 
     @model_validator(mode="after")
     def _grace_exceeds_interval(self) -> WorkersSection:

@@ -60,10 +60,12 @@ class TrialReporter:
         self.consecutive_failures = 0
         self.stopped_by_failures = False
         self.ran = 0  # trials this process ran; other workers' trials end without calling us
+        self.last: int | None = None  # the number of the last of them
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         logger.info(describe_trial(trial, self.metric))
         self.ran += 1
+        self.last = trial.number
         failed = trial.state == TrialState.FAIL
         self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
         if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:

@@ -79,9 +79,10 @@ class WorkerLoop:
                 if self.reporter.ran > ran:
                     ran = self.reporter.ran
                     if self.memory.after_trial():
-                        logger.info("this worker starts afresh to give back memory: %+.0f MB "
-                                    "since its first trial (max_memory_growth %g MB)",
-                                    self.memory.grown, self.memory.limit_mb)
+                        logger.info("this worker starts afresh to give back memory after trial "
+                                    "%s: %+.0f MB since its first trial (max_memory_growth "
+                                    "%g MB)", self.reporter.last, self.memory.grown,
+                                    self.memory.limit_mb)
                         self.restart = True
                         recycling.hand_on_deadline(deadline)
                         return

@@ -185,10 +185,22 @@ class _SignalMidEpoch:
     epoch, so that the handler runs wherever TensorFlow holds the main thread."""
 
     def callbacks(self, trial: optuna.trial.Trial) -> list[keras.callbacks.Callback]:
+        sent = threading.Event()
+
+        def send() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.set()
+
         class Later(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
                 if epoch == 1:
-                    threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+                    threading.Timer(0.05, send).start()
+
+            def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+                # On a loaded machine the timer may fire late: training waits for the signal
+                # here rather than end first (the stop then comes at the next step).
+                if epoch >= 1:
+                    sent.wait(30)
 
         return [Later()]
 
