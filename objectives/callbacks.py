@@ -73,13 +73,15 @@ class StopOnRequest(keras.callbacks.Callback):
 
 
 def trial_callbacks(
-    training: TrainingConfig, metric: Metric, trial: optuna.trial.BaseTrial | None
+    training: TrainingConfig, metric: Metric, trial: optuna.trial.BaseTrial | None, *,
+    plateau: bool = True,
 ) -> tuple[EpochRecorder, keras.callbacks.EarlyStopping, list[keras.callbacks.Callback]]:
     """The recorder, the early stopping and the full list of callbacks for one training run.
 
     The recorder comes first (after the stop-request check) so the history is complete when
     pruning interrupts ``fit``.
-    Pruning applies only when there is a real Optuna trial to report to.
+    Pruning applies only when there is a real Optuna trial to report to; the plateau
+    reduction only with ``plateau``.
     """
     mode = "max" if direction(metric) == "maximize" else "min"
     recorder = EpochRecorder()
@@ -87,15 +89,12 @@ def trial_callbacks(
         monitor=metric, mode=mode, patience=training.early_stopping_patience,
         restore_best_weights=True,
     )
-    callbacks: list[keras.callbacks.Callback] = [
-        StopOnRequest(),
-        recorder,
-        early_stopping,
-        keras.callbacks.ReduceLROnPlateau(
+    callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder, early_stopping]
+    if plateau:  # a learning-rate schedule (objectives.schedules) owns the rate otherwise
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=metric, mode=mode, patience=training.reduce_lr_patience,
             factor=training.reduce_lr_factor, min_lr=training.min_learning_rate,
-        ),
-    ]
+        ))
     if isinstance(trial, optuna.trial.Trial):
         callbacks.append(KerasPruningCallback(trial, metric, interval=training.pruning_interval))
     return recorder, early_stopping, callbacks

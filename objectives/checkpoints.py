@@ -185,7 +185,7 @@ class Checkpointer(keras.callbacks.Callback):
     def __init__(self, *, save: Callable[[bytes], None] | None, every: int,
                  params: dict[str, Any], order_seed: int, recorder: Any,
                  early_stopping: keras.callbacks.EarlyStopping,
-                 plateau: keras.callbacks.ReduceLROnPlateau,
+                 plateau: keras.callbacks.ReduceLROnPlateau | None,
                  resume: TrainingState | None = None) -> None:
         super().__init__()
         # (not self.params: Keras sets that to fit's own parameters)
@@ -204,8 +204,9 @@ class Checkpointer(keras.callbacks.Callback):
         for name in EARLY_STOPPING_STATE:
             setattr(self.early_stopping, name, state.early_stopping[name])
         self.early_stopping.best_weights = state.best_weights
-        for name in PLATEAU_STATE:
-            setattr(self.plateau, name, state.plateau[name])
+        if self.plateau is not None:  # None under a schedule (objectives.schedules)
+            for name in PLATEAU_STATE:
+                setattr(self.plateau, name, state.plateau[name])
         self.recorder.history = {k: list(v) for k, v in state.history.items()}
         self.recorder.seconds = list(state.seconds)
 
@@ -228,7 +229,8 @@ class Checkpointer(keras.callbacks.Callback):
             seconds=list(self.recorder.seconds), order_seed=self.order_seed,
             early_stopping={n: _plain(getattr(self.early_stopping, n))
                             for n in EARLY_STOPPING_STATE},
-            plateau={n: _plain(getattr(self.plateau, n)) for n in PLATEAU_STATE},
+            plateau={} if self.plateau is None else
+            {n: _plain(getattr(self.plateau, n)) for n in PLATEAU_STATE},
             model_values=[keras.ops.convert_to_numpy(v) for v in self.model.variables],
             optimizer_values=[keras.ops.convert_to_numpy(v)
                               for v in self.model.optimizer.variables],

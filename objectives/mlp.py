@@ -33,6 +33,7 @@ from objectives.feed import batches, order_seed
 from objectives.keras_setup import keras
 from objectives.model import build_model
 from objectives.optimizers import get_optimizer
+from objectives.schedules import learning_rate, uses_plateau
 from objectives.session import fresh_session
 from objectives.space import SearchSpace, suggest
 from objectives.speed import dtype_policy, fuse_updates, fused_update_supported
@@ -92,22 +93,37 @@ class TrainingOutcome:
 EVAL_BATCH = 1024
 
 
-def compiled_model(params: dict[str, Any], dataset: Dataset,
-                   training: TrainingConfig) -> keras.Model:
-    """The MLP of ``params``, compiled for fast training (see ``objectives.speed``)."""
+def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingConfig, *,
+                   epochs: int | None = None, n_examples: int | None = None) -> keras.Model:
+    """The MLP of ``params``, compiled for fast training (see ``objectives.speed``), its
+    learning-rate schedule laid over ``epochs`` (default ``training.max_epochs``) epochs of
+    ``n_examples`` (default: the training split's) examples."""
     model = build_model(params, dataset.input_shape, dataset.n_classes,
                         dtype_policy=dtype_policy(training.precision))
-    optimizer = get_optimizer(params)
+    steps = -(-(n_examples or len(dataset.x_train)) // int(params["batch_size"]))
+    optimizer = get_optimizer(params, learning_rate(params, steps_per_epoch=steps,
+                                                    epochs=epochs or training.max_epochs))
     if training.fused_optimizer and fused_update_supported():
         fuse_updates(optimizer, model)
+    smoothing = float(params.get("label_smoothing", 0.0))
     model.compile(
         optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
+        # Keras's sparse loss takes no smoothing: with it, labels come one-hot (labels_for)
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
+        else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=training.steps_per_execution,
         jit_compile=False,  # XLA's CPU matrix products are slower than oneDNN's
     )
     return model
+
+
+def labels_for(params: dict[str, Any], y: np.ndarray, n_classes: int) -> np.ndarray:
+    """The labels a configuration's loss takes: class indices, or one-hot rows with label
+    smoothing."""
+    if not float(params.get("label_smoothing", 0.0)):
+        return y
+    return np.eye(n_classes, dtype=np.float32)[y]
 
 
 def train(
@@ -130,8 +146,8 @@ def train(
     exception as ``outcome``); a diverging loss ends the run with ``stop_reason == "nan"``;
     ``CheckpointError`` before any training when ``resume`` does not fit the model.
     """
-    model = compiled_model(params, dataset, training)
     epochs = max_epochs or training.max_epochs
+    model = compiled_model(params, dataset, training, epochs=epochs)
     if resume is not None:
         model.optimizer.build(model.trainable_variables)  # its variables, to check and fill
         check_model(resume, model)
@@ -140,24 +156,28 @@ def train(
             trial.set_user_attr(RESUMED_AT_ATTR, resume.epoch)
             logger.info("trial %d resumes trial %s at epoch %d of %d", trial.number,
                         trial.user_attrs.get(RESUMES_ATTR), resume.epoch + 1, epochs)
-    recorder, early_stopping, callbacks = trial_callbacks(training, metric, trial)
+    recorder, early_stopping, callbacks = trial_callbacks(training, metric, trial,
+                                                          plateau=uses_plateau(params))
     callbacks += extra_callbacks or []
     seed = order_seed() if resume is None else resume.order_seed
     checkpointer = Checkpointer(
         save=save_checkpoint if training.checkpoint_every else None,
         every=max(training.checkpoint_every, 1), params=params, order_seed=seed,
         recorder=recorder, early_stopping=early_stopping,
-        plateau=next(c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)),
+        plateau=next((c for c in callbacks
+                      if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None),
         resume=resume)
     callbacks.append(checkpointer)  # last: it restores and saves the others' state
     first = 0 if resume is None else min(resume.epoch, epochs)
     outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
+    n_classes = dataset.n_classes
     try:
         model.fit(
-            batches(dataset.x_train, dataset.y_train, int(params["batch_size"]), shuffle=True,
-                    seed=seed, first_epoch=first),
+            batches(dataset.x_train, labels_for(params, dataset.y_train, n_classes),
+                    int(params["batch_size"]), shuffle=True, seed=seed, first_epoch=first),
             # inference only: any batch size gives the same result
-            validation_data=batches(dataset.x_val, dataset.y_val, EVAL_BATCH, shuffle=False),
+            validation_data=batches(dataset.x_val, labels_for(params, dataset.y_val, n_classes),
+                                    EVAL_BATCH, shuffle=False),
             initial_epoch=first,
             epochs=first if resume is not None and resume.stopped else epochs,
             shuffle=False,  # the batches come shuffled, a new order every epoch
@@ -176,8 +196,8 @@ def train(
         outcome.stop_reason = "early_stopped"
     # The test split is measured after training, for the record only: nothing selects on it.
     test_loss, test_accuracy = model.evaluate(
-        batches(dataset.x_test, dataset.y_test, EVAL_BATCH, shuffle=False), verbose=0,
-        callbacks=[StopOnRequest()])
+        batches(dataset.x_test, labels_for(params, dataset.y_test, n_classes), EVAL_BATCH,
+                shuffle=False), verbose=0, callbacks=[StopOnRequest()])
     outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
                          test_loss=round(float(test_loss), 6))
     return outcome
@@ -196,22 +216,24 @@ def _report_restored(trial: optuna.trial.BaseTrial | None, state: TrainingState,
 
 def train_on_all(
     params: dict[str, Any], dataset: Dataset, training: TrainingConfig, *, epochs: int,
-    learning_rates: list[float],
+    learning_rates: list[float], planned_epochs: int | None = None,
 ) -> TrainingOutcome:
-    """Train on train plus validation for a fixed number of epochs, replaying the learning rate
-    of each epoch as the trial had it (its plateau reductions), since no validation set is left
-    to decide when to stop or to reduce."""
-    model = compiled_model(params, dataset, training)
+    """Train on train plus validation for a fixed number of epochs, as the trial trained: with
+    a schedule (``objectives.schedules``), the same schedule over the trial's
+    ``planned_epochs`` (default ``training.max_epochs``), epoch for epoch, on the larger
+    epochs' steps; with plateau reductions, the learning rate of each epoch as the trial had
+    it, since no validation set is left to decide when to stop or to reduce."""
+    x = np.concatenate([dataset.x_train, dataset.x_val])
+    y = labels_for(params, np.concatenate([dataset.y_train, dataset.y_val]), dataset.n_classes)
+    model = compiled_model(params, dataset, training, epochs=planned_epochs, n_examples=len(x))
     recorder = EpochRecorder()
     rates = [rate for rate in learning_rates if math.isfinite(rate)]
     callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder]
-    if rates:
+    if rates and uses_plateau(params):
         callbacks.insert(0, keras.callbacks.LearningRateScheduler(
             lambda epoch, current: rates[min(epoch, len(rates) - 1)]))
     model.fit(
-        batches(np.concatenate([dataset.x_train, dataset.x_val]),
-                np.concatenate([dataset.y_train, dataset.y_val]), int(params["batch_size"]),
-                shuffle=True),
+        batches(x, y, int(params["batch_size"]), shuffle=True),
         epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False,  # shuffled batches
     )
     return TrainingOutcome(model=model, recorder=recorder, metric="val_accuracy")

@@ -4,7 +4,9 @@ Every hyperparameter keeps one name everywhere (study file, Optuna storage, dash
 report): ``n_layers``, ``units_l0`` ... ``units_l{n-1}``, ``activation``, ``batch_norm``,
 ``dropout``, ``l2``, ``initializer``, ``optimizer``, ``learning_rate``, ``batch_size`` and the
 optimizer-specific ``weight_decay`` (adamw), ``momentum`` and ``nesterov`` (sgd) and ``rho``
-(rmsprop), which are sampled only when their optimizer is chosen.
+(rmsprop), which are sampled only when their optimizer is chosen; ``lr_schedule`` with its
+``warmup_epochs`` (warmup_cosine, one_cycle) and ``final_lr_fraction`` (every schedule but
+plateau), sampled only when their schedule is chosen; ``label_smoothing``.
 
 In a study file each entry takes one of three forms::
 
@@ -29,7 +31,8 @@ Activation = Literal["relu", "tanh", "gelu", "selu", "elu", "swish", "sigmoid", 
 Initializer = Literal[
     "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform"
 ]
-OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
+OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "nadam", "lion"]
+Schedule = Literal["plateau", "cosine", "warmup_cosine", "one_cycle"]
 
 T = TypeVar("T")
 
@@ -187,6 +190,8 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 BatchSize = Annotated[int, Field(ge=1, le=65536)]
 Rho = Annotated[float, Field(gt=0.0, lt=1.0)]
+Epochs = Annotated[int, Field(ge=1, le=10000)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # Which optimizer each optimizer-specific parameter belongs to.
 OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
@@ -195,6 +200,16 @@ OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
     "nesterov": "sgd",
     "rho": "rmsprop",
 }
+
+# Which learning-rate schedules each schedule parameter belongs to (objectives/schedules.py).
+SCHEDULE_PARAMS: dict[str, tuple[Schedule, ...]] = {
+    "warmup_epochs": ("warmup_cosine", "one_cycle"),
+    "final_lr_fraction": ("cosine", "warmup_cosine", "one_cycle"),
+}
+
+# Entries added after studies were first stored: left out of a stored study's fingerprint
+# while they keep their defaults, so that a study made before them still resumes.
+LATER_ENTRIES = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smoothing")
 
 
 class SearchSpace(BaseModel):
@@ -222,6 +237,25 @@ class SearchSpace(BaseModel):
     momentum: Numeric[Rate] = Numeric[Rate](low=0.0, high=0.99)
     nesterov: Categorical[bool] = Categorical[bool](choices=[True, False])
     rho: Numeric[Rho] = Numeric[Rho](low=0.8, high=0.99)
+    lr_schedule: Categorical[Schedule] = Categorical[Schedule](value="plateau")
+    warmup_epochs: Numeric[Epochs] = Numeric[Epochs](low=1, high=5)
+    final_lr_fraction: Numeric[Fraction] = Numeric[Fraction](low=0.0, high=0.1)
+    label_smoothing: Numeric[Rate] = Numeric[Rate](value=0.0)
+
+    @field_validator("warmup_epochs", "final_lr_fraction")
+    @classmethod
+    def _schedule_is_searched(cls, value: Any, info: ValidationInfo) -> Any:
+        schedules = info.data.get("lr_schedule")
+        if schedules is None:  # the schedule entry itself was invalid; reported there
+            return value
+        owners = SCHEDULE_PARAMS[info.field_name or ""]
+        allowed = [schedules.value] if schedules.value is not None else schedules.choices
+        if not set(owners) & set(allowed):
+            raise ValueError(
+                f"applies only to lr_schedule {' or '.join(map(repr, owners))}, which "
+                f"`lr_schedule` does not allow (it allows {allowed})"
+            )
+        return value
 
     @field_validator("weight_decay", "momentum", "nesterov", "rho")
     @classmethod
@@ -249,6 +283,11 @@ class SearchSpace(BaseModel):
             rows.append((name, getattr(self, name).describe(), ""))
         for name, owner in OPTIMIZER_PARAMS.items():
             rows.append((name, getattr(self, name).describe(), f"optimizer == {owner!r}"))
+        rows.append(("lr_schedule", self.lr_schedule.describe(), ""))
+        for name, owners in SCHEDULE_PARAMS.items():
+            rows.append((name, getattr(self, name).describe(),
+                         f"lr_schedule in {list(owners)!r}"))
+        rows.append(("label_smoothing", self.label_smoothing.describe(), ""))
         return rows
 
     def check(self, params: dict[str, Any]) -> list[str]:
@@ -268,7 +307,10 @@ class SearchSpace(BaseModel):
 
     def fingerprint(self) -> dict[str, Any]:
         """A JSON-able form, stored with the study so that resuming can refuse another space."""
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        dumped = self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        defaults = type(self)().model_dump(mode="json", exclude_none=True)
+        return {name: value for name, value in dumped.items()
+                if name not in LATER_ENTRIES or value != defaults[name]}
 
 
 # The configurations a new study tries first (``[study] warm_start``), decided by
@@ -304,6 +346,8 @@ def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | Non
             allowed = {k: v for k, v in allowed.items() if not re.fullmatch(r"units_l\d+", k)}
         if "optimizer" not in allowed:
             allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
+        if "lr_schedule" not in allowed:
+            allowed = {k: v for k, v in allowed.items() if k not in SCHEDULE_PARAMS}
         if allowed and allowed not in [params for params, _ in starts]:
             starts.append((allowed, epochs))
     return starts
@@ -313,7 +357,8 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]
     """Sample one configuration from ``space`` through ``trial.suggest_*``.
 
     Returns the parameters by their stable names, ready for ``build_model`` and
-    ``get_optimizer``. Parameters of an optimizer that was not chosen are not sampled.
+    ``get_optimizer``. Parameters of an optimizer or a learning-rate schedule that was not
+    chosen are not sampled.
 
     Example:
         >>> params = suggest(optuna.trial.FixedTrial({...}), SearchSpace())
@@ -327,7 +372,21 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]
     for name, owner in OPTIMIZER_PARAMS.items():
         if params["optimizer"] == owner:
             params[name] = getattr(space, name).suggest(trial, name)
+    # The later entries are sampled (and recorded) only where the space asks for more than
+    # their defaults, which train as every trial did before they existed.
+    if _searched(space, "lr_schedule"):
+        params["lr_schedule"] = space.lr_schedule.suggest(trial, "lr_schedule")
+        for name, owners in SCHEDULE_PARAMS.items():
+            if params["lr_schedule"] in owners:
+                params[name] = getattr(space, name).suggest(trial, name)
+    if _searched(space, "label_smoothing"):
+        params["label_smoothing"] = space.label_smoothing.suggest(trial, "label_smoothing")
     return params
+
+
+def _searched(space: SearchSpace, name: str) -> bool:
+    """Whether ``space`` holds entry ``name`` at anything but its default."""
+    return bool(getattr(space, name) != SearchSpace.model_fields[name].default)
 
 
 def layer_widths(params: dict[str, Any]) -> list[int]:

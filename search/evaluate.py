@@ -146,7 +146,8 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
         if full_train:
             history = trial.user_attrs.get("history", {})
             outcome = train_on_all(params, dataset, spec.training, epochs=epochs,
-                                   learning_rates=list(history.get("learning_rate", []))[:epochs])
+                                   learning_rates=list(history.get("learning_rate", []))[:epochs],
+                                   planned_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR))
             mode = "train+validation"
         else:
             outcome = train(params, dataset, spec.training, spec.study.metric,

@@ -378,6 +378,11 @@ def _describe(error: Any) -> str:
         message = message.removeprefix("Value error, ")
     elif "input" in error and not isinstance(error["input"], (dict, list)):
         message = f"{message}, but got {error['input']!r}"
+        if kind == "literal_error" and isinstance(error["input"], str):
+            allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+            close = difflib.get_close_matches(error["input"], allowed, n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
     return f"{key}: {message}" if key else message
 
 

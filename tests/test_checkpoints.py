@@ -57,12 +57,18 @@ def _train(dataset: Dataset, params: dict[str, Any], training: TrainingConfig,
             outcome.extra, weights), saved
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop", "adam"])
+@pytest.mark.parametrize("change", [
+    {"optimizer": "adamw"}, {"optimizer": "sgd"}, {"optimizer": "rmsprop"},
+    {"optimizer": "adam"}, {"optimizer": "lion", "learning_rate": 3e-4},
+    # a schedule carries on from the optimizer's step; smoothing from one-hot labels
+    {"lr_schedule": "one_cycle", "warmup_epochs": 2, "final_lr_fraction": 0.1,
+     "label_smoothing": 0.1},
+], ids=["adamw", "sgd", "rmsprop", "adam", "lion", "one_cycle-smoothing"])
 def test_training_resumed_at_epoch_k_ends_as_the_training_run_in_one_go(
-        dataset: Dataset, optimizer: str) -> None:
+        dataset: Dataset, change: dict[str, Any]) -> None:
     training = TrainingConfig(max_epochs=6, precision="float32", early_stopping_patience=6,
                               reduce_lr_patience=1, steps_per_execution=4)
-    params = {**PARAMS, "optimizer": optimizer}
+    params = {**PARAMS, **change}
     whole, saved = _train(dataset, params, training)
     assert sorted(saved) == [1, 2, 3, 4, 5, 6]
     for k in (2, 5, 6):  # 6: killed after training, before the trial was recorded

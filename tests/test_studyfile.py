@@ -56,11 +56,22 @@ BAD_FILES = [
      ["training: `pruning_interval <= max_epochs` must hold, but got (pruning_interval=5, "
       "max_epochs=3)"]),
     (BUDGET + '[space]\noptimizer = ["adam", "adagrad"]\n',
-     ["space.optimizer.choices[1]: Input should be 'adam', 'adamw', 'sgd' or 'rmsprop', but got "
-      "'adagrad'"]),
+     ["space.optimizer.choices[1]: Input should be 'adam', 'adamw', 'sgd', 'rmsprop', 'nadam' "
+      "or 'lion', but got 'adagrad'"]),
+    (BUDGET + '[space]\nlr_schedule = "cosin"\n',
+     ["space.lr_schedule: Input should be 'plateau', 'cosine', 'warmup_cosine' or 'one_cycle', "
+      "but got 'cosin' (did you mean 'cosine'?)"]),
+    (BUDGET + '[space]\nwarmup_epochs = 3\n',
+     ["space.warmup_epochs: applies only to lr_schedule 'warmup_cosine' or 'one_cycle', which "
+      "`lr_schedule` does not allow (it allows ['plateau'])"]),
+    (BUDGET + '[space]\nlr_schedule = ["plateau", "cosine"]\n'
+     'final_lr_fraction = {low = 0.0, high = 1.5}\n',
+     ["space.final_lr_fraction.high: Input should be less than or equal to 1, but got 1.5"]),
+    (BUDGET + '[space]\nlabel_smoothing = 1.0\n',
+     ["space.label_smoothing: Input should be less than 1, but got 1.0"]),
     (BUDGET + '[space]\nactivation = "relux"\n',
      ["space.activation: Input should be 'relu', 'tanh', 'gelu', 'selu', 'elu', 'swish', "
-      "'sigmoid' or 'leaky_relu', but got 'relux'"]),
+      "'sigmoid' or 'leaky_relu', but got 'relux' (did you mean 'relu'?)"]),
     (BUDGET + "[space]\nactivation = []\n",
      ["space.activation.choices: List should have at least 1 item after validation, not 0"]),
     (BUDGET + "[space]\nactivation = {low = 1, high = 2}\n",

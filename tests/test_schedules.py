@@ -1,0 +1,152 @@
+"""Learning-rate schedules, label smoothing, Nadam and Lion: sampled only where they apply,
+trained for real on stub data, replayed by ``--full-train``, saved in models that load."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+
+from objectives.config import TrainingConfig
+from objectives.data import CIFAR10_CLASSES, Dataset, make_stub
+from objectives.keras_setup import keras
+from objectives.mlp import train, train_on_all
+from objectives.schedules import learning_rate
+from objectives.session import fresh_session
+from objectives.space import SearchSpace, suggest
+
+PARAMS: dict[str, Any] = {
+    "n_layers": 2, "units_l0": 64, "units_l1": 32, "activation": "relu", "batch_norm": True,
+    "dropout": 0.1, "l2": 1e-5, "initializer": "he_normal", "optimizer": "adam",
+    "learning_rate": 3e-3, "batch_size": 100,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    x, y, x_test, y_test = make_stub(0, n_train=1500, n_test=100)
+    return Dataset(x[:1200], y[:1200], x[1200:], y[1200:], x_test, y_test, CIFAR10_CLASSES)
+
+
+def _rate(schedule: Any, step: int) -> float:
+    return float(keras.ops.convert_to_numpy(schedule(step)))
+
+
+def test_each_schedule_has_its_shape() -> None:
+    peak = 0.01
+    base = {"learning_rate": peak, "final_lr_fraction": 0.1, "warmup_epochs": 2}
+    assert learning_rate({**base, "lr_schedule": "plateau"}, steps_per_epoch=10, epochs=10) == peak
+    cosine = learning_rate({**base, "lr_schedule": "cosine"}, steps_per_epoch=10, epochs=10)
+    assert _rate(cosine, 0) == pytest.approx(peak)
+    assert _rate(cosine, 50) == pytest.approx(peak * 0.55)  # halfway: between peak and final
+    assert _rate(cosine, 100) == pytest.approx(peak * 0.1)
+    warm = learning_rate({**base, "lr_schedule": "warmup_cosine"}, steps_per_epoch=10,
+                         epochs=10)
+    assert _rate(warm, 0) == pytest.approx(0.0)
+    assert _rate(warm, 10) == pytest.approx(peak / 2)  # linear warm-up
+    assert _rate(warm, 20) == pytest.approx(peak)
+    assert _rate(warm, 100) == pytest.approx(peak * 0.1)
+    cycle = learning_rate({**base, "lr_schedule": "one_cycle"}, steps_per_epoch=10, epochs=10)
+    assert _rate(cycle, 0) == pytest.approx(peak / 25)
+    assert _rate(cycle, 20) == pytest.approx(peak)
+    assert _rate(cycle, 100) == pytest.approx(peak * 0.1)
+    # a warm-up as long as the training still leaves a step of decay
+    long = learning_rate({**base, "lr_schedule": "one_cycle", "warmup_epochs": 50},
+                         steps_per_epoch=10, epochs=10)
+    assert _rate(long, 99) == pytest.approx(peak)
+
+
+@pytest.mark.parametrize(("schedules", "own"), [
+    ("plateau", set()),
+    ("cosine", {"lr_schedule", "final_lr_fraction"}),
+    ("warmup_cosine", {"lr_schedule", "warmup_epochs", "final_lr_fraction"}),
+    ("one_cycle", {"lr_schedule", "warmup_epochs", "final_lr_fraction"}),
+])
+def test_a_schedule_s_parameters_are_sampled_only_with_it(schedules: str,
+                                                           own: set[str]) -> None:
+    # plateau alone is the default: nothing about schedules is sampled or recorded
+    space = SearchSpace.model_validate({"lr_schedule": schedules})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = suggest(trial, space)
+    assert {"lr_schedule", "warmup_epochs", "final_lr_fraction"} & set(params) == own
+    assert set(trial.params) == set(params)
+    assert "label_smoothing" not in params
+    smoothing = SearchSpace.model_validate({"label_smoothing": {"low": 0.0, "high": 0.2}})
+    assert 0.0 <= suggest(study.ask(), smoothing)["label_smoothing"] <= 0.2
+
+
+def test_a_study_stored_before_the_schedules_existed_still_matches() -> None:
+    from search.studies import fingerprint_differences
+
+    stored = SearchSpace().fingerprint()
+    assert not {"lr_schedule", "warmup_epochs", "final_lr_fraction",
+                "label_smoothing"} & set(stored)  # as a study stored before them has it
+    assert fingerprint_differences(stored, SearchSpace().fingerprint()) == []
+    other = SearchSpace.model_validate({"lr_schedule": ["plateau", "cosine"]}).fingerprint()
+    assert [d.split(":")[0] for d in fingerprint_differences(stored, other)] == [
+        "lr_schedule.choices"]  # a schedule searched is another space
+    assert SearchSpace.model_validate(other) == SearchSpace.model_validate(
+        {"lr_schedule": ["plateau", "cosine"]})
+
+
+@pytest.mark.parametrize("change", [
+    {"lr_schedule": "cosine", "final_lr_fraction": 0.0},
+    {"lr_schedule": "warmup_cosine", "warmup_epochs": 1, "final_lr_fraction": 0.05},
+    {"lr_schedule": "one_cycle", "warmup_epochs": 2, "final_lr_fraction": 0.0},
+    {"label_smoothing": 0.1},
+    {"optimizer": "nadam"},
+    {"optimizer": "lion", "learning_rate": 3e-4},
+], ids=["cosine", "warmup_cosine", "one_cycle", "label_smoothing", "nadam", "lion"])
+def test_each_new_dimension_learns_and_the_rate_follows_its_schedule(
+        dataset: Dataset, change: dict[str, Any]) -> None:
+    params = {**PARAMS, **change}
+    training = TrainingConfig(max_epochs=6, early_stopping_patience=6)
+    with fresh_session():
+        keras.utils.set_random_seed(3)
+        outcome = train(params, dataset, training, "val_accuracy")
+    history = outcome.recorder.history
+    assert outcome.recorder.epochs == 6
+    assert max(history["val_accuracy"]) > 0.3, history["val_accuracy"]  # chance is 0.1
+    assert math.isfinite(outcome.extra["test_accuracy"])
+    if "lr_schedule" in change:  # step by step, and no plateau reduction beside it
+        steps = -(-len(dataset.x_train) // params["batch_size"])
+        schedule = learning_rate(params, steps_per_epoch=steps, epochs=6)
+        expected = [_rate(schedule, steps * (epoch + 1)) for epoch in range(6)]
+        assert history["learning_rate"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "one_cycle"])
+def test_full_train_replays_the_schedule_epoch_for_epoch(dataset: Dataset,
+                                                         schedule: str) -> None:
+    params = {**PARAMS, "lr_schedule": schedule, "warmup_epochs": 1, "final_lr_fraction": 0.1}
+    training = TrainingConfig(max_epochs=8, early_stopping_patience=8)
+    with fresh_session():
+        keras.utils.set_random_seed(3)
+        trial = train(params, dataset, training, "val_accuracy")
+    with fresh_session():
+        keras.utils.set_random_seed(3)
+        # 5 of the trial's 8 planned epochs, on train + validation (more steps an epoch)
+        full = train_on_all(params, dataset, training, epochs=5,
+                            learning_rates=trial.recorder.history["learning_rate"],
+                            planned_epochs=8)
+    assert full.recorder.history["learning_rate"] == pytest.approx(
+        trial.recorder.history["learning_rate"][:5], rel=1e-4)
+
+
+def test_a_saved_model_with_a_schedule_and_smoothing_loads_in_safe_mode_and_predicts(
+        dataset: Dataset, tmp_path: Path) -> None:
+    params = {**PARAMS, "lr_schedule": "one_cycle", "warmup_epochs": 1,
+              "final_lr_fraction": 0.0, "label_smoothing": 0.1}
+    with fresh_session():
+        keras.utils.set_random_seed(3)
+        outcome = train(params, dataset, TrainingConfig(max_epochs=2), "val_accuracy")
+        expected = outcome.model.predict(dataset.x_test, verbose=0)
+        outcome.model.save(tmp_path / "model.keras")
+    with fresh_session():
+        model = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+        assert np.allclose(model.predict(dataset.x_test, verbose=0), expected, atol=1e-6)
