@@ -33,6 +33,7 @@ from objectives.feed import batches, order_seed
 from objectives.keras_setup import keras
 from objectives.model import build_model
 from objectives.optimizers import get_optimizer
+from objectives.preprocessing import input_layers
 from objectives.schedules import learning_rate, uses_plateau
 from objectives.session import fresh_session
 from objectives.space import SearchSpace, suggest
@@ -94,13 +95,15 @@ EVAL_BATCH = 1024
 
 
 def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingConfig, *,
-                   epochs: int | None = None, n_examples: int | None = None) -> keras.Model:
-    """The MLP of ``params``, compiled for fast training (see ``objectives.speed``), its
-    learning-rate schedule laid over ``epochs`` (default ``training.max_epochs``) epochs of
-    ``n_examples`` (default: the training split's) examples."""
+                   epochs: int | None = None, x_train: np.ndarray | None = None) -> keras.Model:
+    """The MLP of ``params``, compiled for fast training (see ``objectives.speed``), its input
+    preprocessing computed on ``x_train`` (default: the training split) and its learning-rate
+    schedule laid over ``epochs`` (default ``training.max_epochs``) epochs of it."""
+    x_train = dataset.x_train if x_train is None else x_train
     model = build_model(params, dataset.input_shape, dataset.n_classes,
-                        dtype_policy=dtype_policy(training.precision))
-    steps = -(-(n_examples or len(dataset.x_train)) // int(params["batch_size"]))
+                        dtype_policy=dtype_policy(training.precision),
+                        preprocess=input_layers(params, x_train))
+    steps = -(-len(x_train) // int(params["batch_size"]))
     optimizer = get_optimizer(params, learning_rate(params, steps_per_epoch=steps,
                                                     epochs=epochs or training.max_epochs))
     if training.fused_optimizer and fused_update_supported():
@@ -116,6 +119,12 @@ def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingC
         jit_compile=False,  # XLA's CPU matrix products are slower than oneDNN's
     )
     return model
+
+
+def augmentation(params: dict[str, Any]) -> dict[str, Any]:
+    """The training batches' augmentation a configuration asks for (``objectives.feed``)."""
+    return {"flip": bool(params.get("augment_flip", False)),
+            "shift": int(params.get("augment_shift", 0))}
 
 
 def labels_for(params: dict[str, Any], y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -174,7 +183,8 @@ def train(
     try:
         model.fit(
             batches(dataset.x_train, labels_for(params, dataset.y_train, n_classes),
-                    int(params["batch_size"]), shuffle=True, seed=seed, first_epoch=first),
+                    int(params["batch_size"]), shuffle=True, seed=seed, first_epoch=first,
+                    **augmentation(params)),
             # inference only: any batch size gives the same result
             validation_data=batches(dataset.x_val, labels_for(params, dataset.y_val, n_classes),
                                     EVAL_BATCH, shuffle=False),
@@ -225,7 +235,7 @@ def train_on_all(
     it, since no validation set is left to decide when to stop or to reduce."""
     x = np.concatenate([dataset.x_train, dataset.x_val])
     y = labels_for(params, np.concatenate([dataset.y_train, dataset.y_val]), dataset.n_classes)
-    model = compiled_model(params, dataset, training, epochs=planned_epochs, n_examples=len(x))
+    model = compiled_model(params, dataset, training, epochs=planned_epochs, x_train=x)
     recorder = EpochRecorder()
     rates = [rate for rate in learning_rates if math.isfinite(rate)]
     callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder]
@@ -233,7 +243,7 @@ def train_on_all(
         callbacks.insert(0, keras.callbacks.LearningRateScheduler(
             lambda epoch, current: rates[min(epoch, len(rates) - 1)]))
     model.fit(
-        batches(x, y, int(params["batch_size"]), shuffle=True),
+        batches(x, y, int(params["batch_size"]), shuffle=True, **augmentation(params)),
         epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False,  # shuffled batches
     )
     return TrainingOutcome(model=model, recorder=recorder, metric="val_accuracy")

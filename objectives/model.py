@@ -11,15 +11,19 @@ from objectives.space import layer_widths
 
 def build_model(
     params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int,
-    dtype_policy: str | None = None,
+    dtype_policy: str | None = None, preprocess: dict[str, Any] | None = None,
 ) -> keras.Model:
     """Build the MLP described by ``params`` (the names of ``objectives.space``).
 
     The model takes raw uint8 images: it flattens them and scales them to [-1, 1] itself, so a
-    saved model needs no preprocessing. Each hidden layer is Dense, then BatchNorm (when
-    ``batch_norm``), then the activation, then Dropout (when ``dropout > 0``); the output layer
-    is a softmax over ``n_classes``. ``dtype_policy`` (e.g. ``"mixed_bfloat16"``) sets the
-    hidden layers' computation; the output layer always computes in float32.
+    saved model needs no preprocessing. ``preprocess``
+    (``objectives.preprocessing.input_layers``) replaces that scaling by a per-channel
+    standardization or a fixed whitening layer computed on the training split. (Augmentation
+    is the training input pipeline's, ``objectives.feed``: the model never sees it.) Each
+    hidden layer is Dense, then BatchNorm (when ``batch_norm``), then the activation, then
+    Dropout (when ``dropout > 0``); the output layer is a softmax over ``n_classes``.
+    ``dtype_policy`` (e.g. ``"mixed_bfloat16"``) sets the hidden layers' computation; the
+    output layer always computes in float32.
 
     Example:
         >>> model = build_model({"n_layers": 2, "units_l0": 32, "units_l1": 32,
@@ -34,8 +38,22 @@ def build_model(
 
     policy: dict[str, Any] = {"dtype": dtype_policy} if dtype_policy else {}
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Flatten(**policy)(inputs)
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale", **policy)(x)
+    x = inputs
+    kind = (preprocess or {}).get("kind", "scale")
+    if kind == "standardize":
+        assert preprocess is not None
+        x = keras.layers.Normalization(axis=-1, mean=preprocess["mean"],
+                                       variance=preprocess["variance"], name="standardize")(x)
+    x = keras.layers.Flatten(**policy)(x)
+    whiten = None
+    if kind in ("pca", "zca"):
+        assert preprocess is not None
+        x = keras.layers.Rescaling(1.0 / 255.0, name="scale", **policy)(x)
+        whiten = keras.layers.Dense(preprocess["kernel"].shape[1], trainable=False,
+                                    name=f"whiten_{kind}", **policy)
+        x = whiten(x)
+    elif kind == "scale":
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale", **policy)(x)
     for i, width in enumerate(layer_widths(params)):
         x = keras.layers.Dense(
             width,
@@ -54,4 +72,8 @@ def build_model(
         n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes",
         dtype="float32",
     )(x)
-    return keras.Model(inputs, outputs, name="mlp")
+    model = keras.Model(inputs, outputs, name="mlp")
+    if whiten is not None:
+        assert preprocess is not None
+        whiten.set_weights([preprocess["kernel"], preprocess["bias"]])
+    return model

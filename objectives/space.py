@@ -6,7 +6,9 @@ report): ``n_layers``, ``units_l0`` ... ``units_l{n-1}``, ``activation``, ``batc
 optimizer-specific ``weight_decay`` (adamw), ``momentum`` and ``nesterov`` (sgd) and ``rho``
 (rmsprop), which are sampled only when their optimizer is chosen; ``lr_schedule`` with its
 ``warmup_epochs`` (warmup_cosine, one_cycle) and ``final_lr_fraction`` (every schedule but
-plateau), sampled only when their schedule is chosen; ``label_smoothing``.
+plateau), sampled only when their schedule is chosen; ``label_smoothing``, ``augment_flip``
+and ``augment_shift`` (pixels); ``preprocessing`` with its ``whitening_epsilon`` (pca, zca)
+and ``pca_components`` (pca).
 
 In a study file each entry takes one of three forms::
 
@@ -33,6 +35,7 @@ Initializer = Literal[
 ]
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "nadam", "lion"]
 Schedule = Literal["plateau", "cosine", "warmup_cosine", "one_cycle"]
+Preprocessing = Literal["scale", "standardize", "pca", "zca"]
 
 T = TypeVar("T")
 
@@ -192,6 +195,7 @@ BatchSize = Annotated[int, Field(ge=1, le=65536)]
 Rho = Annotated[float, Field(gt=0.0, lt=1.0)]
 Epochs = Annotated[int, Field(ge=1, le=10000)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Shift = Annotated[int, Field(ge=0, le=16)]
 
 # Which optimizer each optimizer-specific parameter belongs to.
 OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
@@ -201,15 +205,22 @@ OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
     "rho": "rmsprop",
 }
 
-# Which learning-rate schedules each schedule parameter belongs to (objectives/schedules.py).
-SCHEDULE_PARAMS: dict[str, tuple[Schedule, ...]] = {
-    "warmup_epochs": ("warmup_cosine", "one_cycle"),
-    "final_lr_fraction": ("cosine", "warmup_cosine", "one_cycle"),
+# The parameters of one choice of another entry, and the choices they belong to: of a
+# learning-rate schedule (objectives/schedules.py) or of the input preprocessing
+# (objectives/preprocessing.py). Each follows the entry it depends on.
+CONDITIONAL_PARAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "warmup_epochs": ("lr_schedule", ("warmup_cosine", "one_cycle")),
+    "final_lr_fraction": ("lr_schedule", ("cosine", "warmup_cosine", "one_cycle")),
+    "whitening_epsilon": ("preprocessing", ("pca", "zca")),
+    "pca_components": ("preprocessing", ("pca",)),
 }
 
 # Entries added after studies were first stored: left out of a stored study's fingerprint
-# while they keep their defaults, so that a study made before them still resumes.
-LATER_ENTRIES = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smoothing")
+# while they keep their defaults, so that a study made before them still resumes; they are
+# sampled, in this order, only where the space asks for more than their defaults.
+LATER_ENTRIES = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smoothing",
+                 "augment_flip", "augment_shift", "preprocessing", "whitening_epsilon",
+                 "pca_components")
 
 
 class SearchSpace(BaseModel):
@@ -241,19 +252,24 @@ class SearchSpace(BaseModel):
     warmup_epochs: Numeric[Epochs] = Numeric[Epochs](low=1, high=5)
     final_lr_fraction: Numeric[Fraction] = Numeric[Fraction](low=0.0, high=0.1)
     label_smoothing: Numeric[Rate] = Numeric[Rate](value=0.0)
+    augment_flip: Categorical[bool] = Categorical[bool](value=False)
+    augment_shift: Numeric[Shift] = Numeric[Shift](value=0)
+    preprocessing: Categorical[Preprocessing] = Categorical[Preprocessing](value="scale")
+    whitening_epsilon: Numeric[Positive] = Numeric[Positive](low=1e-3, high=1e-1, log=True)
+    pca_components: Numeric[Width] = Numeric[Width](low=128, high=1024, log=True)
 
-    @field_validator("warmup_epochs", "final_lr_fraction")
+    @field_validator(*CONDITIONAL_PARAMS)
     @classmethod
-    def _schedule_is_searched(cls, value: Any, info: ValidationInfo) -> Any:
-        schedules = info.data.get("lr_schedule")
-        if schedules is None:  # the schedule entry itself was invalid; reported there
+    def _owner_is_searched(cls, value: Any, info: ValidationInfo) -> Any:
+        owner, choices = CONDITIONAL_PARAMS[info.field_name or ""]
+        entry = info.data.get(owner)
+        if entry is None:  # the entry it depends on was itself invalid; reported there
             return value
-        owners = SCHEDULE_PARAMS[info.field_name or ""]
-        allowed = [schedules.value] if schedules.value is not None else schedules.choices
-        if not set(owners) & set(allowed):
+        allowed = [entry.value] if entry.value is not None else entry.choices
+        if not set(choices) & set(allowed):
             raise ValueError(
-                f"applies only to lr_schedule {' or '.join(map(repr, owners))}, which "
-                f"`lr_schedule` does not allow (it allows {allowed})"
+                f"applies only to {owner} {' or '.join(map(repr, choices))}, which "
+                f"`{owner}` does not allow (it allows {allowed})"
             )
         return value
 
@@ -283,11 +299,10 @@ class SearchSpace(BaseModel):
             rows.append((name, getattr(self, name).describe(), ""))
         for name, owner in OPTIMIZER_PARAMS.items():
             rows.append((name, getattr(self, name).describe(), f"optimizer == {owner!r}"))
-        rows.append(("lr_schedule", self.lr_schedule.describe(), ""))
-        for name, owners in SCHEDULE_PARAMS.items():
+        for name in LATER_ENTRIES:
+            depends_on, choices = CONDITIONAL_PARAMS.get(name, ("", ()))
             rows.append((name, getattr(self, name).describe(),
-                         f"lr_schedule in {list(owners)!r}"))
-        rows.append(("label_smoothing", self.label_smoothing.describe(), ""))
+                         f"{depends_on} in {list(choices)!r}" if depends_on else ""))
         return rows
 
     def check(self, params: dict[str, Any]) -> list[str]:
@@ -346,8 +361,8 @@ def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | Non
             allowed = {k: v for k, v in allowed.items() if not re.fullmatch(r"units_l\d+", k)}
         if "optimizer" not in allowed:
             allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
-        if "lr_schedule" not in allowed:
-            allowed = {k: v for k, v in allowed.items() if k not in SCHEDULE_PARAMS}
+        allowed = {k: v for k, v in allowed.items()
+                   if k not in CONDITIONAL_PARAMS or CONDITIONAL_PARAMS[k][0] in allowed}
         if allowed and allowed not in [params for params, _ in starts]:
             starts.append((allowed, epochs))
     return starts
@@ -374,13 +389,14 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]
             params[name] = getattr(space, name).suggest(trial, name)
     # The later entries are sampled (and recorded) only where the space asks for more than
     # their defaults, which train as every trial did before they existed.
-    if _searched(space, "lr_schedule"):
-        params["lr_schedule"] = space.lr_schedule.suggest(trial, "lr_schedule")
-        for name, owners in SCHEDULE_PARAMS.items():
-            if params["lr_schedule"] in owners:
-                params[name] = getattr(space, name).suggest(trial, name)
-    if _searched(space, "label_smoothing"):
-        params["label_smoothing"] = space.label_smoothing.suggest(trial, "label_smoothing")
+    for name in LATER_ENTRIES:
+        depends_on, choices = CONDITIONAL_PARAMS.get(name, ("", ()))
+        if depends_on:
+            applies = params.get(depends_on) in choices
+        else:
+            applies = _searched(space, name)
+        if applies:
+            params[name] = getattr(space, name).suggest(trial, name)
     return params
 
 

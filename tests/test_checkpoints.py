@@ -60,10 +60,10 @@ def _train(dataset: Dataset, params: dict[str, Any], training: TrainingConfig,
 @pytest.mark.parametrize("change", [
     {"optimizer": "adamw"}, {"optimizer": "sgd"}, {"optimizer": "rmsprop"},
     {"optimizer": "adam"}, {"optimizer": "lion", "learning_rate": 3e-4},
-    # a schedule carries on from the optimizer's step; smoothing from one-hot labels
+    # a schedule carries on from the optimizer's step, augmentation from its seed state
     {"lr_schedule": "one_cycle", "warmup_epochs": 2, "final_lr_fraction": 0.1,
-     "label_smoothing": 0.1},
-], ids=["adamw", "sgd", "rmsprop", "adam", "lion", "one_cycle-smoothing"])
+     "label_smoothing": 0.1, "augment_flip": True, "augment_shift": 1},
+], ids=["adamw", "sgd", "rmsprop", "adam", "lion", "one_cycle-smoothing-augmented"])
 def test_training_resumed_at_epoch_k_ends_as_the_training_run_in_one_go(
         dataset: Dataset, change: dict[str, Any]) -> None:
     training = TrainingConfig(max_epochs=6, precision="float32", early_stopping_patience=6,

@@ -67,6 +67,12 @@ BAD_FILES = [
     (BUDGET + '[space]\nlr_schedule = ["plateau", "cosine"]\n'
      'final_lr_fraction = {low = 0.0, high = 1.5}\n',
      ["space.final_lr_fraction.high: Input should be less than or equal to 1, but got 1.5"]),
+    (BUDGET + '[space]\npreprocessing = ["scale", "zac"]\n',
+     ["space.preprocessing.choices[1]: Input should be 'scale', 'standardize', 'pca' or 'zca', "
+      "but got 'zac' (did you mean 'zca'?)"]),
+    (BUDGET + '[space]\npreprocessing = ["scale", "zca"]\npca_components = 256\n',
+     ["space.pca_components: applies only to preprocessing 'pca', which `preprocessing` does "
+      "not allow (it allows ['scale', 'zca'])"]),
     (BUDGET + '[space]\nlabel_smoothing = 1.0\n',
      ["space.label_smoothing: Input should be less than 1, but got 1.0"]),
     (BUDGET + '[space]\nactivation = "relux"\n',

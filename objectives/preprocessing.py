@@ -1,0 +1,95 @@
+"""Input preprocessing computed on the training split and built into the model.
+
+``preprocessing`` (a ``[space]`` entry) is one of:
+
+- ``scale`` (the default, and the seed's way): pixels scaled to [-1, 1];
+- ``standardize``: each colour channel less its mean, over its standard deviation (both over
+  the training split);
+- ``pca``: PCA whitening onto the ``pca_components`` directions of most variance of the
+  training images (pixels in [0, 1], less their mean), each divided by the square root of its
+  variance plus ``whitening_epsilon``. It replaces 3,072 inputs by fewer, decorrelated ones;
+- ``zca``: ZCA whitening, the same with every direction and rotated back onto the pixels.
+
+Whichever it is, the model does it itself (a ``Normalization`` layer, or a fixed,
+non-trainable ``Dense`` layer holding the whitening matrix), so the saved model takes raw uint8
+images and nothing computed outside it is needed at inference. The eigendecomposition of the
+training images' covariance is computed once per process and training split, and reused by
+every trial whatever its epsilon and components.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The training images' mean and covariance eigendecomposition (pixels in [0, 1])."""
+
+    mean: np.ndarray  # (d,)
+    values: np.ndarray  # (d,) eigenvalues, largest first
+    vectors: np.ndarray  # (d, d) eigenvectors in columns, in the same order
+
+
+_spectra: dict[int, tuple[weakref.ref[np.ndarray], Spectrum]] = {}
+
+
+def spectrum(x_train: np.ndarray) -> Spectrum:
+    """The spectrum of ``x_train`` (uint8 images), computed once per array and process."""
+    cached = _spectra.get(id(x_train))
+    if cached is not None and cached[0]() is x_train:
+        return cached[1]
+    started = time.perf_counter()
+    flat = x_train.reshape(len(x_train), -1)
+    mean = flat.mean(axis=0, dtype=np.float64) / 255.0
+    # Covariance in float64 accumulated over float32 chunks: (X - m)^T (X - m) / n.
+    covariance = np.zeros((flat.shape[1], flat.shape[1]), dtype=np.float64)
+    for start in range(0, len(flat), 4096):
+        chunk = flat[start:start + 4096].astype(np.float32) / 255.0 - mean.astype(np.float32)
+        covariance += (chunk.T @ chunk).astype(np.float64)
+    covariance /= len(flat)
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1]
+    result = Spectrum(mean=mean.astype(np.float32),
+                      values=np.maximum(values[order], 0.0).astype(np.float32),
+                      vectors=vectors[:, order].astype(np.float32))
+    _spectra.clear()  # one training split per process at a time
+    _spectra[id(x_train)] = (weakref.ref(x_train), result)
+    logger.info("input whitening: covariance of %d training images of %d values "
+                "decomposed in %.1f s", len(flat), flat.shape[1], time.perf_counter() - started)
+    return result
+
+
+def input_layers(params: dict[str, Any], x_train: np.ndarray) -> dict[str, Any]:
+    """What ``build_model`` needs to preprocess as ``params`` asks: ``{"kind": "scale"}``,
+    per-channel ``mean``/``variance`` for ``standardize``, or the whitening ``kernel`` and
+    ``bias`` (inputs in [0, 1]) for ``pca`` and ``zca``."""
+    kind = params.get("preprocessing", "scale")
+    if kind == "scale":
+        return {"kind": kind}
+    if kind == "standardize":
+        channels = x_train.reshape(-1, x_train.shape[-1])
+        mean = channels.mean(axis=0, dtype=np.float64)
+        variance = channels.var(axis=0, dtype=np.float64)
+        return {"kind": kind, "mean": mean.tolist(), "variance": variance.tolist()}
+    if kind not in ("pca", "zca"):
+        raise ValueError(f"preprocessing must be one of scale, standardize, pca, zca, but got "
+                         f"{kind!r}")
+    found = spectrum(x_train)
+    epsilon = float(params.get("whitening_epsilon", 0.01))
+    keep = (min(int(params.get("pca_components", 512)), len(found.values)) if kind == "pca"
+            else len(found.values))
+    scale = 1.0 / np.sqrt(found.values[:keep] + epsilon)
+    kernel = found.vectors[:, :keep] * scale  # (d, keep): project, then whiten
+    if kind == "zca":
+        kernel = kernel @ found.vectors.T  # rotate back onto the pixels
+    kernel = kernel.astype(np.float32)
+    return {"kind": kind, "kernel": kernel, "bias": -(found.mean @ kernel)}
