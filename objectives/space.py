@@ -363,6 +363,13 @@ def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | Non
             allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
         allowed = {k: v for k, v in allowed.items()
                    if k not in CONDITIONAL_PARAMS or CONDITIONAL_PARAMS[k][0] in allowed}
+        # The references trained as the seed did: where the space searches a later entry
+        # (a schedule, smoothing, augmentation, preprocessing), they keep its default.
+        for name in LATER_ENTRIES:
+            default = SearchSpace.model_fields[name].default.value
+            if (allowed and name not in CONDITIONAL_PARAMS and _searched(space, name)
+                    and not space.check({name: default})):
+                allowed[name] = default
         if allowed and allowed not in [params for params, _ in starts]:
             starts.append((allowed, epochs))
     return starts

@@ -235,3 +235,18 @@ def test_whitening_parameters_are_sampled_only_with_it(kind: str, own: set[str])
         params = suggest(study.ask(), space)
         expected = own if params["preprocessing"] == kind else set()
         assert {"whitening_epsilon", "pca_components"} & set(params) == expected
+
+
+def test_the_references_keep_the_seed_s_recipe_where_the_space_searches_others() -> None:
+    from objectives.space import REFERENCE, reference_trials
+
+    space = SearchSpace.model_validate({
+        "lr_schedule": ["plateau", "cosine"], "label_smoothing": {"low": 0.0, "high": 0.2},
+        "augment_flip": [True, False], "preprocessing": ["pca", "scale"]})
+    (start, epochs), _ = reference_trials(space)
+    assert epochs == 18
+    assert start == {**REFERENCE, "lr_schedule": "plateau", "label_smoothing": 0.0,
+                     "augment_flip": False, "preprocessing": "scale"}
+    # a default the space leaves out is left to the sampler
+    (start, _), _ = reference_trials(SearchSpace.model_validate({"lr_schedule": "cosine"}))
+    assert "lr_schedule" not in start
