@@ -265,6 +265,8 @@ class SearchSpace(BaseModel):
         entry = info.data.get(owner)
         if entry is None:  # the entry it depends on was itself invalid; reported there
             return value
+        if value == cls.model_fields[info.field_name or ""].default:
+            return value  # its default, as a resolved study file repeats it: not asked for
         allowed = [entry.value] if entry.value is not None else entry.choices
         if not set(choices) & set(allowed):
             raise ValueError(
@@ -279,6 +281,8 @@ class SearchSpace(BaseModel):
         optimizers = info.data.get("optimizer")
         if optimizers is None:  # the optimizer entry itself was invalid; reported there
             return value
+        if value == cls.model_fields[info.field_name or ""].default:
+            return value  # its default, as a resolved study file repeats it: not asked for
         owner = OPTIMIZER_PARAMS[info.field_name or ""]
         allowed = [optimizers.value] if optimizers.value is not None else optimizers.choices
         if owner not in allowed:

@@ -250,3 +250,16 @@ def test_the_references_keep_the_seed_s_recipe_where_the_space_searches_others()
     # a default the space leaves out is left to the sampler
     (start, _), _ = reference_trials(SearchSpace.model_validate({"lr_schedule": "cosine"}))
     assert "lr_schedule" not in start
+
+
+@pytest.mark.parametrize("space", [
+    {}, {"optimizer": "adam"}, {"lr_schedule": "cosine"}, {"preprocessing": ["scale", "zca"]},
+], ids=["defaults", "adam-only", "cosine-only", "no-pca"])
+def test_a_resolved_study_file_validates_again(space: dict[str, Any]) -> None:
+    """``evaluate`` reads a study back from its resolved form, every default written out: the
+    defaults of parameters whose optimizer, schedule or preprocessing the space leaves out are
+    not a request for them."""
+    from search.studyfile import StudyFile
+
+    spec = StudyFile.model_validate({"study": {"name": "s", "n_trials": 1}, "space": space})
+    assert StudyFile.model_validate(spec.model_dump(mode="json")) == spec
