@@ -225,8 +225,11 @@ def test_a_stop_signal_mid_training_is_raised_at_the_next_step_not_inside_tensor
             study.optimize(stopped, n_trials=2)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    # Raised by the check after a step (StopOnRequest), not by the handler inside TensorFlow.
-    assert [entry.name for entry in raised.traceback[-2:]] == ["on_train_batch_end", "check"]
+    # Raised by the check after a step or an epoch (StopOnRequest), not by the handler inside
+    # TensorFlow (which step comes first depends on when the signal lands).
+    caller, raiser = (entry.name for entry in raised.traceback[-2:])
+    assert raiser == "check"
+    assert caller in ("on_train_batch_end", "on_test_batch_end", "on_epoch_end")
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert 1 <= len(study.trials[0].intermediate_values) < 30
 
