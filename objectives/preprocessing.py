@@ -68,6 +68,20 @@ def spectrum(x_train: np.ndarray) -> Spectrum:
     return result
 
 
+def channel_statistics(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each colour channel's mean and variance over ``x_train`` (uint8 images), summed in
+    chunks so that no float copy of the whole split is made."""
+    channels = x_train.reshape(-1, x_train.shape[-1])
+    total = np.zeros(channels.shape[1])
+    squares = np.zeros(channels.shape[1])
+    for start in range(0, len(channels), 1 << 20):
+        chunk = channels[start:start + (1 << 20)].astype(np.float64)
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+    mean = total / len(channels)
+    return mean, squares / len(channels) - np.square(mean)
+
+
 def input_layers(params: dict[str, Any], x_train: np.ndarray) -> dict[str, Any]:
     """What ``build_model`` needs to preprocess as ``params`` asks: ``{"kind": "scale"}``,
     per-channel ``mean``/``variance`` for ``standardize``, or the whitening ``kernel`` and
@@ -76,9 +90,7 @@ def input_layers(params: dict[str, Any], x_train: np.ndarray) -> dict[str, Any]:
     if kind == "scale":
         return {"kind": kind}
     if kind == "standardize":
-        channels = x_train.reshape(-1, x_train.shape[-1])
-        mean = channels.mean(axis=0, dtype=np.float64)
-        variance = channels.var(axis=0, dtype=np.float64)
+        mean, variance = channel_statistics(x_train)
         return {"kind": kind, "mean": mean.tolist(), "variance": variance.tolist()}
     if kind not in ("pca", "zca"):
         raise ValueError(f"preprocessing must be one of scale, standardize, pca, zca, but got "
