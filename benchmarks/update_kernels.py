@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/update_kernels.py [--rounds 2] [--epochs 4]
 Each XLA compilation of a trial's fused update stays in TensorFlow's compilation cache for the
 life of the process (benchmarks/tf_retention.py), so a worker grows with each trial. An update
 that compiles nothing would not grow that way: TensorFlow's fused training kernels
-(``ResourceApplyAdam``, ``ResourceApplyKerasMomentum``, one pass over a weight each), fed the
+(``ResourceApplyAdam``, one pass over a weight), fed the
 same gradients (the bfloat16 gradient widened and the L2 gradient added by TensorFlow ops
 first, AdamW's decay by Keras). Contenders, each in a fresh process, in turn for ``--rounds``
 rounds, on the deep reference MLP (``benchmarks/train_throughput.py``) with a study's default
@@ -19,7 +19,7 @@ training settings:
 each for AdamW with L2 1e-4 (the reference) and for Adam without L2 (the update alone, with no
 passes for the penalty or the decay). Prints the median seconds per epoch (the first epoch of
 each run, which traces, not counted). Only for this measurement: the kernels update is not
-part of hpsearch (RMSprop, for one, is not written for it).
+part of hpsearch (it is written for Adam and AdamW, the two cases, only).
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def kernels_update(optimizer: Any, model: Any) -> Any:
     slopes = speed._move_l2_gradients(model)
     speed._keep_low_precision_gradients(model)
     original = optimizer.apply
-    kind = type(optimizer).__name__
+    if type(optimizer).__name__ not in ("Adam", "AdamW"):  # the two CASES below
+        raise ValueError(f"the kernels update is written for Adam and AdamW only, not "
+                         f"{type(optimizer).__name__}")
 
     def apply(grads: Any, trainable_variables: Any = None) -> Any:
         variables = list(trainable_variables)
@@ -66,24 +68,15 @@ def kernels_update(optimizer: Any, model: Any) -> Any:
 
     def update_step(gradient: Any, variable: Any, learning_rate: Any) -> None:
         dtype = variable.dtype
-        lr = tf.cast(learning_rate, dtype)
         index = optimizer._get_variable_index(variable)
-        if kind in ("Adam", "AdamW"):
-            step = tf.cast(optimizer.iterations + 1, dtype)
-            beta_1 = tf.cast(optimizer.beta_1, dtype)
-            beta_2 = tf.cast(optimizer.beta_2, dtype)
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle, m=optimizer._momentums[index].handle,
-                v=optimizer._velocities[index].handle, beta1_power=tf.pow(beta_1, step),
-                beta2_power=tf.pow(beta_2, step), lr=lr, beta1=beta_1, beta2=beta_2,
-                epsilon=tf.cast(optimizer.epsilon, dtype), grad=gradient)
-        elif kind == "SGD" and optimizer.momentum:
-            tf.raw_ops.ResourceApplyKerasMomentum(
-                var=variable.handle, accum=optimizer.momentums[index].handle, lr=lr,
-                grad=gradient, momentum=tf.cast(optimizer.momentum, dtype),
-                use_nesterov=optimizer.nesterov)
-        else:
-            raise NotImplementedError(f"{kind} is not written for the kernels update")
+        step = tf.cast(optimizer.iterations + 1, dtype)
+        beta_1 = tf.cast(optimizer.beta_1, dtype)
+        beta_2 = tf.cast(optimizer.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=optimizer._momentums[index].handle,
+            v=optimizer._velocities[index].handle, beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype), beta1=beta_1,
+            beta2=beta_2, epsilon=tf.cast(optimizer.epsilon, dtype), grad=gradient)
 
     optimizer.apply = apply
     optimizer.update_step = update_step
