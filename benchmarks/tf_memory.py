@@ -65,7 +65,7 @@ def main() -> None:
             params.update(n_layers=3, units_l0=300, units_l1=200, units_l2=100,
                           optimizer="adam")
         with fresh_session():
-            model = compiled_model(params, dataset, training)
+            model = compiled_model(params, dataset, training).fitted
             model.fit(batches(x, y, 128, shuffle=True), epochs=2, verbose=0,
                       validation_data=batches(x[:500], y[:500], 1024, shuffle=False))
             del model

@@ -31,9 +31,9 @@ from objectives.config import (FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMED_AT_ATTR,
 from objectives.data import Dataset, load_dataset
 from objectives.feed import batches, order_seed
 from objectives.keras_setup import keras
-from objectives.model import build_model
+from objectives.model import WHITENED, build_model
 from objectives.optimizers import get_optimizer
-from objectives.preprocessing import input_layers
+from objectives.preprocessing import input_layers, whiten, whitened_in_training
 from objectives.schedules import learning_rate, uses_plateau
 from objectives.session import fresh_session
 from objectives.space import SearchSpace, suggest
@@ -94,31 +94,58 @@ class TrainingOutcome:
 EVAL_BATCH = 1024
 
 
+@dataclass
+class Compiled:
+    """A configuration's model, compiled. ``model`` takes raw uint8 images: it is evaluated,
+    saved and counted. ``fitted`` is what ``model.fit`` trains: ``model`` itself, or, with ZCA
+    whitening, its layers after the whitening, trained on images whitened once per training
+    (:meth:`inputs`) instead of at every step, since ZCA's fixed 3072x3072 product costs more
+    than the whole MLP's (``objectives.preprocessing``)."""
+
+    model: keras.Model
+    fitted: keras.Model
+    preprocess: dict[str, Any]
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (raw images) as ``fitted`` takes them."""
+        if self.fitted is self.model:
+            return x
+        import tensorflow as tf
+
+        dtype = tf.dtypes.as_dtype(self.fitted.inputs[0].dtype).as_numpy_dtype
+        return whiten(x, self.preprocess, dtype=dtype)
+
+
 def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingConfig, *,
-                   epochs: int | None = None, x_train: np.ndarray | None = None) -> keras.Model:
+                   epochs: int | None = None, x_train: np.ndarray | None = None) -> Compiled:
     """The MLP of ``params``, compiled for fast training (see ``objectives.speed``), its input
     preprocessing computed on ``x_train`` (default: the training split) and its learning-rate
     schedule laid over ``epochs`` (default ``training.max_epochs``) epochs of it."""
     x_train = dataset.x_train if x_train is None else x_train
+    preprocess = input_layers(params, x_train)
     model = build_model(params, dataset.input_shape, dataset.n_classes,
-                        dtype_policy=dtype_policy(training.precision),
-                        preprocess=input_layers(params, x_train))
+                        dtype_policy=dtype_policy(training.precision), preprocess=preprocess)
+    fitted = model
+    if whitened_in_training(params):
+        # The layers after the whitening, sharing their variables with ``model``.
+        fitted = keras.Model(model.get_layer(WHITENED).output, model.output, name="mlp_body")
     steps = -(-len(x_train) // int(params["batch_size"]))
     optimizer = get_optimizer(params, learning_rate(params, steps_per_epoch=steps,
                                                     epochs=epochs or training.max_epochs))
     if training.fused_optimizer and fused_update_supported():
-        fuse_updates(optimizer, model)
+        fuse_updates(optimizer, fitted)
     smoothing = float(params.get("label_smoothing", 0.0))
-    model.compile(
-        optimizer=optimizer,
-        # Keras's sparse loss takes no smoothing: with it, labels come one-hot (labels_for)
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
-        else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    # Keras's sparse loss takes no smoothing: with it, labels come one-hot (labels_for)
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
+            else "sparse_categorical_crossentropy")
+    fitted.compile(
+        optimizer=optimizer, loss=loss, metrics=["accuracy"],
         steps_per_execution=training.steps_per_execution,
         jit_compile=False,  # XLA's CPU matrix products are slower than oneDNN's
     )
-    return model
+    if fitted is not model:  # evaluated and saved (with the optimizer's state), never fitted
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=False)
+    return Compiled(model=model, fitted=fitted, preprocess=preprocess)
 
 
 def augmentation(params: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +183,8 @@ def train(
     ``CheckpointError`` before any training when ``resume`` does not fit the model.
     """
     epochs = max_epochs or training.max_epochs
-    model = compiled_model(params, dataset, training, epochs=epochs)
+    compiled = compiled_model(params, dataset, training, epochs=epochs)
+    model = compiled.fitted
     if resume is not None:
         model.optimizer.build(model.trainable_variables)  # its variables, to check and fill
         check_model(resume, model)
@@ -178,15 +206,17 @@ def train(
         resume=resume)
     callbacks.append(checkpointer)  # last: it restores and saves the others' state
     first = 0 if resume is None else min(resume.epoch, epochs)
-    outcome = TrainingOutcome(model=model, recorder=recorder, metric=metric)
+    outcome = TrainingOutcome(model=compiled.model, recorder=recorder, metric=metric)
     n_classes = dataset.n_classes
     try:
         model.fit(
-            batches(dataset.x_train, labels_for(params, dataset.y_train, n_classes),
+            batches(compiled.inputs(dataset.x_train),
+                    labels_for(params, dataset.y_train, n_classes),
                     int(params["batch_size"]), shuffle=True, seed=seed, first_epoch=first,
                     **augmentation(params)),
             # inference only: any batch size gives the same result
-            validation_data=batches(dataset.x_val, labels_for(params, dataset.y_val, n_classes),
+            validation_data=batches(compiled.inputs(dataset.x_val),
+                                    labels_for(params, dataset.y_val, n_classes),
                                     EVAL_BATCH, shuffle=False),
             initial_epoch=first,
             epochs=first if resume is not None and resume.stopped else epochs,
@@ -205,7 +235,7 @@ def train(
     if early_stopping.stopped_epoch > 0:
         outcome.stop_reason = "early_stopped"
     # The test split is measured after training, for the record only: nothing selects on it.
-    test_loss, test_accuracy = model.evaluate(
+    test_loss, test_accuracy = compiled.model.evaluate(
         batches(dataset.x_test, labels_for(params, dataset.y_test, n_classes), EVAL_BATCH,
                 shuffle=False), verbose=0, callbacks=[StopOnRequest()])
     outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
@@ -235,18 +265,19 @@ def train_on_all(
     it, since no validation set is left to decide when to stop or to reduce."""
     x = np.concatenate([dataset.x_train, dataset.x_val])
     y = labels_for(params, np.concatenate([dataset.y_train, dataset.y_val]), dataset.n_classes)
-    model = compiled_model(params, dataset, training, epochs=planned_epochs, x_train=x)
+    compiled = compiled_model(params, dataset, training, epochs=planned_epochs, x_train=x)
     recorder = EpochRecorder()
     rates = [rate for rate in learning_rates if math.isfinite(rate)]
     callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder]
     if rates and uses_plateau(params):
         callbacks.insert(0, keras.callbacks.LearningRateScheduler(
             lambda epoch, current: rates[min(epoch, len(rates) - 1)]))
-    model.fit(
-        batches(x, y, int(params["batch_size"]), shuffle=True, **augmentation(params)),
+    compiled.fitted.fit(
+        batches(compiled.inputs(x), y, int(params["batch_size"]), shuffle=True,
+                **augmentation(params)),
         epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False,  # shuffled batches
     )
-    return TrainingOutcome(model=model, recorder=recorder, metric="val_accuracy")
+    return TrainingOutcome(model=compiled.model, recorder=recorder, metric="val_accuracy")
 
 
 class TrialHooks(Protocol):

@@ -8,6 +8,8 @@ from objectives.keras_setup import keras
 
 from objectives.space import layer_widths
 
+WHITENED = "whitened"  # the layer whose output is a ZCA-whitened image
+
 
 def build_model(
     params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int,
@@ -52,6 +54,11 @@ def build_model(
         whiten = keras.layers.Dense(preprocess["kernel"].shape[1], trainable=False,
                                     name=f"whiten_{kind}", **policy)
         x = whiten(x)
+        if kind == "zca":
+            # The whitened image in the image's shape: the model trained on images whitened
+            # beforehand starts here (``objectives.mlp.compiled_model``).
+            x = keras.layers.Reshape(input_shape, name=WHITENED, **policy)(x)
+            x = keras.layers.Flatten(**policy)(x)
     elif kind == "scale":
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale", **policy)(x)
     for i, width in enumerate(layer_widths(params)):

@@ -15,6 +15,13 @@ non-trainable ``Dense`` layer holding the whitening matrix), so the saved model 
 images and nothing computed outside it is needed at inference. The eigendecomposition of the
 training images' covariance is computed once per process and training split, and reused by
 every trial whatever its epsilon and components.
+
+Images' statistics are those of the training split together with its mirror images (each
+flipped left to right): natural images are as likely mirrored, and it makes the ZCA matrix
+commute with the flip, so that flipping a whitened image is whitening the flipped image. That
+is what lets a ZCA trial train on images whitened once (:func:`whiten`) rather than in the
+model at every step: ZCA's fixed 3072x3072 product costs more than the whole MLP's, per step,
+which doubled an epoch of the deep reference MLP (``benchmarks/train_throughput.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ _spectra: dict[int, tuple[weakref.ref[np.ndarray], Spectrum]] = {}
 
 
 def spectrum(x_train: np.ndarray) -> Spectrum:
-    """The spectrum of ``x_train`` (uint8 images), computed once per array and process."""
+    """The spectrum of ``x_train`` (uint8 images, or flat rows), computed once per array and
+    process; for images (``(n, height, width, channels)``), of ``x_train`` with its mirror
+    images."""
     cached = _spectra.get(id(x_train))
     if cached is not None and cached[0]() is x_train:
         return cached[1]
@@ -56,6 +65,14 @@ def spectrum(x_train: np.ndarray) -> Spectrum:
         chunk = flat[start:start + 4096].astype(np.float32) / 255.0 - mean.astype(np.float32)
         covariance += (chunk.T @ chunk).astype(np.float64)
     covariance /= len(flat)
+    if x_train.ndim == 4:
+        # With the mirror images: the mean of both halves, and their covariance about it,
+        # (C + P C P) / 2 + d d^T with P the flip's permutation and d = (m - P m) / 2.
+        mirror = np.arange(flat.shape[1]).reshape(x_train.shape[1:])[:, ::-1, :].ravel()
+        half = (mean - mean[mirror]) / 2.0
+        covariance = ((covariance + covariance[np.ix_(mirror, mirror)]) / 2.0
+                      + np.outer(half, half))
+        mean = (mean + mean[mirror]) / 2.0
     values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1]
     result = Spectrum(mean=mean.astype(np.float32),
@@ -105,3 +122,27 @@ def input_layers(params: dict[str, Any], x_train: np.ndarray) -> dict[str, Any]:
         kernel = kernel @ found.vectors.T  # rotate back onto the pixels
     kernel = kernel.astype(np.float32)
     return {"kind": kind, "kernel": kernel, "bias": -(found.mean @ kernel)}
+
+
+def whitened_in_training(params: dict[str, Any]) -> bool:
+    """Whether a configuration's model is trained on images whitened beforehand
+    (:func:`whiten`, ZCA) rather than on raw ones."""
+    return params.get("preprocessing", "scale") == "zca"
+
+
+def whiten(x: np.ndarray, layers: dict[str, Any], dtype: Any = np.float32) -> np.ndarray:
+    """``x`` (uint8 images) whitened as the model's ``whiten_zca`` layer of ``layers``
+    (:func:`input_layers`) does it, in ``x``'s shape, as ``dtype``: computed in float32 in
+    chunks, so that no float32 copy of the whole split is made when ``dtype`` is narrower."""
+    if layers["kind"] != "zca":
+        raise ValueError(f"only ZCA whitening keeps the images' shape, not {layers['kind']!r}")
+    started = time.perf_counter()
+    flat = x.reshape(len(x), -1)
+    kernel, bias = layers["kernel"], layers["bias"].astype(np.float32)
+    out = np.empty(flat.shape, dtype=dtype)
+    for start in range(0, len(flat), 4096):
+        chunk = flat[start:start + 4096].astype(np.float32) / np.float32(255.0)
+        out[start:start + 4096] = chunk @ kernel + bias
+    logger.info("input whitening: %d images whitened in %.1f s", len(flat),
+                time.perf_counter() - started)
+    return out.reshape(x.shape)

@@ -63,7 +63,11 @@ def _train(dataset: Dataset, params: dict[str, Any], training: TrainingConfig,
     # a schedule carries on from the optimizer's step, augmentation from its seed state
     {"lr_schedule": "one_cycle", "warmup_epochs": 2, "final_lr_fraction": 0.1,
      "label_smoothing": 0.1, "augment_flip": True, "augment_shift": 1},
-], ids=["adamw", "sgd", "rmsprop", "adam", "lion", "one_cycle-smoothing-augmented"])
+    # trained on images whitened beforehand, the whitening layer outside what is fitted
+    {"preprocessing": "zca", "whitening_epsilon": 0.1, "augment_flip": True,
+     "augment_shift": 1},
+], ids=["adamw", "sgd", "rmsprop", "adam", "lion", "one_cycle-smoothing-augmented",
+        "zca-augmented"])
 def test_training_resumed_at_epoch_k_ends_as_the_training_run_in_one_go(
         dataset: Dataset, change: dict[str, Any]) -> None:
     training = TrainingConfig(max_epochs=6, precision="float32", early_stopping_patience=6,

@@ -126,7 +126,7 @@ def test_each_new_dimension_learns_and_the_rate_follows_its_schedule(
         assert history["learning_rate"] == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "one_cycle"])
+@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine", "one_cycle"])
 def test_full_train_replays_the_schedule_epoch_for_epoch(dataset: Dataset,
                                                          schedule: str) -> None:
     params = {**PARAMS, "lr_schedule": schedule, "warmup_epochs": 1, "final_lr_fraction": 0.1}
@@ -144,12 +144,16 @@ def test_full_train_replays_the_schedule_epoch_for_epoch(dataset: Dataset,
         trial.recorder.history["learning_rate"][:5], rel=1e-4)
 
 
+@pytest.mark.parametrize("whitening", [
+    {"preprocessing": "pca", "pca_components": 48, "whitening_epsilon": 0.05},
+    {"preprocessing": "zca", "whitening_epsilon": 0.05},
+    {"preprocessing": "standardize"},
+], ids=["pca", "zca", "standardize"])
 def test_a_saved_model_with_every_recipe_loads_in_safe_mode_and_predicts_as_trained(
-        dataset: Dataset, tmp_path: Path) -> None:
+        dataset: Dataset, tmp_path: Path, whitening: dict[str, Any]) -> None:
     params = {**PARAMS, "lr_schedule": "one_cycle", "warmup_epochs": 1,
               "final_lr_fraction": 0.0, "label_smoothing": 0.1, "augment_flip": True,
-              "augment_shift": 3, "preprocessing": "pca", "pca_components": 48,
-              "whitening_epsilon": 0.05}
+              "augment_shift": 3, **whitening}
     with fresh_session():
         keras.utils.set_random_seed(3)
         outcome = train(params, dataset, TrainingConfig(max_epochs=2), "val_accuracy")
@@ -157,7 +161,38 @@ def test_a_saved_model_with_every_recipe_loads_in_safe_mode_and_predicts_as_trai
         outcome.model.save(tmp_path / "model.keras")
     with fresh_session():
         model = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
-        assert np.allclose(model.predict(dataset.x_test, verbose=0), expected, atol=1e-6)
+        predicted = model.predict(dataset.x_test, verbose=0)
+    assert np.allclose(predicted, expected, atol=1e-6)
+    # the test accuracy the trial recorded is the saved model's on raw uint8 images
+    accuracy = float(np.mean(predicted.argmax(axis=1) == dataset.y_test))
+    assert accuracy == pytest.approx(outcome.extra["test_accuracy"], abs=1e-6)
+
+
+def test_zca_trains_on_images_whitened_once_as_the_model_whitens_them(
+        dataset: Dataset) -> None:
+    from objectives.mlp import compiled_model
+    from objectives.model import WHITENED
+    from objectives.preprocessing import whiten
+
+    params = {**PARAMS, "preprocessing": "zca", "whitening_epsilon": 0.05}
+    with fresh_session():
+        compiled = compiled_model(params, dataset, TrainingConfig(precision="float32"))
+        assert compiled.fitted is not compiled.model
+        assert "whiten_zca" not in [layer.name for layer in compiled.fitted.layers]
+        assert compiled.fitted.count_params() == compiled.model.count_params() - 3072 * 3073
+        inner = keras.Model(compiled.model.input, compiled.model.get_layer(WHITENED).output)
+        in_model = inner.predict(dataset.x_val, verbose=0)
+        beforehand = compiled.inputs(dataset.x_val)
+    assert beforehand.shape == dataset.x_val.shape and beforehand.dtype == np.float32
+    assert np.allclose(beforehand, in_model, atol=1e-4)
+    # Flipping a whitened image is whitening the flipped image, so flips can come after.
+    flipped = whiten(dataset.x_val[:, :, ::-1, :], compiled.preprocess)
+    assert np.allclose(flipped, beforehand[:, :, ::-1, :], atol=1e-4)
+    # PCA and the other kinds train on raw images
+    for kind in ("scale", "pca"):
+        with fresh_session():
+            other = compiled_model({**params, "preprocessing": kind}, dataset, TrainingConfig())
+            assert other.fitted is other.model and other.inputs(dataset.x_val) is dataset.x_val
 
 
 def test_augmentation_changes_training_batches_only_and_repeats_by_seed_and_epoch() -> None:
@@ -208,7 +243,9 @@ def test_whitening_decorrelates_the_training_images_inside_the_model(dataset: Da
             layer = model.get_layer(f"whiten_{kind}")
             assert not layer.trainable and layer.units == width
             inner = keras.Model(model.input, layer.output)
-            white = inner.predict(dataset.x_train, verbose=0).astype(np.float64)
+            # the training images' statistics, those of the split and its mirror images
+            mirrored = np.concatenate([dataset.x_train, dataset.x_train[:, :, ::-1, :]])
+            white = inner.predict(mirrored, verbose=0).astype(np.float64)
         assert np.allclose(white.mean(axis=0), 0.0, atol=1e-3)
         if kind == "zca":  # rotated back onto the pixels: look along the top directions
             white = white @ spectrum(dataset.x_train).vectors[:, :40].astype(np.float64)

@@ -66,7 +66,7 @@ def _trained(fused: bool, l2: float, precision: str = "float32",
                               fused_optimizer=fused)
     with fresh_session():
         keras.utils.set_random_seed(3)
-        model = compiled_model({**PARAMS, "l2": l2}, dataset, training)
+        model = compiled_model({**PARAMS, "l2": l2}, dataset, training).fitted
         if seen is not None:
             apply = model.optimizer.apply
 
