@@ -8,9 +8,13 @@ studies/cifar10-mlp.toml --data-path ...``) and prints:
 - epochs trained in all, and the epochs pruning saved: for each pruned trial, the epochs its
   budget (``max_epochs``) still allowed. Early stopping might have ended some of those runs
   sooner, so this is an upper bound of the saving; the share is saved / (trained + saved);
-- whether the study's pruner would have pruned the best trial at any of its epochs, replayed
-  against every other finished trial of the study: more than the best trial saw when it ran,
-  so a stricter test than the search itself. It must not.
+- whether the study's pruner would have pruned the best trial (and each of the five best) at
+  any of its epochs, replayed against every other finished trial of the study: more than the
+  best trial saw when it ran, so a stricter test than the search itself. It must not;
+- how well an early epoch ranks the configurations as their whole training does (Spearman's
+  rank correlation, over the completed trials, of the value at epoch 1, 2, 5, 10 and 20 with
+  the trial's best value): the ground on which epochs serve as the cheap fidelity that a
+  pruner judges trials by.
 """
 
 from __future__ import annotations
@@ -51,7 +55,13 @@ def best_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner
                          ) -> int | None:
     """The first step at which ``pruner`` would stop the best trial, judged against every
     other finished trial; None if it never would."""
-    best = study.best_trial
+    return would_be_pruned(study, study.best_trial, pruner)
+
+
+def would_be_pruned(study: optuna.Study, best: optuna.trial.FrozenTrial,
+                    pruner: optuna.pruners.BasePruner) -> int | None:
+    """The first step at which ``pruner`` would stop ``best``, judged against every other
+    finished trial of ``study``; None if it never would."""
     others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                                   TrialState.PRUNED))
               if t.number != best.number]
@@ -69,6 +79,33 @@ def best_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner
         if pruner.prune(replay, running):
             return step
     return None
+
+
+def top_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner,
+                        count: int = 5) -> list[tuple[int, int | None]]:
+    """(trial number, first step it would be pruned at, or None) for the ``count`` best
+    completed trials, each replayed against every other finished trial."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)[:count]
+    return [(trial.number, would_be_pruned(study, trial, pruner)) for trial in ranked]
+
+
+def rank_correlations(study: optuna.Study, epochs: tuple[int, ...] = (1, 2, 5, 10, 20)
+                      ) -> list[tuple[int, int, float]]:
+    """(epoch, completed trials that reached it, Spearman's rho of their value there with
+    their best value), for each of ``epochs`` that at least 5 completed trials reached."""
+    from scipy.stats import spearmanr
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    found = []
+    for epoch in epochs:
+        pairs = [(t.intermediate_values[epoch - 1], t.value) for t in complete
+                 if epoch - 1 in t.intermediate_values]
+        if len(pairs) >= 5:
+            rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
+            found.append((epoch, len(pairs), float(rho)))
+    return found
 
 
 def _verdict(step: int | None) -> str:
@@ -103,14 +140,27 @@ def main() -> None:
         lines.append("the same trial replayed with a median pruner (n_startup_trials 2, "
                      "n_warmup_steps 2, hpsearch's earlier default): "
                      + _verdict(best_would_be_pruned(study, median)))
+    top = top_would_be_pruned(study, make_pruner(spec))
+    lines.append(f"the {len(top)} best completed trials, each replayed against all others: "
+                 + "; ".join(f"trial {number} "
+                             + ("never pruned" if step is None else f"PRUNED at epoch {step + 1}")
+                             for number, step in top))
+    correlations = rank_correlations(study)
+    if correlations:
+        lines.append("rank correlation of a completed trial's value at an epoch with its best "
+                     "value (Spearman): " + "; ".join(
+                         f"epoch {epoch}: {rho:.2f} ({count} trials)"
+                         for epoch, count, rho in correlations))
     print("\n".join(lines))
     if not args.no_docs:
         from _docs import command, machine, write_section
 
-        body = "\n".join(["## Pruning (`benchmarks/pruning.py`)", "",
+        title = "" if study.study_name == "hpsearch" else f" of study {study.study_name}"
+        body = "\n".join([f"## Pruning{title} (`benchmarks/pruning.py`)", "",
                           f"Command: `{command()}`  ", f"Machine: {machine()}", "",
                           *[f"- {line}" for line in lines]])
-        print(f"written to {write_section('pruning', body)}")
+        section = "pruning" if study.study_name == "hpsearch" else f"pruning-{study.study_name}"
+        print(f"written to {write_section(section, body)}")
 
 
 if __name__ == "__main__":

@@ -274,19 +274,30 @@ def test_whitening_parameters_are_sampled_only_with_it(kind: str, own: set[str])
         assert {"whitening_epsilon", "pca_components"} & set(params) == expected
 
 
-def test_the_references_keep_the_seed_s_recipe_where_the_space_searches_others() -> None:
-    from objectives.space import REFERENCE, reference_trials
+def test_the_references_take_the_benchmark_s_recipe_where_the_space_searches_it() -> None:
+    from objectives.space import REFERENCE, REFERENCE_RECIPE, reference_trials
 
     space = SearchSpace.model_validate({
         "lr_schedule": ["plateau", "cosine"], "label_smoothing": {"low": 0.0, "high": 0.2},
-        "augment_flip": [True, False], "preprocessing": ["pca", "scale"]})
+        "augment_flip": [True, False], "augment_shift": [0, 2],
+        "preprocessing": ["scale", "zca"]})
     (start, epochs), _ = reference_trials(space)
     assert epochs == 18
-    assert start == {**REFERENCE, "lr_schedule": "plateau", "label_smoothing": 0.0,
-                     "augment_flip": False, "preprocessing": "scale"}
-    # a default the space leaves out is left to the sampler
-    (start, _), _ = reference_trials(SearchSpace.model_validate({"lr_schedule": "cosine"}))
-    assert "lr_schedule" not in start
+    assert start == {**REFERENCE, **REFERENCE_RECIPE}
+    # the recipe's own parameters come with their choice, and the study-file form validates
+    assert start["final_lr_fraction"] == 0.0 and start["whitening_epsilon"] == 0.01
+    assert not space.check(start)
+    # where the space leaves out the recipe's value, the seed's (the default) where it holds
+    # that, else the sampler's choice
+    (start, _), _ = reference_trials(SearchSpace.model_validate({
+        "preprocessing": ["scale", "pca"], "augment_shift": [0, 4],
+        "lr_schedule": ["one_cycle", "warmup_cosine"]}))
+    assert start["preprocessing"] == "scale" and start["augment_shift"] == 0
+    assert not {"lr_schedule", "whitening_epsilon", "pca_components", "final_lr_fraction",
+                "warmup_epochs"} & set(start)
+    # a space that does not search the recipes: the references as the seed trained them
+    (start, _), _ = reference_trials(SearchSpace())
+    assert start == REFERENCE
 
 
 @pytest.mark.parametrize("space", [
