@@ -11,7 +11,7 @@ from objectives.keras_setup import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from objectives import interrupts
+from objectives import budget, interrupts
 from objectives.config import Metric, TrainingConfig, direction
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -72,6 +72,21 @@ class StopOnRequest(keras.callbacks.Callback):
         interrupts.check()
 
 
+class StopAtBudgetEnd(keras.callbacks.Callback):
+    """Ends ``fit`` with ``budget.BudgetSpent`` at the first step or epoch end after the run's
+    time budget ended (``objectives.budget``). Placed after the recorder and early stopping,
+    so that an epoch that completes is recorded, and its weights kept if it is the best, before
+    training stops."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if budget.spent():
+            raise budget.BudgetSpent()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if budget.spent():
+            raise budget.BudgetSpent()
+
+
 def trial_callbacks(
     training: TrainingConfig, metric: Metric, trial: optuna.trial.BaseTrial | None, *,
     plateau: bool = True,
@@ -89,7 +104,8 @@ def trial_callbacks(
         monitor=metric, mode=mode, patience=training.early_stopping_patience,
         restore_best_weights=True,
     )
-    callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder, early_stopping]
+    callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder, early_stopping,
+                                                 StopAtBudgetEnd()]
     if plateau:  # a learning-rate schedule (objectives.schedules) owns the rate otherwise
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=metric, mode=mode, patience=training.reduce_lr_patience,

@@ -3,7 +3,8 @@
 Each trial records as user attributes: ``n_params``, ``epochs_run``, ``best_epoch`` (1-based),
 ``train_accuracy``, ``train_loss``, ``val_accuracy`` and ``val_loss`` at the best epoch,
 ``history`` (per-epoch lists), ``seconds_per_epoch`` and ``stop_reason`` (``completed``,
-``early_stopped``, ``pruned``, ``nan`` or ``error``), plus ``fail_reason`` when it failed, and
+``early_stopped``, ``pruned``, ``time_budget`` (the run's time budget ended: recorded at its
+best complete epoch), ``nan`` or ``error``), plus ``fail_reason`` when it failed, and
 ``test_accuracy`` / ``test_loss`` measured after training (never used for selection).
 A failure inside one trial fails that trial only; the search goes on.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import optuna
 
 from objectives import interrupts
+from objectives.budget import BudgetSpent
 from objectives.checkpoints import (CheckpointError, Checkpointer, CheckpointStore,
                                     TrainingState, callback_state_supported, check_model,
                                     read_state)
@@ -232,6 +234,14 @@ def train(
         outcome.stop_reason = "nan"
         outcome.fail_reason = str(diverged)
         return outcome
+    except BudgetSpent:
+        # Recorded as it stood at its best complete epoch: those weights, that value.
+        outcome.stop_reason = "time_budget"
+        if recorder.epochs == 0:
+            outcome.fail_reason = "the run's time budget ended before its first epoch"
+            return outcome
+        if early_stopping.best_weights is not None:
+            model.set_weights(early_stopping.best_weights)
     if early_stopping.stopped_epoch > 0:
         outcome.stop_reason = "early_stopped"
     # The test split is measured after training, for the record only: nothing selects on it.
@@ -343,7 +353,7 @@ class MlpObjective:
                     self._after(trial, outcome, params)
                     _record(trial, outcome.attributes())
                     raise
-                if outcome.stop_reason != "nan":
+                if outcome.fail_reason is None:  # diverged, or no epoch: nothing to show
                     self._after(trial, outcome, params)
         except optuna.TrialPruned:
             _drop(store, lineage)
@@ -356,7 +366,7 @@ class MlpObjective:
             return math.nan
         _record(trial, outcome.attributes())
         _drop(store, lineage)
-        if outcome.stop_reason == "nan":
+        if outcome.fail_reason is not None:
             return math.nan  # Optuna marks the trial failed; fail_reason says why
         return outcome.best_value
 

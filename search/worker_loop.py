@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from objectives import interrupts
+from objectives import budget, interrupts
 from search import optuna_ids
 from search.budget_lock import BudgetLock
 from search.heartbeats import UnbeatenTrials
@@ -71,6 +71,9 @@ class WorkerLoop:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
         deadline = recycling.deadline_before() or (
             None if timeout is None else time.monotonic() + timeout)
+        # A trial still training when the budget ends stops and is recorded at its best epoch
+        # (objectives.budget), instead of training on past the budget.
+        budget.end_at(deadline, timeout)
         try:
             ran = self.reporter.ran
             while not self.reporter.stopped_by_failures:
@@ -96,6 +99,7 @@ class WorkerLoop:
                     # period, e.g. during a database outage) and has queued it again.
                     logger.warning("trial result not stored: %s", exc)
         finally:
+            budget.end_at(None, None)  # nothing after this run (evaluate, say) is bounded by it
             self.lock.dispose()
             self.unbeaten.dispose()
 

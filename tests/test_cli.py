@@ -326,3 +326,28 @@ def test_more_workers_than_the_machine_holds_are_capped_with_one_warning(
     assert len(warnings) == 1 and warnings[0].endswith(f"; starting {most}")
     assert f"started {most} workers" in result.stderr
     assert len(finished(url)) == 2
+
+
+def test_a_time_budget_ends_the_running_trial_at_its_best_epoch_not_after_it(
+        write_study: Callable[..., Path], tmp_path: Path) -> None:
+    """With a timeout, a trial still training when it ends stops and is recorded at its best
+    epoch (Optuna's own timeout would let it train its 400 epochs first)."""
+    import time
+
+    from conftest import TINY_STUDY
+
+    study_file = write_study(
+        TINY_STUDY.replace("max_epochs = 3", "max_epochs = 400").replace(
+            "early_stopping_patience = 2", "early_stopping_patience = 400"))
+    url = f"sqlite:///{tmp_path / 'budget.db'}"
+    started = time.monotonic()
+    result = invoke("run", str(study_file), "--storage", url, "--timeout", "8")
+    took = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert took < 60, took  # not the hundreds of seconds of 400 epochs
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    last = trials[-1]
+    assert last.state == TrialState.COMPLETE, last.user_attrs
+    assert last.user_attrs["stop_reason"] == "time_budget"
+    assert 1 <= last.user_attrs["epochs_run"] < 400
+    assert "time_budget" in result.stderr

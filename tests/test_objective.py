@@ -292,3 +292,66 @@ def test_the_fast_path_learns_what_plain_fit_learns(params: dict[str, object]) -
     assert means[0] > 0.3  # it learned something: chance is 0.1
     print(f"val accuracy after 3 epochs, fast {means[0]:.4f}, plain {means[1]:.4f}")
     assert abs(means[0] - means[1]) <= 0.01, means
+
+
+class _BudgetEndsInEpoch:
+    """Trial hooks whose callback ends the run's time budget as epoch ``at`` (0-based)
+    begins, and that score the trained model on the validation split."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.scored: float | None = None
+
+    def callbacks(self, trial: optuna.trial.Trial) -> list[keras.callbacks.Callback]:
+        from objectives import budget
+
+        at = self.at
+
+        class EndBudget(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+                if epoch == at:
+                    budget.end_at(0.0, 1.0)  # it ended long ago
+
+        return [EndBudget()]
+
+    def after_training(self, trial: optuna.trial.Trial, outcome: object, dataset: object,
+                       params: object) -> None:
+        from objectives.feed import batches
+        from objectives.mlp import EVAL_BATCH
+
+        data = load_dataset(DATA, 0)
+        _, self.scored = outcome.model.evaluate(  # type: ignore[attr-defined]
+            batches(data.x_val, data.y_val, EVAL_BATCH, shuffle=False), verbose=0)
+
+
+@pytest.mark.parametrize("at", [4, 0], ids=["in-epoch-5", "in-epoch-1"])
+def test_a_trial_training_when_the_budget_ends_is_recorded_at_its_best_epoch(at: int) -> None:
+    """The epoch the budget ends in counts for nothing; the trial completes with the best
+    complete epoch's value and weights, or fails if none completed."""
+    from objectives import budget
+
+    hooks = _BudgetEndsInEpoch(at)
+    run = create_objective(
+        space=SPACE, data=DATA, metric="val_accuracy", seed=0, hooks=hooks,
+        training=TrainingConfig(max_epochs=30, early_stopping_patience=30))
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({**DEEP, "learning_rate": 3e-2})  # uneven: its best is not its last
+    try:
+        study.optimize(run, n_trials=1)
+    finally:
+        budget.end_at(None, None)
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    assert attrs["stop_reason"] == "time_budget"
+    if at == 0:
+        assert trial.state == TrialState.FAIL
+        assert attrs["fail_reason"] == "the run's time budget ended before its first epoch"
+        assert hooks.scored is None  # nothing trained, nothing shown
+        return
+    assert trial.state == TrialState.COMPLETE
+    history = attrs["history"]["val_accuracy"]
+    assert attrs["epochs_run"] == at == len(history)  # the unfinished epoch is not there
+    assert trial.value == pytest.approx(max(history), abs=1e-6)  # recorded rounded
+    assert max(history) > history[-1]  # its best epoch is not its last
+    # the model kept is the best epoch's: it scores that epoch's validation accuracy
+    assert hooks.scored == pytest.approx(trial.value, abs=1e-6)
