@@ -13,8 +13,9 @@
 Whichever it is, the model does it itself (a ``Normalization`` layer, or a fixed,
 non-trainable ``Dense`` layer holding the whitening matrix), so the saved model takes raw uint8
 images and nothing computed outside it is needed at inference. The eigendecomposition of the
-training images' covariance is computed once per process and training split, and reused by
-every trial whatever its epsilon and components.
+training images' covariance is computed once per training split, and reused by every trial
+whatever its epsilon and components: once per machine for a split of the decoded-array cache
+(``objectives.cache``, where it is kept beside the split), else once per process.
 
 Images' statistics are those of the training split together with its mirror images (each
 flipped left to right): natural images are as likely mirrored, and it makes the ZCA matrix
@@ -26,6 +27,7 @@ which doubled an epoch of the deep reference MLP (``benchmarks/train_throughput.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import weakref
@@ -33,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from objectives.cache import derived_key, load_or_build
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +51,31 @@ class Spectrum:
 
 
 _spectra: dict[int, tuple[weakref.ref[np.ndarray], Spectrum]] = {}
+SPECTRUM_VERSION = 2  # of the cached spectrum: 2, with the mirror images
 
 
 def spectrum(x_train: np.ndarray) -> Spectrum:
     """The spectrum of ``x_train`` (uint8 images, or flat rows), computed once per array and
     process; for images (``(n, height, width, channels)``), of ``x_train`` with its mirror
-    images."""
+    images. A split from the decoded-array cache (memory-mapped) has its spectrum cached
+    beside it, computed once per machine: every worker, and every fresh start of one
+    (``search.recycling``), reads it back instead of taking 20 s of a core for it."""
     cached = _spectra.get(id(x_train))
     if cached is not None and cached[0]() is x_train:
         return cached[1]
+    filename = getattr(x_train, "filename", None)
+    if isinstance(x_train, np.memmap) and filename:
+        key = derived_key("spectrum", SPECTRUM_VERSION, str(filename), x_train.shape)
+        arrays, _ = load_or_build(key, lambda: (dataclasses.asdict(_decompose(x_train)), {}))
+        result = Spectrum(**arrays)
+    else:
+        result = _decompose(x_train)
+    _spectra.clear()  # one training split per process at a time
+    _spectra[id(x_train)] = (weakref.ref(x_train), result)
+    return result
+
+
+def _decompose(x_train: np.ndarray) -> Spectrum:
     started = time.perf_counter()
     flat = x_train.reshape(len(x_train), -1)
     mean = flat.mean(axis=0, dtype=np.float64) / 255.0
@@ -75,14 +95,11 @@ def spectrum(x_train: np.ndarray) -> Spectrum:
         mean = (mean + mean[mirror]) / 2.0
     values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1]
-    result = Spectrum(mean=mean.astype(np.float32),
-                      values=np.maximum(values[order], 0.0).astype(np.float32),
-                      vectors=vectors[:, order].astype(np.float32))
-    _spectra.clear()  # one training split per process at a time
-    _spectra[id(x_train)] = (weakref.ref(x_train), result)
     logger.info("input whitening: covariance of %d training images of %d values "
                 "decomposed in %.1f s", len(flat), flat.shape[1], time.perf_counter() - started)
-    return result
+    return Spectrum(mean=mean.astype(np.float32),
+                    values=np.maximum(values[order], 0.0).astype(np.float32),
+                    vectors=vectors[:, order].astype(np.float32))
 
 
 def channel_statistics(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

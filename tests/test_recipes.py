@@ -253,6 +253,29 @@ def test_whitening_decorrelates_the_training_images_inside_the_model(dataset: Da
         assert np.allclose(covariance, np.eye(40), atol=2e-2)  # the top 40 directions
 
 
+def test_a_cached_split_s_spectrum_is_computed_once_per_machine(
+        dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from objectives import preprocessing
+    from objectives.cache import load_or_build
+
+    monkeypatch.setenv("HPSEARCH_CACHE", str(tmp_path))
+    arrays, _ = load_or_build("split", lambda: ({"x_train": dataset.x_train}, {}))
+    split = arrays["x_train"]
+    assert isinstance(split, np.memmap)
+    first = preprocessing.spectrum(split)
+    # another process (or a fresh start) on the same split reads it back, decomposing nothing
+    preprocessing._spectra.clear()
+
+    def refuse(x: np.ndarray) -> None:
+        raise AssertionError("decomposed again")
+
+    monkeypatch.setattr(preprocessing, "_decompose", refuse)
+    again = preprocessing.spectrum(np.load(split.filename, mmap_mode="r"))
+    assert np.array_equal(again.values, first.values)
+    assert np.array_equal(again.vectors, first.vectors)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # the split, its spectrum
+
+
 def test_standardizing_uses_the_training_split_per_channel(dataset: Dataset) -> None:
     from objectives.preprocessing import input_layers
 
