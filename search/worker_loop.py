@@ -77,7 +77,9 @@ class WorkerLoop:
         try:
             ran = self.reporter.ran
             while not self.reporter.stopped_by_failures:
-                if deadline is not None and time.monotonic() >= deadline:
+                # Within the last margin before the deadline a new trial could not finish an
+                # epoch: it would only be recorded as failed by the budget.
+                if budget.spent() or (deadline is not None and time.monotonic() >= deadline):
                     return
                 if self.reporter.ran > ran:
                     ran = self.reporter.ran

@@ -351,3 +351,6 @@ def test_a_time_budget_ends_the_running_trial_at_its_best_epoch_not_after_it(
     assert last.user_attrs["stop_reason"] == "time_budget"
     assert 1 <= last.user_attrs["epochs_run"] < 400
     assert "time_budget" in result.stderr
+    # and no trial starts after it only to fail for want of time
+    assert all(trial.state == TrialState.COMPLETE for trial in trials), [
+        (trial.state, trial.user_attrs.get("fail_reason")) for trial in trials]
