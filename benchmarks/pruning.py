@@ -15,6 +15,11 @@ studies/cifar10-mlp.toml --data-path ...``) and prints:
   rank correlation, over the completed trials, of the value at epoch 1, 2, 5, 10 and 20 with
   the trial's best value): the ground on which epochs serve as the cheap fidelity that a
   pruner judges trials by.
+
+For a study of several objectives (pruned by hpsearch's cost-aware rule,
+``objectives.pruning``), instead of the best trial: whether the rule would have stopped any
+trial of the final Pareto front at any of its epochs, replayed against every other completed
+trial of the study. It must not.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from objectives.config import MAX_EPOCHS_ATTR  # noqa: E402
+from objectives.config import MAX_EPOCHS_ATTR, direction  # noqa: E402
+from objectives.goals import EPOCH_VALUES_ATTR  # noqa: E402
+from objectives.pruning import CostAwareRule, peer_of  # noqa: E402
 from search.evaluate import stored_spec  # noqa: E402
 from search.results import pick_study  # noqa: E402
 from search.samplers import make_pruner  # noqa: E402
 from search.storage import open_storage, redact, resolve_url  # noqa: E402
+from search.studyfile import StudyFile  # noqa: E402
 
 
 def epochs_saved(study: optuna.Study, max_epochs: int) -> tuple[int, int, int]:
@@ -108,6 +116,39 @@ def rank_correlations(study: optuna.Study, epochs: tuple[int, ...] = (1, 2, 5, 1
     return found
 
 
+def front_would_be_pruned(study: optuna.Study, rule: CostAwareRule, metric: str,
+                          costs: tuple[str, ...]) -> list[tuple[int, int | None]]:
+    """(trial number, first epoch index the cost-aware rule would stop it at, or None) for
+    each trial of the Pareto front, replayed against every other completed trial."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    peers = {t.number: peer for t in complete
+             if (peer := peer_of(t.user_attrs, costs, metric, EPOCH_VALUES_ATTR)) is not None}
+    maximize = direction(metric) == "maximize"
+    found: list[tuple[int, int | None]] = []
+    for trial in study.best_trials:
+        own = peers.get(trial.number)
+        if own is None:
+            continue
+        others = [peer for number, peer in peers.items() if number != trial.number]
+        step = next((step for step in range(len(own.values))
+                     if rule.prunes(step, own.values, own.costs, others, maximize=maximize)),
+                    None)
+        found.append((trial.number, step))
+    return found
+
+
+def _front_lines(study: optuna.Study, spec: StudyFile) -> list[str]:
+    goals = spec.goals
+    if goals.pruning is None:
+        return ["no cost-aware pruning in this study (pruner none)"]
+    front = front_would_be_pruned(study, goals.pruning, goals.metric, goals.cost_objectives)
+    stopped = [(number, step) for number, step in front if step is not None]
+    return [f"the Pareto front's {len(front)} trials, each replayed against all other completed "
+            f"trials by the cost-aware {spec.pruner.type} rule: "
+            + ("none would be pruned" if not stopped else "; ".join(
+                f"trial {number} PRUNED at epoch {step + 1}" for number, step in stopped))]
+
+
 def _verdict(step: int | None) -> str:
     return ("never pruned when replayed against all other trials" if step is None
             else f"WOULD BE PRUNED at epoch {step + 1} against all other trials")
@@ -125,16 +166,20 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     trained, saved, pruned = epochs_saved(study, spec.training.max_epochs)
     share = saved / (trained + saved) if trained + saved else 0.0
-    step = best_would_be_pruned(study, make_pruner(spec))
-    best = study.best_trial
     lines = [
         f"study {study.study_name} on {redact(url)}: {len(study.trials)} trials, {pruned} "
         f"pruned by {spec.pruner.type} ({spec.pruner.model_dump(exclude={'type'})})",
         f"epochs trained: {trained}; saved by pruning: at most {saved} "
         f"({share:.0%} of what the study would have trained without it)",
-        f"best trial {best.number} ({best.value:.4f}, {len(best.intermediate_values)} epochs): "
-        + _verdict(step),
     ]
+    if spec.study.multi_objective:
+        _finish(study, lines + _front_lines(study, spec), args.no_docs)
+        return
+    step = best_would_be_pruned(study, make_pruner(spec))
+    best = study.best_trial
+    lines.append(
+        f"best trial {best.number} ({best.value:.4f}, {len(best.intermediate_values)} epochs): "
+        + _verdict(step))
     if spec.pruner.type != "median":  # the earlier default, for comparison
         median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
         lines.append("the same trial replayed with a median pruner (n_startup_trials 2, "
@@ -151,8 +196,12 @@ def main() -> None:
                      "value (Spearman): " + "; ".join(
                          f"epoch {epoch}: {rho:.2f} ({count} trials)"
                          for epoch, count, rho in correlations))
+    _finish(study, lines, args.no_docs)
+
+
+def _finish(study: optuna.Study, lines: list[str], no_docs: bool) -> None:
     print("\n".join(lines))
-    if not args.no_docs:
+    if not no_docs:
         from _docs import command, machine, write_section
 
         title = "" if study.study_name == "hpsearch" else f" of study {study.study_name}"

@@ -13,6 +13,8 @@ from optuna_integration import KerasPruningCallback
 
 from objectives import budget, interrupts
 from objectives.config import Metric, TrainingConfig, direction
+from objectives.goals import EPOCH_VALUES_ATTR
+from objectives.pruning import CostAwareRule, peer_of
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
@@ -87,16 +89,73 @@ class StopAtBudgetEnd(keras.callbacks.Callback):
             raise budget.BudgetSpent()
 
 
+def multi_objective(trial: optuna.trial.BaseTrial | None) -> bool:
+    """Whether ``trial`` belongs to a multi-objective study (where Optuna refuses
+    ``trial.report``)."""
+    return isinstance(trial, optuna.trial.Trial) and len(trial.study.directions) > 1
+
+
+class EpochValues(keras.callbacks.Callback):
+    """Records the validation metric of every epoch so far as a trial user attribute
+    (``epoch_values``), in multi-objective studies, where Optuna refuses intermediate values:
+    the dashboard and ``hpsearch trials`` show a running trial's curve from it."""
+
+    def __init__(self, trial: optuna.trial.Trial, metric: Metric,
+                 restored: list[float] | None = None) -> None:
+        super().__init__()
+        self.trial = trial
+        self.metric = metric
+        self.values: list[float] = list(restored or [])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = float((logs or {}).get(self.metric, math.nan))
+        del self.values[epoch:]
+        self.values.append(round(value, 6) if math.isfinite(value) else math.nan)
+        self.trial.set_user_attr(EPOCH_VALUES_ATTR, [
+            v if math.isfinite(v) else None for v in self.values])
+
+
+class CostAwarePruning(keras.callbacks.Callback):
+    """Stops a trial of a multi-objective study by ``rule`` (``objectives.pruning``): against
+    the completed trials that cost no more than its ``costs``, at each epoch, from the values
+    :class:`EpochValues` records. Placed after it."""
+
+    def __init__(self, trial: optuna.trial.Trial, rule: CostAwareRule, metric: Metric,
+                 costs: dict[str, float], values: EpochValues) -> None:
+        super().__init__()
+        self.trial = trial
+        self.rule = rule
+        self.metric = metric
+        self.costs = costs
+        self.values = values
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch < self.rule.n_warmup_steps:
+            return  # no need to read the study
+        completed = self.trial.study.get_trials(deepcopy=False,
+                                                states=(optuna.trial.TrialState.COMPLETE,))
+        peers = [peer for t in completed if (peer := peer_of(
+            t.user_attrs, list(self.costs), self.metric, EPOCH_VALUES_ATTR)) is not None]
+        maximize = direction(self.metric) == "maximize"
+        if self.rule.prunes(epoch, self.values.values, self.costs, peers, maximize=maximize):
+            bar = self.rule.threshold(epoch, self.costs, peers, maximize=maximize)
+            raise optuna.TrialPruned(
+                f"pruned at epoch {epoch + 1}: trials that cost no more had reached {bar:.4f}")
+
+
 def trial_callbacks(
     training: TrainingConfig, metric: Metric, trial: optuna.trial.BaseTrial | None, *,
-    plateau: bool = True,
+    plateau: bool = True, restored: list[float] | None = None,
+    cost_aware: tuple[CostAwareRule, dict[str, float]] | None = None,
 ) -> tuple[EpochRecorder, keras.callbacks.EarlyStopping, list[keras.callbacks.Callback]]:
     """The recorder, the early stopping and the full list of callbacks for one training run.
 
     The recorder comes first (after the stop-request check) so the history is complete when
     pruning interrupts ``fit``.
-    Pruning applies only when there is a real Optuna trial to report to; the plateau
-    reduction only with ``plateau``.
+    Pruning applies only when there is a real Optuna trial to report to (in a multi-objective
+    study, where Optuna refuses reports, each epoch's value is recorded instead, after the
+    ``restored`` values of a resumed trial, and ``cost_aware`` (a rule and the trial's costs)
+    prunes); the plateau reduction only with ``plateau``.
     """
     mode = "max" if direction(metric) == "maximize" else "min"
     recorder = EpochRecorder()
@@ -111,6 +170,13 @@ def trial_callbacks(
             monitor=metric, mode=mode, patience=training.reduce_lr_patience,
             factor=training.reduce_lr_factor, min_lr=training.min_learning_rate,
         ))
-    if isinstance(trial, optuna.trial.Trial):
+    if multi_objective(trial):
+        assert isinstance(trial, optuna.trial.Trial)
+        values = EpochValues(trial, metric, restored)
+        callbacks.append(values)
+        if cost_aware is not None:
+            rule, costs = cost_aware
+            callbacks.append(CostAwarePruning(trial, rule, metric, costs, values))
+    elif isinstance(trial, optuna.trial.Trial):
         callbacks.append(KerasPruningCallback(trial, metric, interval=training.pruning_interval))
     return recorder, early_stopping, callbacks

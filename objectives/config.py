@@ -7,13 +7,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 Metric = Literal["val_accuracy", "val_loss"]
+# What a trial's model costs, known before it trains (objectives.goals): its parameters, and
+# its inference time per image in milliseconds at batch 1.
+Measure = Literal["n_params", "latency_ms"]
+ObjectiveName = Literal["val_accuracy", "val_loss", "n_params", "latency_ms"]
 Direction = Literal["maximize", "minimize"]
+METRICS: tuple[Metric, ...] = ("val_accuracy", "val_loss")
+MEASURES: tuple[Measure, ...] = ("n_params", "latency_ms")
 
 
-def direction(metric: Metric) -> Direction:
-    """Whether ``metric`` is to be maximized (accuracy) or minimized (loss): the one place
-    that says it."""
-    return "maximize" if metric == "val_accuracy" else "minimize"
+def direction(name: str) -> Direction:
+    """Whether the metric or measure ``name`` is to be maximized (accuracy) or minimized (loss,
+    size, latency): the one place that says it."""
+    return "maximize" if name == "val_accuracy" else "minimize"
 
 # A trial enqueued with this user attribute trains for that many epochs instead of the study's
 # `max_epochs` (the hand-built experiments each had their own budget).

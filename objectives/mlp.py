@@ -4,8 +4,12 @@ Each trial records as user attributes: ``n_params``, ``epochs_run``, ``best_epoc
 ``train_accuracy``, ``train_loss``, ``val_accuracy`` and ``val_loss`` at the best epoch,
 ``history`` (per-epoch lists), ``seconds_per_epoch`` and ``stop_reason`` (``completed``,
 ``early_stopped``, ``pruned``, ``time_budget`` (the run's time budget ended: recorded at its
-best complete epoch), ``nan`` or ``error``), plus ``fail_reason`` when it failed, and
+best complete epoch), ``infeasible`` (over the study's budget: not trained, ``infeasible``
+says which), ``nan`` or ``error``), plus ``fail_reason`` when it failed, and
 ``test_accuracy`` / ``test_loss`` measured after training (never used for selection).
+Studies with several objectives or budgets also record ``latency_ms`` and
+``latency_ms_batch256`` where they need them, and, with several objectives, ``epoch_values``
+(the validation metric per epoch, since Optuna refuses intermediate values there).
 A failure inside one trial fails that trial only; the search goes on.
 """
 
@@ -27,11 +31,13 @@ from objectives.checkpoints import (CheckpointError, Checkpointer, CheckpointSto
                                     TrainingState, callback_state_supported, check_model,
                                     read_state)
 from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
-                                  trial_callbacks)
+                                  multi_objective, trial_callbacks)
 from objectives.config import (FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMED_AT_ATTR, RESUMES_ATTR,
                                DataConfig, Metric, TrainingConfig, direction)
 from objectives.data import Dataset, load_dataset
 from objectives.feed import batches, order_seed
+from objectives.goals import Goals
+from objectives.pruning import CostAwareRule
 from objectives.keras_setup import keras
 from objectives.model import WHITENED, build_model
 from objectives.optimizers import get_optimizer
@@ -175,10 +181,15 @@ def train(
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     save_checkpoint: Callable[[bytes], None] | None = None,
     resume: TrainingState | None = None,
+    measure: Callable[[keras.Model], dict[str, float] | None] | None = None,
+    cost_aware: CostAwareRule | None = None,
 ) -> TrainingOutcome:
     """Build, compile and fit one configuration with early stopping, LR reduction and pruning;
     with ``save_checkpoint``, its state after every ``training.checkpoint_every`` epochs; from
-    ``resume``'s epoch on, with its state, when given.
+    ``resume``'s epoch on, with its state, when given. ``measure`` sees the model (as it is
+    saved) before it trains, and may end the trial there (raising ``Infeasible``); with
+    ``cost_aware``, a multi-objective trial is pruned by that rule against the costs
+    ``measure`` returned.
 
     Raises ``optuna.TrialPruned`` when the pruner stops the run (the outcome is attached to the
     exception as ``outcome``); a diverging loss ends the run with ``stop_reason == "nan"``;
@@ -186,17 +197,20 @@ def train(
     """
     epochs = max_epochs or training.max_epochs
     compiled = compiled_model(params, dataset, training, epochs=epochs)
+    costs = measure(compiled.model) if measure is not None else None
     model = compiled.fitted
+    restored: list[float] | None = None
     if resume is not None:
         model.optimizer.build(model.trainable_variables)  # its variables, to check and fill
         check_model(resume, model)
-        _report_restored(trial, resume, metric, training.pruning_interval)
+        restored = _report_restored(trial, resume, metric, training.pruning_interval)
         if trial is not None:
             trial.set_user_attr(RESUMED_AT_ATTR, resume.epoch)
             logger.info("trial %d resumes trial %s at epoch %d of %d", trial.number,
                         trial.user_attrs.get(RESUMES_ATTR), resume.epoch + 1, epochs)
-    recorder, early_stopping, callbacks = trial_callbacks(training, metric, trial,
-                                                          plateau=uses_plateau(params))
+    recorder, early_stopping, callbacks = trial_callbacks(
+        training, metric, trial, plateau=uses_plateau(params), restored=restored,
+        cost_aware=(cost_aware, costs) if cost_aware is not None and costs else None)
     callbacks += extra_callbacks or []
     seed = order_seed() if resume is None else resume.order_seed
     checkpointer = Checkpointer(
@@ -254,14 +268,17 @@ def train(
 
 
 def _report_restored(trial: optuna.trial.BaseTrial | None, state: TrainingState,
-                     metric: Metric, interval: int) -> None:
+                     metric: Metric, interval: int) -> list[float]:
     """Report the epochs a checkpoint holds as the pruning callback reported them, so that the
-    pruner and the dashboard see the whole curve."""
-    if not isinstance(trial, optuna.trial.Trial):
-        return
+    pruner and the dashboard see the whole curve; the values, which a multi-objective study
+    records in a user attribute instead (Optuna refuses its reports)."""
+    values = [float(v) for v in state.history[metric][:state.epoch]]
+    if not isinstance(trial, optuna.trial.Trial) or multi_objective(trial):
+        return values
     for epoch, value in enumerate(state.history[metric][:state.epoch]):
         if (epoch + 1) % interval == 0 and math.isfinite(value):
             trial.report(value, step=epoch)
+    return values
 
 
 def train_on_all(
@@ -303,10 +320,19 @@ class TrialHooks(Protocol):
                        dataset: Dataset, params: dict[str, Any]) -> None: ...
 
 
+class Infeasible(Exception):
+    """The trial's model breaks the study's size or latency budget: it is not trained."""
+
+
 class MlpObjective:
     """The objective Optuna calls: one trial, one configuration, one training run.
 
     The dataset is loaded when the objective is made, once per process, not once per trial.
+    With ``goals`` that name measures (``n_params``, ``latency_ms``), the model is measured
+    before it trains: the measures are recorded as user attributes, constraints as Optuna's
+    (``Trial.set_constraint``), and a trial over a budget ends pruned
+    (``stop_reason = "infeasible"``) without training. In a multi-objective study the objective
+    returns the values in the study's order.
     """
 
     def __init__(
@@ -318,15 +344,20 @@ class MlpObjective:
         metric: Metric,
         seed: int,
         hooks: TrialHooks | None = None,
+        goals: Goals | None = None,
     ) -> None:
         self.space = space
         self.hooks = hooks
         self.training = training
         self.metric = metric
+        self.goals = goals or Goals((metric,))
+        if self.goals.metric != metric:
+            raise ValueError(f"goals {self.goals.objectives} do not hold metric {metric!r}")
+        self._measured: dict[str, float] = {}
         self.seed = seed
         self.dataset = load_dataset(data, seed)
 
-    def __call__(self, trial: optuna.trial.Trial) -> float:
+    def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
         try:
             return self._run(trial)
         except KeyboardInterrupt:  # Optuna fails the trial; say why on it
@@ -334,7 +365,35 @@ class MlpObjective:
             _record(trial, {"stop_reason": "interrupted", "fail_reason": interrupts.reason()})
             raise
 
-    def _run(self, trial: optuna.trial.Trial) -> float:
+    def _failed(self) -> float | list[float]:
+        """What a failed trial returns: NaN, which Optuna records as a failure."""
+        return [math.nan] * len(self.goals.objectives) if self.goals.multi else math.nan
+
+    def _measure(self, trial: optuna.trial.Trial, model: keras.Model) -> dict[str, float]:
+        """The model's measures before it trains, recorded; ``Infeasible`` over a budget.
+        Returns its costs among the objectives (what a cost-aware pruner compares)."""
+        self._measured = {}
+        if not self.goals.measures:
+            return {}
+        measured: dict[str, float] = {"n_params": float(model.count_params())}
+        if "latency_ms" in self.goals.measures:
+            from objectives.latency import measure
+
+            measured.update(measure(model))
+        self._measured = measured
+        _record(trial, {k: int(v) if k == "n_params" else v for k, v in measured.items()})
+        violations = self.goals.violations(measured)
+        if hasattr(trial, "set_constraint"):
+            for name, excess in violations.items():
+                if name not in trial.constraints:  # measured again when a resume falls back
+                    trial.set_constraint(name, excess)
+        over = [f"{name} {measured[name]:g} > {self.goals.constraints[name]:g}"
+                for name, excess in violations.items() if excess > 0]
+        if over:
+            raise Infeasible(", ".join(over))
+        return {name: measured[name] for name in self.goals.cost_objectives}
+
+    def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
         params = suggest(trial, self.space)
         # A retry (search.resumption) trains as its lineage's first try would: its seed, and
         # its checkpoint.
@@ -348,6 +407,10 @@ class MlpObjective:
                 extra = self.hooks.callbacks(trial) if self.hooks is not None else []
                 try:
                     outcome = self._train(trial, params, lineage, extra, store, resume)
+                except Infeasible as exc:
+                    _record(trial, {"stop_reason": "infeasible", "infeasible": str(exc),
+                                    "epochs_run": 0})
+                    raise optuna.TrialPruned(f"over the study's budget: {exc}") from None
                 except optuna.TrialPruned as pruned:
                     outcome = pruned.outcome  # type: ignore[attr-defined]
                     self._after(trial, outcome, params)
@@ -363,11 +426,13 @@ class MlpObjective:
             if not _storage_failure(exc):  # a storage outage: the retry carries on from it
                 _drop(store, lineage)
             _record(trial, {"stop_reason": "error", "fail_reason": f"{type(exc).__name__}: {exc}"})
-            return math.nan
+            return self._failed()
         _record(trial, outcome.attributes())
         _drop(store, lineage)
         if outcome.fail_reason is not None:
-            return math.nan  # Optuna marks the trial failed; fail_reason says why
+            return self._failed()  # Optuna marks the trial failed; fail_reason says why
+        if self.goals.multi:
+            return self.goals.values(outcome.best_value, self._measured)
         return outcome.best_value
 
     def _checkpoints(self) -> CheckpointStore | None:
@@ -408,12 +473,14 @@ class MlpObjective:
                resume: TrainingState | None) -> TrainingOutcome:
         max_epochs = trial.user_attrs.get(MAX_EPOCHS_ATTR) or self.training.max_epochs
         save = None if store is None else functools.partial(store.save, lineage)
+        measure = functools.partial(self._measure, trial)
         keras.utils.set_random_seed(self.seed + lineage)
         if resume is not None:
             try:
                 outcome = train(params, self.dataset, self.training, self.metric, trial=trial,
                                 max_epochs=max_epochs, extra_callbacks=extra,
-                                save_checkpoint=save, resume=resume)
+                                save_checkpoint=save, resume=resume, measure=measure,
+                                cost_aware=self.goals.pruning)
             except CheckpointError as exc:
                 logger.warning("trial %d starts at epoch 1: the checkpoint of trial %s is not "
                                "used: %s", trial.number, trial.user_attrs[RESUMES_ATTR], exc)
@@ -421,7 +488,8 @@ class MlpObjective:
             else:
                 return outcome
         return train(params, self.dataset, self.training, self.metric, trial=trial,
-                     max_epochs=max_epochs, extra_callbacks=extra, save_checkpoint=save)
+                     max_epochs=max_epochs, extra_callbacks=extra, save_checkpoint=save,
+                     measure=measure, cost_aware=self.goals.pruning)
 
     def _after(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
                params: dict[str, Any]) -> None:
@@ -445,11 +513,11 @@ def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:
 
 def create_objective(
     *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric, seed: int,
-    hooks: TrialHooks | None = None,
+    hooks: TrialHooks | None = None, goals: Goals | None = None,
 ) -> MlpObjective:
     """The registry's entry point for the ``keras-mlp`` objective."""
     return MlpObjective(space=space, data=data, training=training, metric=metric, seed=seed,
-                        hooks=hooks)
+                        hooks=hooks, goals=goals)
 
 
 def _drop(store: CheckpointStore | None, lineage: int) -> None:

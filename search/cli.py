@@ -292,9 +292,23 @@ def validate(study_file: Path) -> None:
                           f"{study.timeout:g} s" if study.timeout else "") if part
     )
     console.print(f"{study_file}: valid", markup=False)
+    goals = study.goals
+    aims = ", ".join(f"{direction} {name}"
+                     for name, direction in zip(goals.objectives, goals.directions))
     console.print(
-        f"study {spec.name}: {study.resolved_direction} {study.metric}, budget {budget}, "
-        f"seed {study.seed}, objective {study.objective}", markup=False)
+        f"study {spec.name}: {aims}, budget {budget}, seed {study.seed}, objective "
+        f"{study.objective}", markup=False)
+    if goals.multi:
+        rule = spec.goals.pruning
+        pruning = (f"trials pruned by the {spec.pruner.type} rule among completed trials of no "
+                   f"larger {' and '.join(goals.cost_objectives)} (Optuna's own pruners cannot "
+                   "take several objectives)" if rule is not None else "no pruning")
+        console.print(f"several objectives: the study keeps their Pareto front (hpsearch best); "
+                      f"{pruning}", markup=False)
+    if goals.constraints:
+        console.print("budgets: " + ", ".join(f"{name} <= {limit:g}" for name, limit
+                                               in goals.constraints.items())
+                      + " (a trial over them is measured, not trained)", markup=False)
     for title, section in (("sampler", spec.sampler), ("pruner", spec.pruner),
                            ("data", spec.data), ("training", spec.training)):
         values = ", ".join(f"{k}={v}" for k, v in section.model_dump().items() if k != "type")
@@ -348,10 +362,24 @@ def trials(storage_url: str | None, study_name: str | None, output_format: str) 
 @storage_opt
 @study_opt
 def best(storage_url: str | None, study_name: str | None) -> None:
-    """The best trial of a study with its parameters and metrics."""
+    """The best trial of a study with its parameters and metrics (with several objectives,
+    their Pareto front; with budgets, the best trial within them)."""
     from search.results import pick_study, print_best
 
     print_best(pick_study(_open(storage_url), study_name), _stdout())
+
+
+@cli.command()
+@storage_opt
+@study_opt
+def compare(storage_url: str | None, study_name: str | None) -> None:
+    """What the trials say of each choice: per optimizer, activation, BatchNorm, schedule, ...,
+    depth and width band, the best and median validation metric, convergence and overfitting,
+    with a plain statement of what the numbers carry."""
+    from search.compare_view import print_answers
+    from search.results import pick_study
+
+    print_answers(pick_study(_open(storage_url), study_name), _stdout())
 
 
 @cli.command()

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from search.artifact_store import location_for, open_store
 from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
-from search import optuna_ids
+from search import fronts, optuna_ids
 from search.errors import UserError
 from search.outputs import writable_folder
 from search.studies import STUDY_ATTR
@@ -96,9 +96,15 @@ def stored_spec(study: optuna.Study, data_path: str | None) -> StudyFile:
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if number is None:
-        if not complete:
+        best = fronts.best_trials(study)
+        if not complete or not best:
             raise UserError(f"study {study.study_name!r} has no complete trial to evaluate")
-        return study.best_trial
+        if fronts.several(study):
+            raise UserError(
+                f"study {study.study_name!r} has several objectives: pick a trial of its Pareto "
+                f"front with --trial N (trials {', '.join(str(t.number) for t in best)}; "
+                "hpsearch best shows them)")
+        return best[0]
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
         raise UserError(f"study {study.study_name!r} has no trial {number} (it has "

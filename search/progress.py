@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from search import fronts
 from search.trial_report import FINISHED, count_states
 
 
@@ -59,10 +60,15 @@ class TrialProgress:
 
 
 def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:
+    """The best feasible validation metric so far (also of a multi-objective study)."""
+    best = fronts.best_trials(study)
+    values = [fronts.metric_value(study, trial) for trial in best]
+    finite = [v for v in values if v is not None]
+    if not finite:
         return None
+    index = fronts.metric_index(study)
+    maximize = study.directions[index] == optuna.study.StudyDirection.MAXIMIZE
+    return max(finite) if maximize else min(finite)
 
 
 def print_summary(study: optuna.Study, console: Console, storage: str, *, ran: int) -> None:
@@ -72,14 +78,19 @@ def print_summary(study: optuna.Study, console: Console, storage: str, *, ran: i
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed in all",
         markup=False, highlight=False,
     )
-    best_value = _best_value(study)
-    if best_value is None or math.isnan(best_value):
+    best = fronts.best_trials(study)
+    if not best or any(math.isnan(v) for v in best[0].values):
         console.print("no complete trial yet", markup=False)
+    elif fronts.several(study):
+        console.print(f"Pareto front: {len(best)} trials (hpsearch best shows them):",
+                      markup=False, highlight=False)
+        for trial in best:
+            console.print(f"  trial {trial.number}: {fronts.values_text(study, trial)}",
+                          markup=False, highlight=False)
     else:
-        best = study.best_trial
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in best.params.items())
-        console.print(f"best: trial {best.number}, value {best_value:.4f}: {params}",
+                           for k, v in best[0].params.items())
+        console.print(f"best: trial {best[0].number}, value {best[0].values[0]:.4f}: {params}",
                       markup=False, highlight=False)
     console.print(f"storage: {storage}  (hpsearch dashboard --storage '{storage}')",
                   markup=False, highlight=False)

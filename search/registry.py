@@ -9,6 +9,7 @@ from typing import Any, Callable, Protocol
 import optuna
 
 from objectives.config import DataConfig, Metric, TrainingConfig
+from objectives.goals import Goals
 from objectives.space import SearchSpace
 
 # name -> "module:factory"; the factory takes the keyword arguments of ``ObjectiveFactory``.
@@ -20,8 +21,8 @@ OBJECTIVES: dict[str, str] = {
 class ObjectiveFactory(Protocol):
     def __call__(
         self, *, space: SearchSpace, data: DataConfig, training: TrainingConfig, metric: Metric,
-        seed: int, hooks: Any = None,
-    ) -> Callable[[optuna.trial.Trial], float]: ...
+        seed: int, hooks: Any = None, goals: Goals | None = None,
+    ) -> Callable[[optuna.trial.Trial], float | list[float]]: ...
 
 
 def load_objective(name: str) -> ObjectiveFactory:

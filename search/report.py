@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search import fronts
 from search.dashboard_artifacts import artifacts_of, read_artifact
 from search.evaluate import evaluations
 from search.results import trials_rows
@@ -65,12 +66,12 @@ def history_figure(study: optuna.Study) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    complete = [(t, float(t.value)) for t in study.get_trials(
+    complete = [(t, value) for t in study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)]
+        if (value := fronts.metric_value(study, t)) is not None and math.isfinite(value)]
     if not complete:
         return None
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    maximize = _maximize(study)
     figure, axis = plt.subplots(figsize=(9, 4))
     axis.scatter([t.number for t, _ in complete], [v for _, v in complete], s=18,
                  label="trial", color="tab:blue")
@@ -102,12 +103,40 @@ def history_figure(study: optuna.Study) -> str | None:
     return _png(figure)
 
 
+def _maximize(study: optuna.Study) -> bool:
+    """Whether the validation metric is maximized."""
+    return study.directions[fronts.metric_index(study)] == optuna.study.StudyDirection.MAXIMIZE
+
+
+def pareto_figure(study: optuna.Study) -> str | None:
+    """Optuna's own Pareto-front plot of a study of two or three objectives."""
+    import matplotlib
+
+    import matplotlib.figure
+
+    matplotlib.use("Agg")
+    if not fronts.several(study) or len(study.directions) > 3 \
+            or not fronts.complete_values(study):
+        return None
+    with warnings.catch_warnings():  # "experimental" in Optuna's matplotlib backend
+        warnings.simplefilter("ignore")
+        axis = optuna.visualization.matplotlib.plot_pareto_front(
+            study, target_names=fronts.names(study))
+    figure = axis.figure
+    assert isinstance(figure, matplotlib.figure.Figure)
+    figure.set_size_inches(8, 5)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """Parameter importances by evaluator name (fANOVA, PED-ANOVA); an evaluator that cannot
-    judge this study (too few trials) is left out."""
+    """Parameter importances for the validation metric by evaluator name (fANOVA, PED-ANOVA);
+    an evaluator that cannot judge this study (too few trials) is left out."""
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
     found: dict[str, dict[str, float]] = {}
+    index = fronts.metric_index(study)
+    target = (lambda t: t.values[index]) if fronts.several(study) else None
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return found
@@ -117,7 +146,7 @@ def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 found[name] = dict(optuna.importance.get_param_importances(
-                    study, evaluator=evaluator))
+                    study, evaluator=evaluator, target=target))
         except Exception as exc:  # an evaluator that cannot judge: the report goes on
             logger.debug("importances by %s: %s: %s", name, type(exc).__name__, exc)
     return found
@@ -150,10 +179,9 @@ def importance_figure(found: dict[str, dict[str, float]]) -> str | None:
 
 
 def _best_trial(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
+    """The best feasible trial; of a Pareto front, its member of best validation metric."""
+    best = fronts.best_trials(study)
+    return best[0] if best else None
 
 
 def best_trial_section(study: optuna.Study, store: Any) -> tuple[str, list[str]]:
@@ -247,8 +275,12 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
     at all."""
     header, rows = trials_rows(study)
     best = _best_trial(study)
-    shown = [c for c in TABLE_COLUMNS if c in header] + \
-        [c for c in header if c not in TABLE_COLUMNS]
+    front = {str(t.number) for t in fronts.best_trials(study)}
+    objectives = fronts.names(study) if fronts.several(study) else []
+    # several objectives lead, after number, label and state, by their own names
+    leading = [c for c in TABLE_COLUMNS[:3]] + [c for c in objectives if c in header] + [
+        c for c in TABLE_COLUMNS[3:] if c in header and c not in objectives]
+    shown = leading + [c for c in header if c not in leading]
     index = [header.index(c) for c in shown]
     hand_numbers = {str(t.number) for t in study.get_trials(deepcopy=False)
                     if t.user_attrs.get("label")}
@@ -257,16 +289,24 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
         classes = []
         if row[0] in hand_numbers:
             classes.append("hand")
-        if best is not None and row[0] == str(best.number):
+        if row[0] in front:
             classes.append("best")
         cells = "".join(f"<td>{html.escape(row[i])}</td>" for i in index)
         body_rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>')
     figures: list[str] = []
     history = history_figure(study)
+    pareto = pareto_figure(study)
     found = importances(study)
     importance = importance_figure(found)
     best_html, best_figures = best_trial_section(study, store)
     sections = []
+    if pareto:
+        sections.append(
+            "<h2>Pareto front</h2><p>Trials that no other trial beats on every objective: "
+            + ", ".join(f"trial {t.number} ({html.escape(fronts.values_text(study, t))})"
+                        for t in fronts.best_trials(study)) + ".</p>"
+            + _img(pareto, "Pareto front"))
+        figures.append("Pareto front")
     if history:
         sections.append("<h2>Optimization history</h2>" + _img(history, "optimization history"))
         figures.append("optimization history")
@@ -279,21 +319,30 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
         sections.append("<h2>Hyperparameter importances</h2><p>Too few complete trials to "
                         "judge importances.</p>")
     figures += best_figures
+    try:
+        from search.compare_view import html_section
+
+        compared, compared_figures = html_section(study, _png, _img)
+        sections.append(compared)
+        figures += compared_figures
+    except Exception as exc:  # the comparison is an addition: the report stands without it
+        logger.warning("the comparison section was left out: %s: %s", type(exc).__name__, exc)
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    best_kind = "the Pareto front's trials" if objectives else "the best trial"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>hpsearch report: {html.escape(study.study_name)}</title><style>{STYLE}</style></head>
 <body>
 <h1>Study {html.escape(study.study_name)}</h1>
-<p>{study.direction.name.lower()} {html.escape(_metric(study))}; {len(rows)} trials ({summary});
+<p>{html.escape(_goals(study))}; {len(rows)} trials ({summary});
 storage <code>{html.escape(storage_shown)}</code>; written {now}.</p>
 <h2>Trials</h2>
 <p>Click a column to sort. <span style="background:#fff4dc">Hand-built experiments</span>
-(fixed trials with a label) and <span style="background:#e3f6e3">the best trial</span> are
+(fixed trials with a label) and <span style="background:#e3f6e3">{best_kind}</span> are
 marked. <code>test_accuracy</code> is measured after each trial's training, never used to
 select; <code>evaluated_test_accuracy</code> comes from <code>hpsearch evaluate</code>.</p>
 <div class="scroll"><table class="trials"><thead><tr>
@@ -314,6 +363,11 @@ select; <code>evaluated_test_accuracy</code> comes from <code>hpsearch evaluate<
                   rows=len(rows))
 
 
+def _goals(study: optuna.Study) -> str:
+    """``maximize val_accuracy, minimize n_params``."""
+    return ", ".join(f"{direction} {name}" for name, direction in fronts.summary(study).items())
+
+
 def _metric(study: optuna.Study) -> str:
     stored = study.user_attrs.get(STUDY_ATTR, {})
     return str(stored.get("fingerprint", {}).get("metric", "value"))
@@ -325,7 +379,11 @@ def _markdown(study: optuna.Study, shown: list[str], index: list[int], rows: lis
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     lines = [f"# Study {study.study_name}", ""]
-    if best is not None:
+    if fronts.several(study):
+        lines += ["Pareto front (" + _goals(study) + "): " + "; ".join(
+            f"trial {t.number} ({fronts.values_text(study, t)})"
+            for t in fronts.best_trials(study)) + ".", ""]
+    elif best is not None:
         lines += [f"Best: trial {best.number}, {_metric(study)} {best.value:.4f}.", ""]
     evaluated = evaluations(study)
     for number, record in sorted(evaluated.items()):

@@ -12,11 +12,13 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
+from search import fronts
 from search.errors import UserError
 from search.evaluate import EvaluationRun, evaluations
 
 METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy",
                 "test_loss")
+LATENCY_ATTRS = ("latency_ms", "latency_ms_batch256")  # measured where a study needs them
 
 
 def pick_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
@@ -42,6 +44,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
+        if value.is_integer() and abs(value) >= 1000:  # a count: n_params as an objective
+            return str(int(value))
         return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
     return str(value)
 
@@ -77,17 +81,23 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
             if name not in param_names:
                 param_names.append(name)
     evaluated = evaluations(study)
-    header = ["number", "label", "state", "value", *METRIC_ATTRS, "evaluated_test_accuracy",
-              "n_params", "epochs", "seconds", "ended", "resumes", *param_names]
+    # Optuna's one value; several objectives are the columns of their own names (the
+    # validation metric, n_params, latency_ms), recorded on every trial
+    objectives = [] if fronts.several(study) else ["value"]
+    costs = [name for name in LATENCY_ATTRS if any(name in t.user_attrs for t in trials)]
+    header = ["number", "label", "state", *objectives, *METRIC_ATTRS,
+              "evaluated_test_accuracy", "n_params", *costs, "epochs", "seconds", "ended",
+              "resumes", *param_names]
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
         rows.append([
             str(trial.number), str(trial.user_attrs.get("label", "")), trial.state.name.lower(),
-            _fmt(trial.value),
+            *(_fmt(trial.value) for _ in objectives),
             *(_fmt(attrs.get(name)) for name in METRIC_ATTRS),
             _fmt(evaluated.get(trial.number, {}).get("test_accuracy")),
-            _fmt(attrs.get("n_params")), _fmt(attrs.get("epochs_run")), _age(trial),
+            _fmt(attrs.get("n_params")), *(_fmt(attrs.get(name)) for name in costs),
+            _fmt(attrs.get("epochs_run")), _age(trial),
             _how_ended(trial), _resumed(attrs),
             *(_fmt(trial.params.get(name)) for name in param_names),
         ])
@@ -116,13 +126,17 @@ def print_status(study: optuna.Study, console: Console) -> None:
     counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
-    direction = study.direction.name.lower()
-    console.print(f"study {study.study_name} ({direction}): {len(trials)} trials", markup=False)
+    goals = ", ".join(f"{direction} {name}" for name, direction in fronts.summary(study).items())
+    console.print(f"study {study.study_name} ({goals}): {len(trials)} trials", markup=False)
     console.print("  " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())),
                   markup=False)
-    best = _best(study)
-    if best is not None:
-        console.print(f"  best: trial {best.number}, value {_fmt(best.value)}", markup=False)
+    best = fronts.best_trials(study)
+    if best and fronts.several(study):
+        console.print(f"  Pareto front: trials {', '.join(str(t.number) for t in best)}",
+                      markup=False)
+    elif best:
+        console.print(f"  best: trial {best[0].number}, value {_fmt(best[0].value)}",
+                      markup=False)
     running = [t for t in trials if t.state == TrialState.RUNNING]
     for trial in running:
         worker = trial.user_attrs.get("worker", "?")
@@ -130,25 +144,25 @@ def print_status(study: optuna.Study, console: Console) -> None:
                       markup=False)
 
 
-def _best(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
-
-
 def print_best(study: optuna.Study, console: Console) -> None:
-    best = _best(study)
-    if best is None:
-        raise UserError(f"study {study.study_name!r} has no complete trial yet")
+    """The best feasible trial in full, or the Pareto front as a table."""
+    front = fronts.best_trials(study)
+    if not front:
+        feasible = "feasible " if any(t.constraints for t in study.get_trials(
+            deepcopy=False)) else ""
+        raise UserError(f"study {study.study_name!r} has no complete {feasible}trial yet")
+    if fronts.several(study):
+        _print_front(study, front, console)
+        return
+    best = front[0]
     console.print(f"best trial of {study.study_name}: trial {best.number}, value "
                   f"{_fmt(best.value)}", markup=False)
     console.print("parameters:", markup=False)
     for name, value in best.params.items():
         console.print(f"  {name} = {_fmt(value, 6)}", markup=False)
     console.print("metrics:", markup=False)
-    for name in (*METRIC_ATTRS, "n_params", "best_epoch", "epochs_run", "seconds_per_epoch",
-                 "stop_reason"):
+    for name in (*METRIC_ATTRS, "n_params", *LATENCY_ATTRS, "best_epoch", "epochs_run",
+                 "seconds_per_epoch", "stop_reason"):
         if name in best.user_attrs:
             console.print(f"  {name} = {_fmt(best.user_attrs[name])}", markup=False)
     evaluation = evaluations(study).get(best.number)
@@ -156,6 +170,25 @@ def print_best(study: optuna.Study, console: Console) -> None:
         console.print(f"evaluated (hpsearch evaluate, retrained on {evaluation['mode']}): test "
                       f"accuracy {_fmt(evaluation['test_accuracy'])}, loss "
                       f"{_fmt(evaluation['test_loss'])}, in {evaluation['folder']}", markup=False)
+
+
+def _print_front(study: optuna.Study, front: list[FrozenTrial], console: Console) -> None:
+    """The Pareto front: one row per trial, best validation metric first."""
+    names = fronts.names(study)
+    goals = ", ".join(f"{direction} {name}" for name, direction in fronts.summary(study).items())
+    table = Table(title=f"Pareto front of {study.study_name} ({goals}): {len(front)} trials "
+                        "that no other trial beats on every objective")
+    params = [name for name in front[0].params if all(name in t.params for t in front)]
+    for column in ("trial", *names, "test_accuracy", "epochs", *params):
+        table.add_column(column, no_wrap=True)
+    for trial in front:
+        table.add_row(str(trial.number), *(_fmt(v) for v in trial.values),
+                      _fmt(trial.user_attrs.get("test_accuracy")),
+                      _fmt(trial.user_attrs.get("epochs_run")),
+                      *(_fmt(trial.params[name]) for name in params))
+    console.print(table)
+    console.print("each one's parameters in full: hpsearch trials; retrain one: hpsearch "
+                  "evaluate --trial N", markup=False)
 
 
 def print_evaluation(run: EvaluationRun, console: Console) -> None:

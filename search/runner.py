@@ -82,7 +82,7 @@ def start(
     try:
         objective = load_objective(spec.study.objective)(
             space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
-            seed=spec.study.seed, hooks=hooks,
+            seed=spec.study.seed, hooks=hooks, goals=spec.goals,
         )
     except DatasetError as exc:
         raise UserError(str(exc)) from None
@@ -126,7 +126,9 @@ def run_study(
                              announce=announce)
     if objective is None:
         return RunSummary(study=study, ran=0)
-    reporter = TrialReporter(spec.study.metric, on_progress)
+    goals = spec.study.goals
+    reporter = TrialReporter(spec.study.metric, on_progress,
+                             list(goals.objectives) if goals.multi else None)
     if on_start is not None:
         on_start(study, spec.study.n_trials)
     loop = WorkerLoop(spec, storage_url, study, objective, reporter)

@@ -11,8 +11,9 @@ import optuna
 
 from search.errors import UserError
 from search.studyfile import (
-    CmaEsSampler, GPSampler, HyperbandPruner, MedianPruner, NoPruner, PercentilePruner, QMCSampler,
-    RandomSampler, StudyFile, SuccessiveHalvingPruner, TPESampler, WilcoxonPruner,
+    CmaEsSampler, GPSampler, HyperbandPruner, MedianPruner, NoPruner, NSGAIIISampler,
+    NSGAIISampler, PercentilePruner, QMCSampler, RandomSampler, StudyFile,
+    SuccessiveHalvingPruner, TPESampler, WilcoxonPruner,
 )
 
 
@@ -33,7 +34,11 @@ def make_sampler(spec: StudyFile, *, seed_offset: int = 0) -> optuna.samplers.Ba
 
 
 def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
-    """The configured pruner; epochs are its steps."""
+    """The configured pruner; epochs are its steps. A multi-objective study gets Optuna's
+    no-op pruner: Optuna refuses intermediate values there (optuna#3450), so none of its
+    pruners can work."""
+    if spec.study.multi_objective:
+        return optuna.pruners.NopPruner()
     with _stable_enough():
         return _make_pruner(spec)
 
@@ -61,6 +66,12 @@ def _make_sampler(spec: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.QMCSampler(
             qmc_type=config.qmc_type, scramble=config.scramble, seed=seed
         )
+    if isinstance(config, (NSGAIISampler, NSGAIIISampler)):
+        kind = (optuna.samplers.NSGAIISampler if isinstance(config, NSGAIISampler)
+                else optuna.samplers.NSGAIIISampler)
+        return kind(population_size=config.population_size, mutation_prob=config.mutation_prob,
+                    crossover_prob=config.crossover_prob, swapping_prob=config.swapping_prob,
+                    seed=seed)
     raise AssertionError(f"unhandled sampler {config!r}")
 
 

@@ -4,6 +4,7 @@ the same search space (resuming must never silently mix two spaces)."""
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import optuna
@@ -55,11 +56,15 @@ def open_study(
     if existing is not None:
         return existing
     try:
-        study = optuna.create_study(direction=spec.study.resolved_direction, **kwargs)
+        study = optuna.create_study(directions=spec.study.goals.directions, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it meanwhile
         study = optuna.load_study(**kwargs)
         _check_same_study(spec, study)
         return study
+    if spec.study.multi_objective:  # the dashboard and Optuna's plots name the axes
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(spec.study.goals.objectives))
     study.set_user_attr(STUDY_ATTR, {
         "fingerprint": spec.fingerprint(),
         "study_file": spec.model_dump(mode="json"),  # resolved, every default shown

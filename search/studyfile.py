@@ -11,13 +11,17 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError,
                       field_validator, model_validator)
 
-from objectives.config import DataConfig, Direction, Metric, TrainingConfig, direction
+from objectives.config import (METRICS, DataConfig, Direction, Measure, Metric, ObjectiveName,
+                               TrainingConfig, direction)
+from objectives.goals import Goals
+from objectives.pruning import CostAwareRule
 from objectives.space import SearchSpace
 from search.errors import UserError
 from search.registry import OBJECTIVES
@@ -34,12 +38,28 @@ class StudySection(_Section):
     objective: str = "keras-mlp"
     metric: Metric = "val_accuracy"
     direction: Literal["maximize", "minimize"] | None = None
+    # Several objectives (a multi-objective study, its Pareto front): the validation metric
+    # and what the model costs, e.g. ["val_accuracy", "n_params"]; directions follow from the
+    # names. Or one objective with budgets on the costs: {n_params = 1_000_000}.
+    objectives: list[ObjectiveName] | None = Field(default=None, min_length=1)
+    constraints: dict[Measure, Annotated[float, Field(gt=0)]] = {}
     n_trials: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0, lt=2**31)
     # A new study without fixed trials tries the reference configurations first (the parts of
     # them that its space holds); see objectives.space.REFERENCES and docs/benchmarks.md.
     warm_start: StrictBool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_from_objectives(cls, data: Any) -> Any:
+        """The validation metric among ``objectives`` is the study's metric."""
+        if isinstance(data, dict) and isinstance(data.get("objectives"), list) \
+                and "metric" not in data:
+            metrics = [name for name in data["objectives"] if name in METRICS]
+            if len(metrics) == 1:
+                data = {**data, "metric": metrics[0]}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySection:
@@ -55,7 +75,34 @@ class StudySection(_Section):
                 f"direction {self.direction!r} does not fit metric {self.metric!r} "
                 f"(it must be {natural!r}; leave it out to get it)"
             )
+        if self.objectives is not None:
+            self._check_objectives(self.objectives)
         return self
+
+    def _check_objectives(self, names: Sequence[str]) -> None:
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives: each name once, but got {names}")
+        metrics = [name for name in names if name in METRICS]
+        if len(metrics) != 1:
+            raise ValueError(
+                "objectives: exactly one validation metric (val_accuracy or val_loss) with "
+                f"the measures to trade it against, but got {names}")
+        if metrics[0] != self.metric:
+            raise ValueError(f"objectives name {metrics[0]!r} but metric is {self.metric!r}: "
+                             "leave metric out")
+        if self.direction is not None and len(names) > 1:
+            raise ValueError("direction: a study of several objectives takes each one's "
+                             "direction from its name; leave it out")
+
+    @property
+    def goals(self) -> Goals:
+        """The objectives in order and the constraints."""
+        constraints = {str(name): limit for name, limit in self.constraints.items()}
+        return Goals(tuple(self.objectives or (self.metric,)), constraints)
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.goals.multi
 
     @property
     def resolved_direction(self) -> Direction:
@@ -93,10 +140,35 @@ class QMCSampler(_Section):
     scramble: StrictBool = True
 
 
+class NSGAIISampler(_Section):
+    """Optuna's NSGA-II, a genetic algorithm for several objectives."""
+
+    type: Literal["nsga2"]
+    population_size: int = Field(default=50, ge=2)
+    mutation_prob: float | None = Field(default=None, ge=0, le=1)
+    crossover_prob: float = Field(default=0.9, ge=0, le=1)
+    swapping_prob: float = Field(default=0.5, ge=0, le=1)
+
+
+class NSGAIIISampler(_Section):
+    """Optuna's NSGA-III: NSGA-II with reference points, for three objectives or more."""
+
+    type: Literal["nsga3"]
+    population_size: int = Field(default=50, ge=2)
+    mutation_prob: float | None = Field(default=None, ge=0, le=1)
+    crossover_prob: float = Field(default=0.9, ge=0, le=1)
+    swapping_prob: float = Field(default=0.5, ge=0, le=1)
+
+
 SamplerConfig = Annotated[
-    Union[TPESampler, RandomSampler, CmaEsSampler, GPSampler, QMCSampler],
+    Union[TPESampler, RandomSampler, CmaEsSampler, GPSampler, QMCSampler, NSGAIISampler,
+          NSGAIIISampler],
     Field(discriminator="type"),
 ]
+# Samplers that take one objective only (Optuna's CMA-ES).
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
+# Pruners hpsearch applies itself, by cost, in studies of several objectives.
+MULTI_OBJECTIVE_PRUNERS = ("percentile", "median", "none")
 
 
 # Pruners: epochs are the steps they see.
@@ -261,6 +333,38 @@ class StudyFile(_Section):
         return self
 
     @model_validator(mode="after")
+    def _sampler_fits_objectives(self) -> StudyFile:
+        if self.study.multi_objective and self.sampler.type in SINGLE_OBJECTIVE_SAMPLERS:
+            raise ValueError(
+                f"sampler.type: {self.sampler.type!r} takes one objective, but the study has "
+                f"{len(self.study.goals.objectives)} ({list(self.study.goals.objectives)}); "
+                "take tpe, nsga2, nsga3, gp or random")
+        if self.study.multi_objective and self.pruner.type not in MULTI_OBJECTIVE_PRUNERS:
+            raise ValueError(
+                f"pruner.type: {self.pruner.type!r} cannot prune a study of several objectives "
+                "(Optuna refuses their intermediate values); take percentile or median, which "
+                "hpsearch applies among trials of no larger cost, or none")
+        return self
+
+    @property
+    def goals(self) -> Goals:
+        """The study's goals with, for several objectives, the cost-aware pruning rule of its
+        percentile or median pruner (``objectives.pruning``)."""
+        goals = self.study.goals
+        pruner = self.pruner
+        if not goals.multi or not goals.cost_objectives:
+            return goals
+        rule: CostAwareRule | None = None
+        if isinstance(pruner, PercentilePruner):
+            rule = CostAwareRule(pruner.percentile, pruner.n_startup_trials,
+                                 pruner.n_warmup_steps, pruner.interval_steps,
+                                 pruner.n_min_trials)
+        elif isinstance(pruner, MedianPruner):  # Optuna's median rule: percentile 50, 1 trial
+            rule = CostAwareRule(50.0, pruner.n_startup_trials, pruner.n_warmup_steps,
+                                 pruner.interval_steps, 1)
+        return Goals(goals.objectives, goals.constraints, rule)
+
+    @model_validator(mode="after")
     def _fixed_trials_fit_the_space(self) -> StudyFile:
         problems = [
             f"fixed_trials[{i}].{problem}"
@@ -281,11 +385,17 @@ class StudyFile(_Section):
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a stored study to be resumed with this file."""
-        return {
+        fingerprint: dict[str, Any] = {
             "objective": self.study.objective,
             "metric": self.study.metric,
             "space": self.space.fingerprint(),
         }
+        # Only where set, so that studies made before these keys existed still resume.
+        if self.study.multi_objective:
+            fingerprint["objectives"] = list(self.study.goals.objectives)
+        if self.study.constraints:
+            fingerprint["constraints"] = dict(self.study.constraints)
+        return fingerprint
 
 
 def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> StudyFile:
@@ -365,6 +475,7 @@ def _describe(error: Any) -> str:
            if not (i == 1 and raw_loc[0] in ("sampler", "pruner") and part in _TAGS)]
     if loc and loc[-1] == "value":  # the short form `key = 3` is validated as `value`
         loc = loc[:-1]
+    loc = [part for part in loc if part != "[key]"]  # a table's key, not its value, is wrong
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from search import optuna_ids
+from search import fronts, optuna_ids
 from search.artifact_store import open_store, resolve_location
 from search.checkpoint_store import open_checkpoints
 from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
@@ -117,10 +117,12 @@ class TrialArtifacts:
         if not optuna_ids.supported():
             return
         study, own = trial.study, optuna_ids.trial_id(trial)
-        value = outcome.best_value
-        ranked = {optuna_ids.trial_id(t): t.value for t in study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None}
-        ranked[own] = value
+        ranked: dict[int, float] = {}
+        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            value = fronts.metric_value(study, other)
+            if value is not None:
+                ranked[optuna_ids.trial_id(other)] = value
+        ranked[own] = outcome.best_value
         order = sorted(ranked, key=lambda tid: ranked[tid], reverse=self.maximize)
         best = set(order[: self.keep_models])
         if own in best:

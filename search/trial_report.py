@@ -10,6 +10,8 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.goals import EPOCH_VALUES_ATTR
+
 logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -29,21 +31,33 @@ def count_states(trials: list[FrozenTrial]) -> dict[TrialState, int]:
     return counts
 
 
-def describe_trial(trial: FrozenTrial, metric: str) -> str:
-    """One line for one finished trial."""
+def describe_trial(trial: FrozenTrial, metric: str,
+                   names: list[str] | None = None) -> str:
+    """One line for one finished trial; ``names``: the objectives of a multi-objective study."""
     attrs = trial.user_attrs
     if trial.state == TrialState.COMPLETE:
-        value = trial.value if trial.value is not None else math.nan
+        if names and trial.values is not None and len(trial.values) > 1:
+            shown = ", ".join(f"{name} {value:.4f}" if abs(value) < 1000 else
+                              f"{name} {value:,.0f}" for name, value in zip(names, trial.values))
+        else:
+            value = trial.values[0] if trial.values else math.nan
+            shown = f"{metric} {value:.4f}"
         epochs = f"best epoch {attrs.get('best_epoch')}/{attrs.get('epochs_run')}"
         speed = attrs.get("seconds_per_epoch")
         speed_text = f", {speed:.2f} s/epoch" if isinstance(speed, (int, float)) else ""
         return (
-            f"trial {trial.number} complete: {metric} {value:.4f} ({epochs}, "
+            f"trial {trial.number} complete: {shown} ({epochs}, "
             f"{attrs.get('stop_reason', 'completed')}{speed_text})"
         )
+    if attrs.get("stop_reason") == "infeasible":
+        return (f"trial {trial.number} not trained: over the study's budget "
+                f"({attrs.get('infeasible', '?')})")
     if trial.state == TrialState.PRUNED:
         last = trial.last_step
         reported = trial.intermediate_values.get(last) if last is not None else None
+        epoch_values = attrs.get(EPOCH_VALUES_ATTR)  # several objectives: no intermediate values
+        if last is None and isinstance(epoch_values, list) and epoch_values:
+            last, reported = len(epoch_values) - 1, epoch_values[-1]
         shown = f" ({metric} {reported:.4f})" if reported is not None else ""
         epoch = last + 1 if last is not None else "?"
         return f"trial {trial.number} pruned at epoch {epoch}{shown}"
@@ -54,8 +68,10 @@ def describe_trial(trial: FrozenTrial, metric: str) -> str:
 class TrialReporter:
     """After each trial: one log line, the progress display, and the stop on repeated failures."""
 
-    def __init__(self, metric: str, on_progress: Callable[[optuna.Study], None] | None) -> None:
+    def __init__(self, metric: str, on_progress: Callable[[optuna.Study], None] | None,
+                 names: list[str] | None = None) -> None:
         self.metric = metric
+        self.names = names
         self.on_progress = on_progress
         self.consecutive_failures = 0
         self.stopped_by_failures = False
@@ -63,7 +79,7 @@ class TrialReporter:
         self.last: int | None = None  # the number of the last of them
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        logger.info(describe_trial(trial, self.metric))
+        logger.info(describe_trial(trial, self.metric, self.names))
         self.ran += 1
         self.last = trial.number
         failed = trial.state == TrialState.FAIL

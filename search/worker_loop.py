@@ -8,6 +8,7 @@ import os
 import socket
 import time
 import warnings
+from typing import Union
 from collections.abc import Callable
 
 import optuna
@@ -28,13 +29,13 @@ from search.trial_report import FINISHED, TrialReporter, count_states
 
 logger = logging.getLogger(__name__)
 
-ObjectiveFn = Callable[[optuna.Trial], float]
+ObjectiveFn = Callable[[optuna.Trial], Union[float, list[float]]]
 
 
 def _with_worker(objective: ObjectiveFn, on_created: Callable[[], None]) -> ObjectiveFn:
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(trial: optuna.Trial) -> float:
+    def run(trial: optuna.Trial) -> float | list[float]:
         on_created()  # the trial exists now: other workers may count it
         trial.set_user_attr("worker", worker)
         return objective(trial)

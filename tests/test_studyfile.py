@@ -36,7 +36,8 @@ BAD_FILES = [
     (BUDGET + 'objective = "xgboost"\n',
      ["study: objective must be one of ['keras-mlp'], but got 'xgboost'"]),
     (BUDGET + '[sampler]\ntype = "bayes"\n',
-     ["sampler.type: must be one of 'tpe', 'random', 'cmaes', 'gp', 'qmc', but got 'bayes'"]),
+     ["sampler.type: must be one of 'tpe', 'random', 'cmaes', 'gp', 'qmc', 'nsga2', 'nsga3', "
+      "but got 'bayes'"]),
     (BUDGET + '[sampler]\ntype = "random"\nn_startup_trials = 5\n',
      ["sampler.n_startup_trials: unknown key for sampler type 'random' (it takes no arguments)"]),
     (BUDGET + '[pruner]\ntype = "asha"\n',
