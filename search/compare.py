@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.config import MAX_EPOCHS_ATTR
 from search import fronts
+from search.studies import STUDY_ATTR
 
 MIN_TRIALS = 5  # complete trials a group needs before the comparison says anything of it
 SIGNIFICANCE = 0.05
@@ -271,7 +272,7 @@ def _regularization(complete: list[FrozenTrial], name: str) -> Regularization:
 def savings(study: optuna.Study) -> Savings:
     """Epochs trained, and the epochs early stopping and pruning left untrained out of each
     trial's budget (``max_epochs``, or its own)."""
-    stored = study.user_attrs.get(fronts.STUDY_ATTR, {})
+    stored = study.user_attrs.get(STUDY_ATTR, {})
     resolved = stored.get("study_file", {}) if isinstance(stored, dict) else {}
     default = int(resolved.get("training", {}).get("max_epochs", 0) or 0)
     trained = early = pruned_saved = early_n = pruned_n = 0

@@ -4,14 +4,12 @@ the Pareto front of a multi-objective one, and each trial's values by their name
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.config import METRICS
+from search.studies import STUDY_ATTR
 
-STUDY_ATTR = "hpsearch"  # as search.studies (not imported: it would import the objectives)
 
 
 def several(study: optuna.Study) -> bool:
@@ -74,10 +72,6 @@ def values_text(study: optuna.Study, trial: FrozenTrial) -> str:
                      for name, value in zip(names(study), trial.values))
 
 
-def feasible(trial: FrozenTrial) -> bool:
-    return all(value <= 0 for value in trial.constraints.values())
-
-
 def complete_values(study: optuna.Study) -> list[tuple[FrozenTrial, list[float]]]:
     """The complete trials with their finite values."""
     return [(t, list(t.values)) for t in study.get_trials(
@@ -85,7 +79,7 @@ def complete_values(study: optuna.Study) -> list[tuple[FrozenTrial, list[float]]
         if t.values is not None and all(math.isfinite(v) for v in t.values)]
 
 
-def summary(study: optuna.Study) -> dict[str, Any]:
+def summary(study: optuna.Study) -> dict[str, str]:
     """The study's goals for a header line: directions by name, constraints."""
     return {name: direction.name.lower() for name, direction in zip(names(study),
                                                                     study.directions)}
