@@ -140,24 +140,25 @@ class QMCSampler(_Section):
     scramble: StrictBool = True
 
 
-class NSGAIISampler(_Section):
+class _GeneticSampler(_Section):
+    """The arguments Optuna's NSGA-II and NSGA-III share."""
+
+    population_size: int = Field(default=50, ge=2)
+    mutation_prob: float | None = Field(default=None, ge=0, le=1)
+    crossover_prob: float = Field(default=0.9, ge=0, le=1)
+    swapping_prob: float = Field(default=0.5, ge=0, le=1)
+
+
+class NSGAIISampler(_GeneticSampler):
     """Optuna's NSGA-II, a genetic algorithm for several objectives."""
 
     type: Literal["nsga2"]
-    population_size: int = Field(default=50, ge=2)
-    mutation_prob: float | None = Field(default=None, ge=0, le=1)
-    crossover_prob: float = Field(default=0.9, ge=0, le=1)
-    swapping_prob: float = Field(default=0.5, ge=0, le=1)
 
 
-class NSGAIIISampler(_Section):
+class NSGAIIISampler(_GeneticSampler):
     """Optuna's NSGA-III: NSGA-II with reference points, for three objectives or more."""
 
     type: Literal["nsga3"]
-    population_size: int = Field(default=50, ge=2)
-    mutation_prob: float | None = Field(default=None, ge=0, le=1)
-    crossover_prob: float = Field(default=0.9, ge=0, le=1)
-    swapping_prob: float = Field(default=0.5, ge=0, le=1)
 
 
 SamplerConfig = Annotated[
