@@ -1,7 +1,7 @@
 """A worker's memory stays bounded over a long study: once it has grown by
 ``[workers] max_memory_growth`` MB since its first trial it starts afresh (search/recycling.py),
 and the study goes on to exactly its budget. Measured on a real ``hpsearch worker`` process
-by its pid, after every finished trial."""
+by its pid, the most it held while each trial ran."""
 
 from __future__ import annotations
 
@@ -78,11 +78,13 @@ def test_a_worker_s_memory_stays_bounded_over_a_long_study(
         while worker.poll() is None:
             assert time.monotonic() < deadline, "the study did not end in 10 minutes"
             done = _finished(url)
-            if done >= 10 and done not in rss:
+            if done >= 10:
                 now = resident_mb(worker.pid)
                 if now is None:  # it just ended
                     break
-                rss[done] = now
+                # The most while that many trials had ended: a sample taken as the worker
+                # starts afresh (before it imports TensorFlow) is not its size.
+                rss[done] = max(rss.get(done, 0.0), now)
             time.sleep(0.1)
         stdout, stderr = worker.communicate(timeout=60)
     finally:
@@ -90,7 +92,7 @@ def test_a_worker_s_memory_stays_bounded_over_a_long_study(
     assert worker.returncode == 0, stderr
     after_10 = [rss[n] for n in sorted(rss)]
     growth = max(after_10) - after_10[0]
-    print(f"RSS after trial 10: {after_10[0]:.0f} MB, most after it: {max(after_10):.0f} MB")
+    print(f"RSS while trial 11 ran: {after_10[0]:.0f} MB, most after it: {max(after_10):.0f} MB")
     assert growth < BOUND_MB, (growth, rss)
     assert _finished(url) == TRIALS
     assert "starts afresh to give back memory after trial " in stderr

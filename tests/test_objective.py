@@ -219,6 +219,9 @@ def test_a_stop_signal_mid_training_is_raised_at_the_next_step_not_inside_tensor
         space=SPACE, data=DATA, metric="val_accuracy", seed=0, hooks=_SignalMidEpoch(),
         training=TrainingConfig(max_epochs=30, early_stopping_patience=30))
     study = optuna.create_study(direction="maximize")
+    # A learning rate that trains: a diverging first trial would fail before the signal is sent
+    # and leave it to the second.
+    study.enqueue_trial(GOOD)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with pytest.raises(KeyboardInterrupt) as raised:
