@@ -70,43 +70,35 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool,
     if augment and x.ndim != 4:
         raise ValueError(f"augmentation needs images of shape (n, height, width, channels), "
                          f"but got {x.shape}")
+    if augment:
+        # The images are augmented where the order is drawn, in NumPy (see ``Augment``).
+        orders = _EpochOrders(n, batch_size, order_seed() if seed is None else seed,
+                              first_epoch, shift, augment=Augment(x, y, flip=flip, shift=shift))
+        dataset = tf.data.Dataset.from_generator(orders, output_signature=(
+            tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
+            tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))))
+        return _finish(dataset, -(-n // batch_size))
     inputs = (tf.convert_to_tensor(x), tf.convert_to_tensor(y))
 
     def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.gather(inputs[0], indices), tf.gather(inputs[1], indices)
 
-    def gather_augmented(indices: tf.Tensor, flips: tf.Tensor,
-                         offsets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # The cheapest way found on a CPU: a flip picks each image or its mirror with one
-        # gather; a shift is a glimpse at integer offsets, zeros outside the image. On the
-        # deep reference MLP flips and shifts of up to 4 pixels cost 15 % of an epoch
-        # (benchmarks/train_throughput.py); Keras's random layers in the model cost 52 %.
-        images = tf.gather(inputs[0], indices)
-        if flip:
-            count = tf.shape(images)[0]
-            both = tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
-            images = tf.gather(both, tf.range(count) + count * tf.cast(flips, tf.int32))
-        if shift > 0:
-            moved = tf.image.extract_glimpse(
-                tf.cast(images, tf.float32), tf.shape(images)[1:3], offsets, centered=False,
-                normalized=False, noise="zero")
-            images = tf.cast(moved, images.dtype)
-        return images, tf.gather(inputs[1], indices)
-
     if shuffle:
         # A new order every iteration (epoch): Keras makes one iterator per epoch, in turn.
         orders = _EpochOrders(n, batch_size, order_seed() if seed is None else seed,
-                              first_epoch, shift if augment else None)
-        signature: Any = tf.TensorSpec([None], tf.int64)
-        if augment:
-            signature = (signature, tf.TensorSpec([None], tf.bool),
-                         tf.TensorSpec([None, 2], tf.float32))
-        order = tf.data.Dataset.from_generator(orders, output_signature=signature)
+                              first_epoch)
+        order = tf.data.Dataset.from_generator(
+            orders, output_signature=tf.TensorSpec([None], tf.int64))
     else:
         order = tf.data.Dataset.range(n).batch(batch_size)
-    n_batches = -(-n // batch_size)
-    dataset = (order.map(gather_augmented if augment else gather, num_parallel_calls=1)
-               .prefetch(PREFETCH)
+    return _finish(order.map(gather, num_parallel_calls=1), -(-n // batch_size))
+
+
+def _finish(dataset: tf.data.Dataset, n_batches: int) -> tf.data.Dataset:
+    """``dataset`` prefetched, its length known, tf.data's autotuning off."""
+    import tensorflow as tf
+
+    dataset = (dataset.prefetch(PREFETCH)
                .apply(tf.data.experimental.assert_cardinality(n_batches)))
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -114,29 +106,83 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool,
     return dataset.with_options(options)
 
 
-class _EpochOrders:
-    """The index batches of one epoch per call, epoch after epoch; with ``shift`` (not None),
-    each with its images' flips and offsets (``-shift`` to ``shift`` pixels, rows and
-    columns)."""
+class Augment:
+    """Batches of images of ``x`` (n, height, width, channels), each flipped left to right
+    (where ``flips`` says) and then moved by its offsets (rows, columns), the border filled
+    with zeros: pixel ``(i, j)`` of the result is pixel ``(i + dy, j + dx)`` of the flipped
+    image, or zero outside it.
 
-    def __init__(self, n: int, batch_size: int, seed: int, first_epoch: int,
-                 shift: int | None = None) -> None:
+    The cheapest way found on a CPU: one slice of each image copied into a batch of zeros, by
+    slices worked out once per offset; flips alone are one gather and one reversed copy.
+    TensorFlow's ops gather such images pixel by pixel (``tf.image.extract_glimpse``, or a
+    gather of the pixels' indices), two to four times slower, and this runs in the feed's
+    thread, beside the training step (``benchmarks/train_throughput.py``).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, flip: bool, shift: int) -> None:
+        self.x, self.y, self.flip, self.shift = x, y, flip, shift
+        height, width = x.shape[1:3]
+        # for each offset d in -shift..shift: where the moved image lands, where it comes
+        # from, and where it comes from in the flipped image
+        self._rows = [_moved(d, height) for d in range(-shift, shift + 1)]
+        self._cols = [_moved(d, width) for d in range(-shift, shift + 1)]
+        self._flipped_cols = [(to, _reversed(source, width)) for to, source in self._cols]
+
+    def __call__(self, rows: np.ndarray, flips: np.ndarray,
+                 offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The images of ``rows`` (indices into ``x``), augmented, and their labels."""
+        if self.shift == 0:
+            images = self.x[rows]
+            if self.flip:
+                images[flips] = images[flips, :, ::-1]
+            return images, self.y[rows]
+        images = np.zeros((len(rows), *self.x.shape[1:]), self.x.dtype)
+        flips = flips if self.flip else np.zeros(len(rows), bool)
+        x, shift = self.x, self.shift
+        for k, (row, flipped, dy, dx) in enumerate(zip(
+                rows.tolist(), flips.tolist(), offsets[:, 0].tolist(), offsets[:, 1].tolist())):
+            to_rows, from_rows = self._rows[dy + shift]
+            to_cols, from_cols = (self._flipped_cols if flipped else self._cols)[dx + shift]
+            images[k, to_rows, to_cols] = x[row, from_rows, from_cols]
+        return images, self.y[rows]
+
+
+def _moved(offset: int, size: int) -> tuple[slice, slice]:
+    """Along one axis of ``size`` pixels, result pixel ``i`` is source pixel ``i + offset``:
+    the result's pixels that have one, and theirs."""
+    return (slice(max(0, -offset), size - max(0, offset)),
+            slice(max(0, offset), size + min(0, offset)))
+
+
+def _reversed(source: slice, size: int) -> slice:
+    """``source`` of an axis read in reverse: ``a[::-1][source]`` as one slice of ``a``."""
+    start, stop, _ = source.indices(size)
+    last = size - stop  # the reversed range's last index, exclusive, counting from the start
+    return slice(size - 1 - start, last - 1 if last > 0 else None, -1)
+
+
+class _EpochOrders:
+    """The index batches of one epoch per call, epoch after epoch; with ``augment``, the
+    batches themselves, each image flipped or not and moved by ``-shift`` to ``shift`` pixels
+    (rows and columns) as drawn for it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, first_epoch: int, shift: int = 0,
+                 augment: Augment | None = None) -> None:
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, first_epoch
-        self.shift = shift
+        self.shift, self.augment = shift, augment
 
     def __call__(self) -> Iterator[Any]:
         order = epoch_order(self.n, self.seed, self.epoch)
-        if self.shift is not None:
+        if self.augment is not None:
             # its own stream, so that the order is the same with augmentation or without
             rng = np.random.default_rng([self.seed, self.epoch, 1])
             flips = rng.random(self.n) < 0.5
-            offsets = rng.integers(-self.shift, self.shift + 1, size=(self.n, 2)).astype(
-                np.float32)
+            offsets = rng.integers(-self.shift, self.shift + 1, size=(self.n, 2))
         self.epoch += 1
         for start in range(0, self.n, self.batch_size):
             batch = order[start:start + self.batch_size]
-            if self.shift is None:
+            if self.augment is None:
                 yield batch
             else:
                 rows = slice(start, start + self.batch_size)
-                yield batch, flips[rows], offsets[rows]
+                yield self.augment(batch, flips[rows], offsets[rows])

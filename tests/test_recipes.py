@@ -223,6 +223,25 @@ def test_augmentation_changes_training_batches_only_and_repeats_by_seed_and_epoc
     assert np.array_equal(np.concatenate([b for b, _ in unshuffled]), x)
 
 
+@pytest.mark.parametrize("flip,shift", [(True, 0), (False, 2), (True, 3)])
+def test_each_image_is_flipped_then_moved_by_exactly_its_offsets(flip: bool, shift: int) -> None:
+    from objectives.feed import Augment
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 256, size=(40, 9, 7, 3), dtype=np.uint8)  # not square: rows != columns
+    y = np.arange(40)
+    rows = rng.permutation(40)[:25]
+    flips = rng.random(25) < 0.5
+    offsets = rng.integers(-shift, shift + 1, size=(25, 2))
+    images, labels = Augment(x, y, flip=flip, shift=shift)(rows, flips, offsets)
+    assert np.array_equal(labels, y[rows])
+    for image, row, flipped, (dy, dx) in zip(images, rows, flips, offsets):
+        # pixel (i, j) is pixel (i + dy, j + dx) of the flipped image, zero outside it
+        source = x[row][:, ::-1] if flip and flipped else x[row]
+        padded = np.pad(source, ((shift, shift), (shift, shift), (0, 0)))
+        assert np.array_equal(image, padded[shift + dy:shift + dy + 9, shift + dx:shift + dx + 7])
+
+
 def _is_shift(original: np.ndarray, result: np.ndarray, most: int) -> bool:
     size = original.shape[0]
     padded = np.pad(original, ((most, most), (most, most), (0, 0)))
