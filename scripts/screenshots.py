@@ -2,10 +2,13 @@
 HTML report, taken with headless Chromium (Debian's ``chromium`` package).
 
 Run: .venv/bin/python scripts/screenshots.py [--storage URL] [--study NAME] [--trial N]
-         [--out docs]
+         [--out docs] [--prefix NAME-]
 
 Without ``--storage`` it runs ``studies/smoke.toml`` in a temporary folder first. It writes
-``dashboard-trial.png`` and ``report.png`` into ``--out``.
+``dashboard-trial.png`` and ``report.png`` into ``--out``, and for a study of several
+objectives ``dashboard-study.png`` too (the dashboard's page of the study, with its Pareto
+front), each name after ``--prefix``. The trial shown is the best one, or for several
+objectives the most accurate trial of the Pareto front.
 """
 
 from __future__ import annotations
@@ -93,8 +96,12 @@ def main() -> None:
     parser.add_argument("--study", default=None)
     parser.add_argument("--trial", type=int, default=None, help="default: the best trial")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--prefix", default="", help="before each file's name")
     args = parser.parse_args()
     import optuna
+
+    sys.path.insert(0, str(REPO))
+    from search import fronts
 
     with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
         work = Path(tmp)
@@ -106,18 +113,29 @@ def main() -> None:
         names = optuna.get_all_study_names(storage)
         name = args.study or names[0]
         study = optuna.load_study(study_name=name, storage=storage)
-        trial = study.best_trial if args.trial is None else study.trials[args.trial]
+        if args.trial is not None:
+            trial = study.trials[args.trial]
+        else:
+            trial = max(fronts.best_trials(study),
+                        key=lambda t: fronts.metric_value(study, t) or -float("inf"))
         study_id = study._study_id
         args.out.mkdir(parents=True, exist_ok=True)
+        written = [args.out / f"{args.prefix}{file}" for file in
+                   ("report.png", "dashboard-trial.png", "dashboard-study.png")]
         subprocess.run([str(HPSEARCH), "report", "--storage", storage, "--study", name,
                         "--output", str(work / "report")], cwd=work, check=True)
-        render((work / "report" / "report.html").as_uri(), screenshot=args.out / "report.png",
+        render((work / "report" / "report.html").as_uri(), screenshot=written[0],
                size="1400,2400")
         with dashboard(storage, work) as base:
             render(f"{base}/dashboard/studies/{study_id}/trials?numbers={trial.number}",
-                   screenshot=args.out / "dashboard-trial.png", size="1400,1500")
-    print(f"wrote {args.out / 'dashboard-trial.png'} and {args.out / 'report.png'} "
-          f"(study {name}, trial {trial.number})")
+                   screenshot=written[1], size="1400,1500")
+            if fronts.several(study):
+                render(f"{base}/dashboard/studies/{study_id}", screenshot=written[2],
+                       size="1400,1500")
+            else:
+                written.pop()
+    print(f"wrote {', '.join(str(path) for path in written)} (study {name}, "
+          f"trial {trial.number})")
 
 
 if __name__ == "__main__":

@@ -275,6 +275,13 @@ def test_latency_is_measured_on_the_saved_model_form() -> None:
     measured = measure(model)
     assert set(measured) == {"latency_ms", f"latency_ms_batch{LARGE_BATCH}"}
     assert all(value > 0 for value in measured.values())
+    # The same measure of a model with 40 times the work reads slower at both batch sizes
+    # (the fastest round of each: what else runs on the machine only adds to slower rounds).
+    larger = build_model({**params, "n_layers": 2, "units_l0": 1024, "units_l1": 1024},
+                         x.shape[1:], 10)
+    assert larger.count_params() > 40 * model.count_params()
+    assert all(slower > faster for slower, faster in zip(
+        measure(larger).values(), measured.values())), (measure(larger), measured)
 
 
 # --- pruning by cost -------------------------------------------------------------------------
