@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from search import fronts
+from search.resumption import stopped_before_their_time
 from search.trial_report import FINISHED, count_states
 
 
@@ -72,10 +73,14 @@ def _best_value(study: optuna.Study) -> float | None:
 
 
 def print_summary(study: optuna.Study, console: Console, storage: str, *, ran: int) -> None:
-    counts = count_states(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    counts = count_states(trials)
+    stopped = stopped_before_their_time(trials)
     console.print(
         f"study {study.study_name}: ran {ran} trials; {counts[TrialState.COMPLETE]} complete, "
-        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed in all",
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed in all"
+        + (f" ({len(stopped)} stopped by the user or the time budget, to run again first "
+           "when the study next runs)" if stopped else ""),
         markup=False, highlight=False,
     )
     best = fronts.best_trials(study)

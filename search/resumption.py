@@ -13,9 +13,10 @@ Two kinds of failed trials are retried:
 - a trial whose worker stopped beating (killed, preempted, cut off from the database): by
   :class:`RetryStaleTrials`, the storage's heartbeat callback, up to ``max_retry`` times;
   past that its checkpoint is deleted;
-- a trial stopped by Ctrl-C or SIGTERM (``stop_reason = "interrupted"``): by
-  :func:`requeue_interrupted` when a worker of the study next looks for a trial, as often as
-  it is stopped (a stop is the user's, not the trial's).
+- a trial stopped by Ctrl-C or SIGTERM (``stop_reason = "interrupted"``), or by the run's
+  time budget before its first epoch: by :func:`requeue_interrupted` when a worker of the
+  study next looks for a trial, as often as it is stopped (a stop is the user's or the run's,
+  not the trial's).
 """
 
 from __future__ import annotations
@@ -75,16 +76,22 @@ class RetryStaleTrials:
                                type(exc).__name__, exc)
 
 
-def requeue_interrupted(study: optuna.Study) -> list[int]:
-    """Queue a retry of every trial stopped by Ctrl-C or SIGTERM that has none yet; the
-    numbers of the trials queued again. Call it under the study's budget lock."""
-    trials = study.get_trials(deepcopy=False)
+def stopped_before_their_time(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The failed trials of ``trials`` that were stopped by the user or the run, not by
+    anything of their own, and have no retry yet: stopped by Ctrl-C or SIGTERM
+    (``stop_reason = "interrupted"``), or by the run's time budget before their first epoch
+    (``stop_reason = "time_budget"``; one later in training is complete)."""
     retried = {number for trial in trials
                for number in trial.system_attrs.get("retry_history", [])}
-    queued = []
-    for trial in trials:
-        if (trial.state == TrialState.FAIL and trial.number not in retried
-                and trial.user_attrs.get("stop_reason") == "interrupted"):
-            requeue(study, trial)
-            queued.append(trial.number)
+    return [trial for trial in trials
+            if trial.state == TrialState.FAIL and trial.number not in retried
+            and trial.user_attrs.get("stop_reason") in ("interrupted", "time_budget")]
+
+
+def requeue_interrupted(study: optuna.Study) -> list[FrozenTrial]:
+    """Queue a retry of every trial :func:`stopped_before_their_time`; the trials queued
+    again. Call it under the study's budget lock."""
+    queued = stopped_before_their_time(study.get_trials(deepcopy=False))
+    for trial in queued:
+        requeue(study, trial)
     return queued

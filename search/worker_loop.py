@@ -159,9 +159,12 @@ class WorkerLoop:
                     self.lock.release()
                     time.sleep(POLL_S)  # a running trial may still fail and free its slot
                     return True
-            # Trials stopped by Ctrl-C or SIGTERM run again first, from their checkpoints.
-            for number in requeue_interrupted(self.study):
-                logger.info("trial %d was interrupted: queued to run again", number)
+            # Trials stopped by Ctrl-C or SIGTERM run again first, from their checkpoints, and
+            # so do trials a run's time budget ended before their first epoch.
+            for trial in requeue_interrupted(self.study):
+                logger.info("trial %d was %s: queued to run again", trial.number,
+                            "interrupted" if trial.user_attrs["stop_reason"] == "interrupted"
+                            else "cut by a run's time budget before its first epoch")
             # The budget is safe once the new trial is RUNNING in the storage: the lock goes
             # when the objective starts, before its first suggestion (Optuna samples a trial's
             # relative parameters then, not when it creates the trial).

@@ -329,6 +329,33 @@ def test_more_workers_than_the_machine_holds_are_capped_with_one_warning(
     assert len(finished(url)) == 2
 
 
+def test_a_trial_the_budget_ends_before_its_first_epoch_runs_again_first_next_time(
+        write_study: Callable[..., Path], tmp_path: Path) -> None:
+    """A run's time budget can end a trial before it completes an epoch; that trial failed for
+    want of time, not of its own, so the study's next run trains it again, before anything
+    new, with its parameters."""
+    from conftest import TINY_STUDY
+
+    study_file = write_study(TINY_STUDY.replace("seed = 3", "seed = 3\nwarm_start = false"))
+    url = f"sqlite:///{tmp_path / 'cut.db'}"
+    # A budget shorter than building and compiling the first model: cut at its first step.
+    cut = invoke("run", str(study_file), "--storage", url, "--timeout", "0.2")
+    assert cut.exit_code == 0, cut.output
+    (first,) = optuna.load_study(study_name="tiny", storage=url).trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["stop_reason"] == "time_budget"
+    assert ("1 failed in all (1 stopped by the user or the time budget, to run again first "
+            "when the study next runs)") in cut.output
+    again = invoke("run", str(study_file), "--storage", url, "--n-trials", "1")
+    assert again.exit_code == 0, again.output
+    assert ("trial 0 was cut by a run's time budget before its first epoch: queued to run "
+            "again") in again.stderr
+    first, retry = optuna.load_study(study_name="tiny", storage=url).trials
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == first.params and retry.user_attrs["resumes"] == 0
+    assert "(1 stopped" not in again.output  # retried: nothing left to run again
+
+
 def test_a_time_budget_ends_the_running_trial_at_its_best_epoch_not_after_it(
         write_study: Callable[..., Path], tmp_path: Path) -> None:
     """With a timeout, a trial still training when it ends stops and is recorded at its best
