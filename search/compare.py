@@ -6,9 +6,14 @@ trials, the best and median validation metric, how fast they converged (epochs t
 of the trial's own best) and how far they overfit (the generalization gap: training minus
 validation accuracy at the best epoch). One plain statement per comparison says what the
 numbers carry: a difference between two groups only where a Mann-Whitney test finds it
-(p < 0.05) with at least :data:`MIN_TRIALS` trials in each, else that it is not clear, or that
-there are not enough trials. Also: the gap against dropout and L2 (Spearman), and the epochs
-early stopping and pruning saved. Nothing here draws; ``search.compare_view`` shows it.
+with at least :data:`MIN_TRIALS` trials in each, else that it is not clear, or that there are
+not enough trials. Also: the gap against dropout and L2 (Spearman), and the epochs early
+stopping and pruning saved. Nothing here draws; ``search.compare_view`` shows it.
+
+A study asks a dozen such questions at once, and at p < 0.05 one in twenty finds a difference
+that is not there: every test's p-value is adjusted for all the tests of the study
+(Benjamini-Hochberg, ``scipy.stats.false_discovery_control``), and a statement claims a
+difference only where the adjusted p-value is below 0.05. Both p-values are quoted.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class Comparison:
     groups: list[Group]
     statement: str
     p_value: float | None = None  # of the leading group against the runner-up
+    adjusted_p: float | None = None  # the same, adjusted for all the study's tests
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Regularization:
     rho: float | None
     p_value: float | None
     statement: str
+    adjusted_p: float | None = None  # adjusted for all the study's tests
 
 
 @dataclass(frozen=True)
@@ -157,30 +164,65 @@ def _width_band(units: int) -> str:
     return f"over {WIDTH_BANDS[-1]} units"
 
 
-def statement(parameter: str, groups: list[Group], maximize: bool
-              ) -> tuple[str, float | None]:
-    """What the groups' numbers carry, in one sentence, and the test's p-value if one ran."""
+@dataclass(frozen=True)
+class _Test:
+    """A test run for one comparison: what it compared and its p-value before adjustment."""
+    p: float
+    lead: Group | None = None  # a comparison of groups: the leading group and the runner-up
+    runner: Group | None = None
+    rho: float | None = None  # a correlation
+    n: int = 0
+
+
+def _test(parameter: str, groups: list[Group], maximize: bool) -> _Test | str:
+    """The Mann-Whitney test of the two best groups with enough trials; or, where there is
+    nothing to test, the statement that says why."""
     enough = [g for g in groups if g.enough]
     if len(groups) < 2:
         only = groups[0] if groups else None
         return (f"{parameter}: all {only.n if only else 0} trials took "
-                f"{only.label if only else 'none'}; nothing to compare", None)
+                f"{only.label if only else 'none'}; nothing to compare")
     if len(enough) < 2:
         counts = ", ".join(f"{g.label} {g.n}" for g in groups)
         return (f"{parameter}: not enough trials to compare (each value needs {MIN_TRIALS} "
-                f"complete trials; {counts})", None)
+                f"complete trials; {counts})")
     from scipy.stats import mannwhitneyu
 
-    ranked = sorted(enough, key=lambda g: g.median, reverse=maximize)
-    lead, runner = ranked[0], ranked[1]
+    lead, runner = sorted(enough, key=lambda g: g.median, reverse=maximize)[:2]
     p = float(mannwhitneyu(lead.values, runner.values, alternative="two-sided").pvalue)
+    return _Test(p, lead=lead, runner=runner)
+
+
+def _p_text(p: float, adjusted: float, tests: int) -> str:
+    """``p = 0.030, 0.15 adjusted for the study's 10 tests``."""
+    def shown(value: float) -> str:
+        return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+    if tests == 1:
+        return f"p = {shown(p)}"
+    return f"p = {shown(p)}, {shown(adjusted)} adjusted for the study's {tests} tests"
+
+
+def _said(parameter: str, test: _Test, adjusted: float, tests: int) -> str:
+    """The statement of a comparison of groups, by its adjusted p-value."""
+    lead, runner = test.lead, test.runner
+    assert lead is not None and runner is not None
     numbers = (f"{lead.label} median {_fmt(lead.median)} over {lead.n} trials, "
                f"{runner.label} median {_fmt(runner.median)} over {runner.n}")
-    if p < SIGNIFICANCE:
+    if adjusted < SIGNIFICANCE:
         return (f"{parameter}: {lead.label} did better than {runner.label}, the next best "
-                f"({numbers}; Mann-Whitney p = {p:.3f})", p)
+                f"({numbers}; Mann-Whitney {_p_text(test.p, adjusted, tests)})")
     return (f"{parameter}: no clear difference between {lead.label} and {runner.label} "
-            f"({numbers}; Mann-Whitney p = {p:.2f})", p)
+            f"({numbers}; Mann-Whitney {_p_text(test.p, adjusted, tests)})")
+
+
+def _adjusted(tests: list[_Test]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values of ``tests``, in their order."""
+    if not tests:
+        return []
+    from scipy.stats import false_discovery_control
+
+    return [float(p) for p in false_discovery_control([t.p for t in tests], method="bh")]
 
 
 def answers(study: optuna.Study) -> Answers:
@@ -209,6 +251,7 @@ def answers(study: optuna.Study) -> Answers:
                       if "n_layers" in t.params else None))
     groupings.append(("width", lambda t: _width_band(int(t.params["units_l0"]))
                       if "units_l0" in t.params else None))
+    compared: list[tuple[str, list[Group], _Test | str]] = []
     for parameter, key in groupings:
         by: dict[str, list[FrozenTrial]] = {}
         for trial in complete:
@@ -219,10 +262,34 @@ def answers(study: optuna.Study) -> Answers:
             continue
         groups = [_group(label, trials, value, metric, maximize)
                   for label, trials in sorted(by.items(), key=lambda item: _order(item[0]))]
-        text, p = statement(parameter, groups, maximize)
-        found.comparisons.append(Comparison(parameter, groups, text, p))
-    found.regularization = [_regularization(complete, name) for name in ("dropout", "l2")
-                            if any(name in t.params for t in complete)]
+        compared.append((parameter, groups, _test(parameter, groups, maximize)))
+    gaps = [(name, _points(complete, name)) for name in ("dropout", "l2")
+            if any(name in t.params for t in complete)]
+    correlated = [(name, points, _correlation(name, points)) for name, points in gaps]
+    # every test of the study, adjusted together
+    tests = [t for _, _, t in compared + correlated if isinstance(t, _Test)]
+    adjusted = dict(zip(map(id, tests), _adjusted(tests)))
+    for parameter, groups, test in compared:
+        if isinstance(test, str):
+            found.comparisons.append(Comparison(parameter, groups, test))
+        else:
+            found.comparisons.append(Comparison(
+                parameter, groups, _said(parameter, test, adjusted[id(test)], len(tests)),
+                test.p, adjusted[id(test)]))
+    for name, points, test in correlated:
+        if isinstance(test, str):
+            found.regularization.append(Regularization(name, points, None, None, test))
+            continue
+        rho, p, q = test.rho, test.p, adjusted[id(test)]
+        assert rho is not None
+        if q < SIGNIFICANCE:
+            way = "less" if rho < 0 else "more"
+            text = (f"gap against {name}: trials with more {name} overfit {way} (Spearman rho "
+                    f"{rho:+.2f}, {_p_text(p, q, len(tests))}, {test.n} trials)")
+        else:
+            text = (f"gap against {name}: no clear relation (Spearman rho {rho:+.2f}, "
+                    f"{_p_text(p, q, len(tests))}, {test.n} trials)")
+        found.regularization.append(Regularization(name, points, rho, p, text, q))
     found.savings = savings(study)
     return found
 
@@ -245,28 +312,24 @@ def _order(label: str) -> tuple[float, str]:
         return (-math.inf, label)
 
 
-def _regularization(complete: list[FrozenTrial], name: str) -> Regularization:
-    points = [(float(t.params[name]), gap) for t in complete
-              if name in t.params and (gap := _gap(t)) is not None]
+def _points(complete: list[FrozenTrial], name: str) -> list[tuple[float, float]]:
+    """(the parameter's value, the generalization gap) of each trial that has both."""
+    return [(float(t.params[name]), gap) for t in complete
+            if name in t.params and (gap := _gap(t)) is not None]
+
+
+def _correlation(name: str, points: list[tuple[float, float]]) -> _Test | str:
+    """Spearman's test of the gap against the parameter; or the statement that says why
+    there is none."""
     if len(points) < MIN_TRIALS:
-        return Regularization(name, points, None, None,
-                              f"gap against {name}: not enough trials ({len(points)}; "
-                              f"{MIN_TRIALS} make enough)")
+        return (f"gap against {name}: not enough trials ({len(points)}; {MIN_TRIALS} make "
+                f"enough)")
     if len({x for x, _ in points}) < 2 or len({g for _, g in points}) < 2:
-        return Regularization(name, points, None, None,
-                              f"gap against {name}: {name} or the gap did not vary")
+        return f"gap against {name}: {name} or the gap did not vary"
     from scipy.stats import spearmanr
 
     result = spearmanr([x for x, _ in points], [g for _, g in points])
-    rho, p = float(result.statistic), float(result.pvalue)
-    if p < SIGNIFICANCE:
-        way = "less" if rho < 0 else "more"
-        text = (f"gap against {name}: trials with more {name} overfit {way} (Spearman rho "
-                f"{rho:+.2f}, p = {p:.3f}, {len(points)} trials)")
-    else:
-        text = (f"gap against {name}: no clear relation (Spearman rho {rho:+.2f}, "
-                f"p = {p:.2f}, {len(points)} trials)")
-    return Regularization(name, points, rho, p, text)
+    return _Test(float(result.pvalue), rho=float(result.statistic), n=len(points))
 
 
 def savings(study: optuna.Study) -> Savings:

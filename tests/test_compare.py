@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.cli import cli
-from search.compare import MIN_TRIALS, answers, epochs_to_95
+from search.compare import MIN_TRIALS, Comparison, Regularization, answers, epochs_to_95
 from search.compare_view import rows
 
 SPACE = {
@@ -88,6 +89,20 @@ def test_statements_say_what_the_table_carries() -> None:
     assert "did not vary" in l2.statement
     assert found.savings is not None
     assert (found.savings.early_stopping, found.savings.early_stopped) == (12 * 10, 12)
+    # Every test's p-value is adjusted for all the study's tests (Benjamini-Hochberg), and a
+    # statement claims a difference exactly where the adjusted value is below 0.05.
+    from scipy.stats import false_discovery_control
+
+    every: list[Comparison | Regularization] = [*found.comparisons, *found.regularization]
+    tested = [t for t in every if t.p_value is not None]
+    expected = false_discovery_control([t.p_value for t in tested], method="bh")
+    assert [t.adjusted_p for t in tested] == pytest.approx(list(expected))
+    for test in tested:
+        assert f"adjusted for the study's {len(tested)} tests" in test.statement
+        claims = "did better" in test.statement or "overfit" in test.statement
+        assert test.adjusted_p is not None and claims == (test.adjusted_p < 0.05), test.statement
+    bn = by["batch_norm"]
+    assert bn.p_value is not None and bn.adjusted_p is not None and bn.adjusted_p >= bn.p_value
 
 
 def test_too_few_trials_say_so() -> None:
