@@ -116,8 +116,10 @@ def main() -> None:
         if args.trial is not None:
             trial = study.trials[args.trial]
         else:
-            trial = max(fronts.best_trials(study),
-                        key=lambda t: fronts.metric_value(study, t) or -float("inf"))
+            best = fronts.best_trials(study)
+            if not best:
+                raise SystemExit(f"study {name} has no complete trial to show")
+            trial = max(best, key=lambda t: fronts.metric_value(study, t) or -float("inf"))
         study_id = study._study_id
         args.out.mkdir(parents=True, exist_ok=True)
         written = [args.out / f"{args.prefix}{file}" for file in
