@@ -8,7 +8,7 @@ Without ``--storage`` it runs ``studies/smoke.toml`` in a temporary folder first
 ``dashboard-trial.png`` and ``report.png`` into ``--out``, and for a study of several
 objectives ``dashboard-study.png`` too (the dashboard's page of the study, with its Pareto
 front), each name after ``--prefix``. The trial shown is the best one, or for several
-objectives the most accurate trial of the Pareto front.
+objectives the trial of the Pareto front with the best validation metric.
 """
 
 from __future__ import annotations
@@ -119,7 +119,14 @@ def main() -> None:
             best = fronts.best_trials(study)
             if not best:
                 raise SystemExit(f"study {name} has no complete trial to show")
-            trial = max(best, key=lambda t: fronts.metric_value(study, t) or -float("inf"))
+            maximize = (study.directions[fronts.metric_index(study)]
+                        == optuna.study.StudyDirection.MAXIMIZE)
+
+            def metric(t: optuna.trial.FrozenTrial) -> float:
+                value = fronts.metric_value(study, t)
+                return -float("inf") if value is None else value if maximize else -value
+
+            trial = max(best, key=metric)
         study_id = study._study_id
         args.out.mkdir(parents=True, exist_ok=True)
         written = [args.out / f"{args.prefix}{file}" for file in
