@@ -114,9 +114,10 @@ class Augment:
 
     The cheapest way found on a CPU: one slice of each image copied into a batch of zeros, by
     slices worked out once per offset; flips alone are one gather and one reversed copy.
-    TensorFlow's ops gather such images pixel by pixel (``tf.image.extract_glimpse``, or a
-    gather of the pixels' indices), two to four times slower, and this runs in the feed's
-    thread, beside the training step (``benchmarks/train_throughput.py``).
+    TensorFlow's ops gather such images pixel by pixel: ``tf.image.extract_glimpse`` (the feed
+    before this) took 5 times as long per batch, a gather of the pixels' indices 2.5 times
+    (``benchmarks/augment_feed.py``). It runs in the feed's thread, beside the training step
+    (``benchmarks/train_throughput.py``: what it costs an epoch).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, flip: bool, shift: int) -> None:
