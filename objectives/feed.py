@@ -73,7 +73,7 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool,
     if augment:
         # The images are augmented where the order is drawn, in NumPy (see ``Augment``).
         orders = _EpochOrders(n, batch_size, order_seed() if seed is None else seed,
-                              first_epoch, shift, augment=Augment(x, y, flip=flip, shift=shift))
+                              first_epoch, Augment(x, y, flip=flip, shift=shift))
         dataset = tf.data.Dataset.from_generator(orders, output_signature=(
             tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
             tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))))
@@ -164,13 +164,13 @@ def _reversed(source: slice, size: int) -> slice:
 
 class _EpochOrders:
     """The index batches of one epoch per call, epoch after epoch; with ``augment``, the
-    batches themselves, each image flipped or not and moved by ``-shift`` to ``shift`` pixels
-    (rows and columns) as drawn for it."""
+    batches themselves, each image flipped or not and moved by up to ``augment.shift`` pixels
+    each way (rows and columns) as drawn for it."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, first_epoch: int, shift: int = 0,
+    def __init__(self, n: int, batch_size: int, seed: int, first_epoch: int,
                  augment: Augment | None = None) -> None:
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, first_epoch
-        self.shift, self.augment = shift, augment
+        self.augment = augment
 
     def __call__(self) -> Iterator[Any]:
         order = epoch_order(self.n, self.seed, self.epoch)
@@ -178,7 +178,8 @@ class _EpochOrders:
             # its own stream, so that the order is the same with augmentation or without
             rng = np.random.default_rng([self.seed, self.epoch, 1])
             flips = rng.random(self.n) < 0.5
-            offsets = rng.integers(-self.shift, self.shift + 1, size=(self.n, 2))
+            shift = self.augment.shift
+            offsets = rng.integers(-shift, shift + 1, size=(self.n, 2))
         self.epoch += 1
         for start in range(0, self.n, self.batch_size):
             batch = order[start:start + self.batch_size]
