@@ -216,6 +216,18 @@ def _said(parameter: str, test: _Test, adjusted: float, tests: int) -> str:
             f"({numbers}; Mann-Whitney {_p_text(test.p, adjusted, tests)})")
 
 
+def _gap_said(name: str, test: _Test, adjusted: float, tests: int) -> str:
+    """The statement of the gap against ``name``, by its adjusted p-value."""
+    rho = test.rho
+    assert rho is not None
+    if adjusted < SIGNIFICANCE:
+        way = "less" if rho < 0 else "more"
+        return (f"gap against {name}: trials with more {name} overfit {way} (Spearman rho "
+                f"{rho:+.2f}, {_p_text(test.p, adjusted, tests)}, {test.n} trials)")
+    return (f"gap against {name}: no clear relation (Spearman rho {rho:+.2f}, "
+            f"{_p_text(test.p, adjusted, tests)}, {test.n} trials)")
+
+
 def _adjusted(tests: list[_Test]) -> list[float]:
     """Benjamini-Hochberg adjusted p-values of ``tests``, in their order."""
     if not tests:
@@ -280,16 +292,9 @@ def answers(study: optuna.Study) -> Answers:
         if isinstance(test, str):
             found.regularization.append(Regularization(name, points, None, None, test))
             continue
-        rho, p, q = test.rho, test.p, adjusted[id(test)]
-        assert rho is not None
-        if q < SIGNIFICANCE:
-            way = "less" if rho < 0 else "more"
-            text = (f"gap against {name}: trials with more {name} overfit {way} (Spearman rho "
-                    f"{rho:+.2f}, {_p_text(p, q, len(tests))}, {test.n} trials)")
-        else:
-            text = (f"gap against {name}: no clear relation (Spearman rho {rho:+.2f}, "
-                    f"{_p_text(p, q, len(tests))}, {test.n} trials)")
-        found.regularization.append(Regularization(name, points, rho, p, text, q))
+        q = adjusted[id(test)]
+        found.regularization.append(Regularization(
+            name, points, test.rho, test.p, _gap_said(name, test, q, len(tests)), q))
     found.savings = savings(study)
     return found
 
