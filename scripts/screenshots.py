@@ -116,17 +116,10 @@ def main() -> None:
         if args.trial is not None:
             trial = study.trials[args.trial]
         else:
-            best = fronts.best_trials(study)
+            best = fronts.best_trials(study)  # best validation metric first
             if not best:
                 raise SystemExit(f"study {name} has no complete trial to show")
-            maximize = (study.directions[fronts.metric_index(study)]
-                        == optuna.study.StudyDirection.MAXIMIZE)
-
-            def metric(t: optuna.trial.FrozenTrial) -> float:
-                value = fronts.metric_value(study, t)
-                return -float("inf") if value is None else value if maximize else -value
-
-            trial = max(best, key=metric)
+            trial = best[0]
         study_id = study._study_id
         args.out.mkdir(parents=True, exist_ok=True)
         written = [args.out / f"{args.prefix}{file}" for file in
