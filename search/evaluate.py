@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -36,6 +37,12 @@ from search.studyfile import StudyFile
 logger = logging.getLogger(__name__)
 
 EVALUATION_ATTR = "evaluation:"  # study user attribute, one per evaluated trial number
+# What ``evaluate`` writes into its output folder, and nothing else: a folder that holds
+# anything more is someone else's and is never written into.
+OUTPUT_FILES = frozenset({"model.keras", "curves.png", "confusion_matrix.png",
+                          "classification_report.txt", "metrics.json"})
+WRITTEN_BY = "hpsearch evaluate"  # metrics.json's "written_by": the folder is one of ours
+STAGING_PREFIX = ".hpsearch-evaluate-"
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
     folder = writable_folder(
         output or Path("hpsearch-evaluations") / f"{study.study_name}-trial-{trial.number}",
         "--output")
+    check_output_folder(folder)
     store = open_store(location_for([study], artifacts, storage_url))
     epochs = int(trial.user_attrs.get("best_epoch") or 0)
     if full_train and epochs < 1:
@@ -176,9 +184,12 @@ def _test_and_save(outcome: Any, dataset: Any, trial: FrozenTrial, folder: Path,
     result = evaluate(outcome.model, dataset.x_test, dataset.y_test, dataset.class_names, "test")
     run = EvaluationRun(trial=trial, mode=mode, epochs=outcome.recorder.epochs, seconds=seconds,
                         folder=folder, result=result)
-    # Written beside, then moved into place: an interrupted evaluation leaves no half folder.
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    # Written to a staging folder inside the output folder, then each file moved into place: an
+    # interrupted evaluation leaves no half-written file, and nothing else in the folder is
+    # touched.
+    check_output_folder(folder)  # again: training took minutes, the folder may have changed
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
         outcome.model.save(staging / "model.keras")
         write_figures(staging, outcome.recorder.history, outcome.best_index, result,
@@ -186,15 +197,51 @@ def _test_and_save(outcome: Any, dataset: Any, trial: FrozenTrial, folder: Path,
                       heading=f"trial {trial.number}, retrained on {mode}, test split")
         (staging / "metrics.json").write_text(json.dumps(
             {**run.record(), "trial": trial.number, "params": trial.params,
-             **{k: v for k, v in result.summary().items() if k != "split"}}, indent=1),
+             **{k: v for k, v in result.summary().items() if k != "split"},
+             "written_by": WRITTEN_BY}, indent=1),
             encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
+        # metrics.json last: it is what marks the folder as an evaluation's
+        for written in sorted(staging.iterdir(), key=lambda path: path.name == "metrics.json"):
+            os.replace(written, folder / written.name)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return run
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder that holds anything but an earlier output of ``evaluate``.
+
+    A new or empty folder is written into; one that holds an earlier evaluation has only the
+    files ``evaluate`` writes replaced. Anything else (a study's database, a user's notes, a
+    home folder) is never written into, let alone emptied.
+
+    Raises:
+        UserError: the folder holds files that ``evaluate`` did not write.
+    """
+    if not folder.is_dir():
+        return
+    entries = {entry for entry in os.listdir(folder) if not entry.startswith(STAGING_PREFIX)}
+    if not entries:
+        return
+    foreign = sorted(entries - OUTPUT_FILES)
+    if not foreign and _written_by_evaluate(folder / "metrics.json"):
+        return
+    shown = foreign or sorted(entries)
+    listed = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+    raise UserError(f"--output {folder}: the folder holds files that hpsearch evaluate did not "
+                    f"write ({listed}); give a new or empty folder")
+
+
+def _written_by_evaluate(metrics: Path) -> bool:
+    """Whether ``metrics`` is the ``metrics.json`` of an earlier evaluation (before
+    ``written_by`` was written: its trial, mode and test accuracy)."""
+    try:
+        record = json.loads(metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (
+        record.get("written_by") == WRITTEN_BY
+        or {"trial", "mode", "test_accuracy"} <= record.keys())
 
 
 def _record(study: optuna.Study, store: Any, run: EvaluationRun) -> None:

@@ -199,6 +199,42 @@ def test_evaluate_refuses_what_it_cannot_evaluate(ran: Ran) -> None:
     assert result.exit_code != 0 and "Traceback" not in result.output
 
 
+def test_evaluate_never_empties_a_folder_it_did_not_write(ran: Ran, tmp_path: Path) -> None:
+    """``--output`` on a folder of the user's (the study's own, a home folder) is refused before
+    anything trains, and the folder is left as it was; an earlier evaluation's folder has only
+    evaluate's own files replaced, in place, with the folder's mode kept."""
+    for mine in (ran.folder, tmp_path / "precious"):
+        mine.mkdir(exist_ok=True)
+        (mine / "notes.txt").write_text("mine")
+        before = sorted(p.name for p in mine.iterdir())
+        result = invoke("evaluate", "--storage", ran.url, "--output", str(mine))
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count("\n") == 1 and "did not write" in result.stderr
+        assert sorted(p.name for p in mine.iterdir()) == before
+        assert (mine / "notes.txt").read_text() == "mine"
+    assert "(notes.txt)" in result.stderr
+    # the study is still there and readable
+    assert len(ran.study().get_trials()) >= 6
+
+    out = tmp_path / "evaluated"
+    out.mkdir(mode=0o755)
+    out.chmod(0o755)
+    first = invoke("evaluate", "--storage", ran.url, "--output", str(out))
+    assert first.exit_code == 0, first.output
+    written = {p.name for p in out.iterdir()}
+    assert written == {"model.keras", "curves.png", "confusion_matrix.png",
+                       "classification_report.txt", "metrics.json"}
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert json.loads((out / "metrics.json").read_text())["written_by"] == "hpsearch evaluate"
+    again = invoke("evaluate", "--storage", ran.url, "--output", str(out))  # replaces its own
+    assert again.exit_code == 0, again.output
+    assert {p.name for p in out.iterdir()} == written  # no staging folder left behind
+    (out / "extra.txt").write_text("someone's")
+    refused = invoke("evaluate", "--storage", ran.url, "--output", str(out))
+    assert refused.exit_code == 1 and "extra.txt" in refused.stderr
+    assert (out / "extra.txt").read_text() == "someone's"
+
+
 def test_report_holds_every_trial_and_figure(ran: Ran) -> None:
     out = ran.folder / "report"
     result = invoke("report", "--storage", ran.url, "--output", str(out))
