@@ -93,7 +93,7 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
         from search.worker_loop import WorkerLoop
         from search.studies import open_study
 
-        storage, existing, _ = prepare(spec, url, seed_offset=os.getpid())
+        storage, existing, _ = prepare(spec, url)
         study = existing or open_study(spec, storage)
         loop = WorkerLoop(spec, url, study, objective, TrialReporter("val_accuracy", None))
         one_trial = loop._one_trial

@@ -11,9 +11,7 @@ import faulthandler
 import logging
 import os
 import signal
-import socket
 import sys
-import zlib
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -190,9 +188,8 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
         from search.runner import run_study
 
         with progress.TrialProgress(spec.study.metric) as display:
-            # after a fresh start (search.recycling), not the same proposals again
             summary = run_study(spec, url, on_start=display.start, on_progress=display.update,
-                                artifacts=artifacts, seed_offset=recycling.ran_before())
+                                artifacts=artifacts)
         ran = recycling.ran_before() + summary.ran
         if summary.restart:
             recycling.restart(ran)
@@ -240,11 +237,7 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
         os.environ["HPSEARCH_TF_THREADS"] = str(threads)
     spec = _load(study_file, n_trials, timeout, data_path)
     _on_stop_signals(_worker_of_run if part_of_run else _resumable)
-    # Workers of one study must not all draw the same configurations from the same seed.
-    # A worker that started afresh (search.recycling) keeps its pid: count its restarts too.
-    offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}:{recycling.ran_before()}"
-                        .encode()) % 1_000_003
-    summary = run_study(spec, resolve_url(storage_url), seed_offset=offset, artifacts=artifacts,
+    summary = run_study(spec, resolve_url(storage_url), artifacts=artifacts,
                         announce=not part_of_run)  # the run announced the study
     ran = recycling.ran_before() + summary.ran
     if summary.restart:

@@ -36,14 +36,14 @@ class RunSummary:
     restart: bool = False  # this process should start afresh and go on (search.recycling)
 
 
-def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0,
+def prepare(spec: StudyFile, storage_url: str, *,
             drop_checkpoint: Callable[[int], None] | None = None) -> tuple[
     optuna.storages.RDBStorage, optuna.Study | None, int
 ]:
     """Check everything that can be checked before trials run: sampler, pruner, storage,
     stored space. Returns the storage, the existing study (if any) and its finished trials.
     ``drop_checkpoint`` deletes the checkpoint of a dead worker's trial that is not retried."""
-    sampler, pruner = make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
+    sampler, pruner = make_sampler(spec), make_pruner(spec)
     workers = spec.workers
     # A database that drops connections while a worker starts (a restart) is waited for, as
     # during the search; one that cannot be reached at all is reported at once.
@@ -65,7 +65,7 @@ def prepare(spec: StudyFile, storage_url: str, *, seed_offset: int = 0,
 
 
 def start(
-    spec: StudyFile, storage_url: str, *, seed_offset: int = 0, artifacts: str | None = None,
+    spec: StudyFile, storage_url: str, *, artifacts: str | None = None,
     announce: bool = True,
 ) -> tuple[optuna.Study, ObjectiveFn | None]:
     """Create or resume the study, with its objective ready; no objective when nothing is left.
@@ -76,7 +76,7 @@ def start(
     space (if any) compared.
     """
     # A sampler or pruner that cannot be made (a missing package) is one line before anything.
-    make_sampler(spec, seed_offset=seed_offset), make_pruner(spec)
+    make_sampler(spec), make_pruner(spec)
     check_storage(storage_url)
     hooks = hooks_for(spec, storage_url, artifacts)  # its store is made by open(), below
     try:
@@ -89,7 +89,7 @@ def start(
     hooks.open()
     checkpoints = hooks.checkpoints()
     storage, existing, finished = prepare(
-        spec, storage_url, seed_offset=seed_offset,
+        spec, storage_url,
         drop_checkpoint=None if checkpoints is None else checkpoints.drop)
     target = spec.study.n_trials
     if existing is not None and target is not None and finished >= target:
@@ -97,7 +97,7 @@ def start(
                     finished)
         return existing, None
     study = existing or retrying(
-        lambda: open_study(spec, storage, sampler=make_sampler(spec, seed_offset=seed_offset),
+        lambda: open_study(spec, storage, sampler=make_sampler(spec),
                            pruner=make_pruner(spec)),
         spec.workers.storage_wait, unreachable(spec))
     retrying(lambda: record_location(study, hooks.location), spec.workers.storage_wait,
@@ -116,13 +116,12 @@ def run_study(
     *,
     on_start: Callable[[optuna.Study, int | None], None] | None = None,
     on_progress: Callable[[optuna.Study], None] | None = None,
-    seed_offset: int = 0,
     artifacts: str | None = None,
     announce: bool = True,
 ) -> RunSummary:
     """Create or resume ``spec``'s study on ``storage_url`` and run trials in this process until
     the study's budget is spent (also when other workers run trials of the same study)."""
-    study, objective = start(spec, storage_url, seed_offset=seed_offset, artifacts=artifacts,
+    study, objective = start(spec, storage_url, artifacts=artifacts,
                              announce=announce)
     if objective is None:
         return RunSummary(study=study, ran=0)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.studyfile import (
@@ -26,11 +31,79 @@ def _stable_enough() -> Iterator[None]:
         yield
 
 
-def make_sampler(spec: StudyFile, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with the study's seed (plus ``seed_offset``, which keeps
-    several workers of one study from proposing the very same configurations)."""
-    with _stable_enough():
-        return _make_sampler(spec, spec.study.seed + seed_offset)
+def make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
+    """The configured sampler, each trial's draws seeded by the study's seed and the trial's
+    number (:class:`TrialSeededSampler`): the same study file run by one worker proposes the
+    same trials again, and no worker, resumed run or fresh process repeats another's draws."""
+    def build(seed: int) -> optuna.samplers.BaseSampler:
+        with _stable_enough():
+            return _make_sampler(spec, seed)
+
+    return TrialSeededSampler(build, spec.study.seed)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The seed of trial ``number``'s draws: NumPy's ``SeedSequence`` of the study's seed and the
+    number, so that neighbouring numbers give unrelated streams."""
+    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Each trial's draws from a sampler seeded with the study's seed and the trial's number.
+
+    Optuna seeds a sampler once per process, so every fresh process (a second worker, a run
+    resumed after Ctrl-C, SIGKILL or a larger ``n_trials``, a worker that started afresh)
+    replays the same random stream and proposes the same first configurations again. Here a
+    trial's sampler is made anew from ``build(trial_seed(seed, number))``: what it draws
+    depends on the study's seed, the trial's number (unique in the study) and the finished
+    trials it learns from, never on the process. Samplers keep their state across trials in the
+    storage (CMA-ES's and NSGA-II's generations, QMC's sample index), which stays shared.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build = build
+        self._seed = seed
+        self._by_number: dict[int, optuna.samplers.BaseSampler] = {}
+        self._lock = threading.Lock()
+        # made once now: a sampler that cannot be made (a missing package) fails here
+        self.kind = type(build(seed))
+
+    def __str__(self) -> str:
+        return f"{self.kind.__name__} (seeded per trial)"
+
+    def _for(self, number: int) -> optuna.samplers.BaseSampler:
+        with self._lock:
+            sampler = self._by_number.get(number)
+            if sampler is None:
+                sampler = self._by_number[number] = self._build(trial_seed(self._seed, number))
+            return sampler
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._for(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._for(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._for(trial.number).sample_independent(study, trial, param_name,
+                                                          param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial.number).before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        try:
+            self._for(trial.number).after_trial(study, trial, state, values)
+        finally:
+            with self._lock:
+                self._by_number.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:
+        """Nothing to do: each trial's sampler is seeded when the trial starts."""
 
 
 def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
@@ -63,8 +136,11 @@ def _make_sampler(spec: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
         _require("torch", "sampler.type 'gp' needs PyTorch: pip install 'hpsearch[gp]'")
         return optuna.samplers.GPSampler(n_startup_trials=config.n_startup_trials, seed=seed)
     if isinstance(config, QMCSampler):
+        # The study's seed scrambles the one sequence that all trials share (its index is kept
+        # in the storage); only the draws outside the sequence's space vary by trial.
         return optuna.samplers.QMCSampler(
-            qmc_type=config.qmc_type, scramble=config.scramble, seed=seed
+            qmc_type=config.qmc_type, scramble=config.scramble, seed=spec.study.seed,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         )
     if isinstance(config, (NSGAIISampler, NSGAIIISampler)):
         kind = (optuna.samplers.NSGAIISampler if isinstance(config, NSGAIISampler)
