@@ -18,7 +18,7 @@ from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.retrying import retrying
-from search.storage import check_storage, open_storage, redact
+from search.storage import check_storage, describe, open_storage
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
 from search.trial_artifacts import hooks_for
@@ -104,7 +104,7 @@ def start(
              unreachable(spec))
     logger.log(
         logging.INFO if announce else logging.DEBUG,
-        "study %r on %s: %s trials finished, %s", spec.name, redact(storage_url), finished,
+        "study %r on %s: %s trials finished, %s", spec.name, describe(storage_url), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
     )
     return study, objective

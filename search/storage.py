@@ -46,7 +46,9 @@ def redact(url: str) -> str:
     """The URL as it may be shown: the password, if any, replaced by ``***`` (also in a URL
     that does not parse, where whatever stands between ``user:`` and ``@`` is hidden)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        # as given where there is nothing to hide (SQLAlchemy would escape ':memory:' and such)
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return re.sub(r"(//[^/:@]*:)[^@]*@", r"\1***@", url)
 
@@ -68,7 +70,39 @@ def _parse(url: str) -> URL:
         raise UserError(
             f"storage {redact(url)!r}: use the psycopg 3 driver, postgresql+psycopg://..."
         )
+    if parsed.get_backend_name() == "sqlite" and _in_memory(parsed):
+        # Each process (each worker) would have a database of its own, gone when it ends.
+        raise UserError(
+            f"storage {redact(url)!r} is a SQLite database in memory: nothing would be kept "
+            "and workers could not share it; give a file, e.g. sqlite:///hpsearch.db"
+        )
+    if parsed.get_backend_name() == "postgresql" and not parsed.database:
+        # libpq would pick the local socket and a database named after the user.
+        raise UserError(
+            f"storage {redact(url)!r} names no database: e.g. "
+            "postgresql+psycopg://user@host:5432/db"
+        )
     return parsed
+
+
+def _in_memory(parsed: URL) -> bool:
+    database = parsed.database or ""
+    return (database in ("", ":memory:") or database.startswith("file::memory:")
+            or parsed.query.get("mode") == "memory" or "mode=memory" in database)
+
+
+def describe(url: str) -> str:
+    """Where a study lives, for the first line of a run: the file, or the database and the
+    server (the local socket where the URL names no host); never a password."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return redact(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"the SQLite file {Path(parsed.database or '').resolve()}"
+    server = (f"{parsed.host}:{parsed.port or 5432}" if parsed.host
+              else "this machine's local socket")
+    return f"database {parsed.database!r} on the PostgreSQL server at {server}"
 
 
 def engine_kwargs(url: str) -> dict[str, object]:

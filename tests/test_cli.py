@@ -35,6 +35,12 @@ def test_run_resume_and_read_back(write_study: Callable[..., Path], storage_url:
     assert first.exit_code == 0, first.output
     assert "study tiny: ran 3 trials" in first.stdout
     assert "trial 2 " in first.stderr  # one line per finished trial
+    where = (f"the SQLite file {storage_url.removeprefix('sqlite:///')}"
+             if storage_url.startswith("sqlite") else
+             f"database '{storage_url.rsplit('/', 1)[1]}' on the PostgreSQL server at "
+             "127.0.0.1:5432")
+    assert first.stderr.splitlines()[0] == (
+        f"study 'tiny' on {where}: 0 trials finished, running up to 3")
     assert len(finished(storage_url)) == 3
 
     again = invoke("run", str(study_file), "--storage", storage_url)
@@ -114,6 +120,17 @@ BAD_RUNS = [
      "1, but got 3"),
     (["validate", "{dir}/nodata.toml"], "{dir}/nodata.toml: data.path: {dir}/none.tar.gz does "
      "not exist on this machine (run and worker take another with --data-path)"),
+    (["run", "{study}", "--storage", "sqlite://"],
+     "storage 'sqlite://' is a SQLite database in memory: nothing would be kept and workers "
+     "could not share it; give a file, e.g. sqlite:///hpsearch.db"),
+    (["run", "{study}", "--storage", "sqlite:///:memory:", "--workers", "2"],
+     "storage 'sqlite:///:memory:' is a SQLite database in memory"),
+    (["status", "--storage", "sqlite://"], "storage 'sqlite://' is a SQLite database in memory"),
+    (["run", "{study}", "--storage", "postgresql+psycopg://"],
+     "storage 'postgresql+psycopg://' names no database: e.g. "
+     "postgresql+psycopg://user@host:5432/db"),
+    (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@127.0.0.1"],
+     "storage 'postgresql+psycopg://u:***@127.0.0.1' names no database"),
     (["run", "{study}", "--storage", "sqlite:///{dir}/study.toml"],
      "cannot reach storage 'sqlite:///{dir}/study.toml': file is not a database"),
 ]
