@@ -40,7 +40,8 @@ class DataConfig(BaseModel):
     (``train/<class>/...``, ``test/<class>/...``), as a folder or a .tar.gz/.zip archive.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean is not a number (`n_trials = true` is no budget); every number finite
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     dataset: Literal["stub", "cifar10", "images"] = "stub"
     path: str | None = Field(default=None, min_length=1)
@@ -61,7 +62,8 @@ class DataConfig(BaseModel):
 class TrainingConfig(BaseModel):
     """How long each trial trains and when it stops early."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean is not a number (`n_trials = true` is no budget); every number finite
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     max_epochs: int = Field(default=40, ge=1, le=10_000)
     early_stopping_patience: int = Field(default=5, ge=1)

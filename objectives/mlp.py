@@ -34,7 +34,7 @@ from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged
                                   multi_objective, trial_callbacks)
 from objectives.config import (FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMED_AT_ATTR, RESUMES_ATTR,
                                DataConfig, Metric, TrainingConfig, direction)
-from objectives.data import Dataset, load_dataset
+from objectives.data import Dataset, DatasetError, load_dataset
 from objectives.feed import batches, order_seed
 from objectives.goals import Goals
 from objectives.pruning import CostAwareRule
@@ -324,6 +324,26 @@ class Infeasible(Exception):
     """The trial's model breaks the study's size or latency budget: it is not trained."""
 
 
+def _check_space_fits(space: SearchSpace, dataset: Dataset) -> None:
+    """What the space asks that only the data can refuse, before any storage is written.
+
+    Raises:
+        DatasetError: ``pca_components`` reaches past the images' values (PCA keeps at most
+            one direction per value: trials would record components they never used).
+    """
+    preprocessing, components = space.preprocessing, space.pca_components
+    if "pca" not in ([preprocessing.value] if preprocessing.value is not None
+                     else preprocessing.choices or []):
+        return
+    dimension = int(np.prod(dataset.x_train.shape[1:]))
+    largest = max([v for v in (components.value, components.high) if v is not None]
+                  + list(components.choices or []))
+    if largest > dimension:
+        raise DatasetError(
+            f"space.pca_components: reaches {largest}, but the data's images hold "
+            f"{dimension} values each (PCA keeps at most {dimension} directions)")
+
+
 class MlpObjective:
     """The objective Optuna calls: one trial, one configuration, one training run.
 
@@ -356,6 +376,7 @@ class MlpObjective:
         self._measured: dict[str, float] = {}
         self.seed = seed
         self.dataset = load_dataset(data, seed)
+        _check_space_fits(space, self.dataset)
 
     def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
         try:

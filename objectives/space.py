@@ -43,7 +43,8 @@ T = TypeVar("T")
 class _Param(BaseModel, Generic[T]):
     """One hyperparameter: a fixed ``value``, a list of ``choices`` or a ``low``/``high`` range."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # booleans are not numbers, and every bound is finite
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     value: T | None = None
     choices: list[T] | None = Field(default=None, min_length=1)
@@ -226,7 +227,8 @@ LATER_ENTRIES = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smo
 class SearchSpace(BaseModel):
     """The whole space; every entry has a default, so a study file overrides only what it needs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean is not a number (`n_trials = true` is no budget); every number finite
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     n_layers: Numeric[Depth] = Numeric[Depth](low=1, high=4)
     units: Numeric[Width] = Numeric[Width](low=32, high=1024, log=True)
@@ -322,6 +324,37 @@ class SearchSpace(BaseModel):
                 problems.append(f"{name}: not a parameter of the space{hint}")
             elif not entry.contains(value):
                 problems.append(f"{name}: {value!r} is outside the space ({entry.describe()})")
+        return problems + self._inapplicable(params)
+
+    def _inapplicable(self, params: dict[str, Any]) -> list[str]:
+        """Parameters of a fixed configuration that its own choices leave unused (a layer past
+        its depth, the weight decay of an optimizer it does not use): each would be dropped
+        without a word, so each is refused by name."""
+
+        def chosen(entry: str) -> Any:
+            if entry in params:
+                return params[entry]
+            field = getattr(self, entry)
+            return field.value if field.value is not None else (
+                field.choices[0] if field.choices is not None and len(field.choices) == 1
+                else None)
+
+        problems = []
+        depth = chosen("n_layers")
+        for name in params:
+            layer = re.fullmatch(r"units_l(\d+)", name)
+            if layer and isinstance(depth, int) and int(layer.group(1)) >= depth:
+                problems.append(f"{name}: the trial has {depth} layers (n_layers), so it has no "
+                                f"layer {layer.group(1)}")
+            owners = ({"optimizer": ((OPTIMIZER_PARAMS[name],))} if name in OPTIMIZER_PARAMS
+                      else dict([CONDITIONAL_PARAMS[name]]) if name in CONDITIONAL_PARAMS
+                      else {})
+            for owner, uses in owners.items():
+                value = chosen(owner)
+                if value is not None and value not in uses:
+                    problems.append(f"{name}: applies only to {owner} "
+                                    f"{' or '.join(map(repr, uses))}, but the trial's {owner} "
+                                    f"is {value!r}")
         return problems
 
     def fingerprint(self) -> dict[str, Any]:

@@ -278,6 +278,9 @@ def validate(study_file: Path) -> None:
     if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
         raise UserError(f"{study_file}: data.path: {spec.data.path} does not exist on this "
                         "machine (run and worker take another with --data-path)")
+    from search.samplers import make_pruner, make_sampler
+
+    make_sampler(spec), make_pruner(spec)  # what run would refuse (a missing package)
     console = _stdout()
     study = spec.study
     budget = " and ".join(

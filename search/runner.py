@@ -77,7 +77,7 @@ def start(
     """
     # A sampler or pruner that cannot be made (a missing package) is one line before anything.
     make_sampler(spec), make_pruner(spec)
-    check_storage(storage_url)
+    check_storage(storage_url, spec.name)
     hooks = hooks_for(spec, storage_url, artifacts)  # its store is made by open(), below
     try:
         objective = load_objective(spec.study.objective)(

@@ -207,10 +207,25 @@ def _check_path(parsed: URL, shown: str, *, create: bool) -> Path | None:
     return path
 
 
-def check_storage(url: str) -> None:
+def _check_companions(path: Path, shown: str, study_name: str | None) -> None:
+    """The files SQLite and hpsearch keep beside a database file must be files: a folder in
+    the place of one fails only once the storage and the study are written."""
+    names = [f"{path.name}.schema.lock", f"{path.name}-wal", f"{path.name}-shm",
+             f"{path.name}-journal"]
+    if study_name is not None:
+        names.append(f"{path.name}.{study_name}.lock")
+    for name in names:
+        companion = path.parent / name
+        if companion.exists() and not companion.is_file():
+            raise UserError(f"storage {shown!r}: {companion} is in the way (hpsearch and "
+                            "SQLite keep a file of that name beside the database): move it")
+
+
+def check_storage(url: str, study_name: str | None = None) -> None:
     """Everything ``open_storage(url, create=True)`` would refuse that can be found without
     writing anything (a new SQLite file is not made, no table is created): for the commands
-    that check their other inputs (the data) before they create a storage.
+    that check their other inputs (the data) before they create a storage. With
+    ``study_name``, also what would stop that study's budget lock beside a SQLite file.
 
     Raises:
         UserError: as ``open_storage`` does.
@@ -218,6 +233,8 @@ def check_storage(url: str) -> None:
     parsed = _parse(url)
     shown = redact(url)
     path = _check_path(parsed, shown, create=True)
+    if path is not None:
+        _check_companions(path, shown, study_name)
     if path is None or path.exists():
         _inspect(parsed, shown, create=True)
 

@@ -30,7 +30,8 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean is not a number (`n_trials = true` is no budget); every number finite
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StudySection(_Section):
@@ -205,7 +206,7 @@ class PercentilePruner(_Section):
 
 class SuccessiveHalvingPruner(_Section):
     type: Literal["successive_halving"]
-    min_resource: int | Literal["auto"] = "auto"
+    min_resource: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     reduction_factor: int = Field(default=3, ge=2)
     min_early_stopping_rate: int = Field(default=0, ge=0)
 
@@ -282,11 +283,26 @@ class FixedTrial(BaseModel):
     ``units_l0 = 512``, ``units_l1 = 256``.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
 
     label: str = Field(min_length=1)
     max_epochs: int | None = Field(default=None, ge=1)
     hidden_layers: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_depth(self) -> FixedTrial:
+        if self.hidden_layers is None:
+            return self
+        extra = self.model_extra or {}
+        given = extra.get("n_layers")
+        if given is not None and given != len(self.hidden_layers):
+            raise ValueError(f"hidden_layers {self.hidden_layers} has {len(self.hidden_layers)} "
+                             f"layers but n_layers is {given!r}: give one of them")
+        widths = sorted(name for name in extra if re.fullmatch(r"units_l\d+", name))
+        if widths:
+            raise ValueError(f"{', '.join(widths)} given beside hidden_layers "
+                             f"{self.hidden_layers}, which sets the widths: give one of them")
+        return self
 
     def params(self) -> dict[str, Any]:
         params = dict(self.model_extra or {})
@@ -323,6 +339,13 @@ class StudyFile(_Section):
     @model_validator(mode="after")
     def _pruner_fits_training(self) -> StudyFile:
         pruner = self.pruner
+        if isinstance(pruner, (SuccessiveHalvingPruner, HyperbandPruner)) \
+                and isinstance(pruner.min_resource, int) \
+                and not pruner.min_resource < self.training.max_epochs:
+            # its first rung would come after the last epoch: it could never prune
+            raise ValueError(
+                "pruner.min_resource: `min_resource < training.max_epochs` must hold, but got "
+                f"(min_resource={pruner.min_resource}, max_epochs={self.training.max_epochs})")
         if isinstance(pruner, HyperbandPruner) and isinstance(pruner.max_resource, int):
             if not pruner.min_resource < pruner.max_resource <= self.training.max_epochs:
                 raise ValueError(
@@ -408,7 +431,8 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is not TOML's
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such study file") from None
     except IsADirectoryError:

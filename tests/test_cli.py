@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -131,6 +132,12 @@ BAD_RUNS = [
      "postgresql+psycopg://user@host:5432/db"),
     (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@127.0.0.1"],
      "storage 'postgresql+psycopg://u:***@127.0.0.1' names no database"),
+    (["run", "{dir}/pca.toml", "--storage", "sqlite:///{dir}/x.db"],
+     "space.pca_components: reaches 4946, but the data's images hold 3072 values each (PCA "
+     "keeps at most 3072 directions)"),
+    (["run", "{study}", "--storage", "sqlite:///{dir}/lock.d/x.db"],
+     "storage 'sqlite:///{dir}/lock.d/x.db': {dir}/lock.d/x.db.tiny.lock is in the way "
+     "(hpsearch and SQLite keep a file of that name beside the database): move it"),
     (["run", "{study}", "--storage", "sqlite:///{dir}/study.toml"],
      "cannot reach storage 'sqlite:///{dir}/study.toml': file is not a database"),
 ]
@@ -144,13 +151,18 @@ def test_user_errors_are_one_line_and_write_nothing(
     write_study("[study]\nn_trials = 1\n[space]\ndropout = 3\n", name="bad.toml")
     write_study(f'[study]\nn_trials = 1\n[data]\ndataset = "cifar10"\npath = '
                 f'"{tmp_path}/none.tar.gz"\n', name="nodata.toml")
+    write_study('[study]\nn_trials = 1\n[space]\npreprocessing = ["scale", "pca"]\n'
+                'pca_components = {low = 4030, high = 4946}\n', name="pca.toml")
+    (tmp_path / "lock.d" / "x.db.tiny.lock").mkdir(parents=True)
     fill = {"dir": str(tmp_path), "study": str(study)}
     result = invoke(*(arg.format(**fill) for arg in args))
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: " + message.format(**fill))
     assert "s3cret" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "nodata.toml", "study.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "lock.d", "nodata.toml",
+                                                          "pca.toml", "study.toml"]
+    assert [p.name for p in (tmp_path / "lock.d").iterdir()] == ["x.db.tiny.lock"]
 
 
 def _read_only(path: Path) -> Callable[[], None]:
@@ -243,6 +255,21 @@ def test_validate_prints_the_resolved_space(write_study: Callable[..., Path]) ->
     assert result.exit_code == 0
     assert "study tiny: maximize val_accuracy, budget 3 trials" in result.stdout
     assert "units_l{i}" in result.stdout and "optimizer == 'sgd'" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_validate_refuses_what_run_refuses(
+        write_study: Callable[..., Path], tmp_path: Path, command: str) -> None:
+    """A sampler whose package is missing: validate says what run says (it said valid)."""
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("PyTorch is installed here: the GP sampler can be made")
+    path = write_study('[study]\nn_trials = 1\n[sampler]\ntype = "gp"\n')
+    args = [] if command == "validate" else ["--storage", f"sqlite:///{tmp_path / 'x.db'}"]
+    result = invoke(command, str(path), *args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("Error: sampler.type 'gp' needs PyTorch: pip install "
+                                     "'hpsearch[gp]'")
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_validate_shows_the_warm_start_trials_within_the_budget(

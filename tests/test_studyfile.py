@@ -51,8 +51,7 @@ BAD_FILES = [
     (BUDGET + "[data]\nvalidation_fraction = 1.0\n",
      ["data.validation_fraction: Input should be less than 1, but got 1.0"]),
     (BUDGET + '[training]\nmax_epochs = "ten"\n',
-     ["training.max_epochs: Input should be a valid integer, unable to parse string as an "
-      "integer, but got 'ten'"]),
+     ["training.max_epochs: Input should be a valid integer, but got 'ten'"]),
     (BUDGET + "[training]\nmax_epochs = 3\npruning_interval = 5\n",
      ["training: `pruning_interval <= max_epochs` must hold, but got (pruning_interval=5, "
       "max_epochs=3)"]),
@@ -125,6 +124,45 @@ BAD_FILES = [
     (BUDGET + '[space]\noptimizer = ["adam", "adamw"]\nmomentum = 0.9\n',
      ["space.momentum: applies only to optimizer 'sgd', which `optimizer` does not allow (it "
       "allows ['adam', 'adamw'])"]),
+    # every bound finite, NaN refused (a range to inf passed and ended in an OverflowError)
+    (BUDGET + "[space]\nlearning_rate = {low = 1e-3, high = inf, log = true}\n",
+     ["space.learning_rate.high: Input should be a finite number, but got inf"]),
+    (BUDGET + "[space]\ndropout = nan\n",
+     ["space.dropout: Input should be a finite number, but got nan"]),
+    ("[study]\ntimeout = inf\n[study.constraints]\nn_params = nan\n",
+     ["study.constraints.n_params: Input should be a finite number, but got nan",
+      "study.timeout: Input should be a finite number, but got inf"]),
+    # booleans are not numbers anywhere in the file
+    ("[study]\nn_trials = true\n",
+     ["study.n_trials: Input should be a valid integer, but got True"]),
+    (BUDGET + "[training]\nmax_epochs = false\n[space]\nunits = true\n"
+     "[[fixed_trials]]\nlabel = \"a\"\nmax_epochs = true\n",
+     ["training.max_epochs: Input should be a valid integer, but got False",
+      "space.units: Input should be a valid integer, but got True",
+      "fixed_trials[0].max_epochs: Input should be a valid integer, but got True"]),
+    # a pruner that could never prune is refused alike by successive halving and hyperband
+    (BUDGET + '[training]\nmax_epochs = 2\n[pruner]\ntype = "successive_halving"\n'
+     "min_resource = 100\n",
+     ["pruner.min_resource: `min_resource < training.max_epochs` must hold, but got "
+      "(min_resource=100, max_epochs=2)"]),
+    (BUDGET + '[training]\nmax_epochs = 2\n[pruner]\ntype = "hyperband"\n'
+     "min_resource = 100\n",
+     ["pruner.min_resource: `min_resource < training.max_epochs` must hold, but got "
+      "(min_resource=100, max_epochs=2)"]),
+    # a fixed trial that contradicts itself, or sets what its own choices leave unused
+    (BUDGET + '[[fixed_trials]]\nlabel = "a"\nhidden_layers = [32]\nn_layers = 2\n',
+     ["fixed_trials[0]: hidden_layers [32] has 1 layers but n_layers is 2: give one of them"]),
+    (BUDGET + '[[fixed_trials]]\nlabel = "a"\nhidden_layers = [32]\nunits_l0 = 64\n',
+     ["fixed_trials[0]: units_l0 given beside hidden_layers [32], which sets the widths: give "
+      "one of them"]),
+    (BUDGET + '[[fixed_trials]]\nlabel = "a"\noptimizer = "adam"\nweight_decay = 1e-4\n'
+     "n_layers = 1\nunits_l0 = 64\nunits_l1 = 64\n",
+     ["fixed_trials[0].weight_decay: applies only to optimizer 'adamw', but the trial's "
+      "optimizer is 'adam'",
+      "fixed_trials[0].units_l1: the trial has 1 layers (n_layers), so it has no layer 1"]),
+    (BUDGET + '[space]\noptimizer = "sgd"\n[[fixed_trials]]\nlabel = "a"\nrho = 0.9\n',
+     ["fixed_trials[0].rho: applies only to optimizer 'rmsprop', but the trial's optimizer "
+      "is 'sgd'"]),
 ]
 
 
@@ -179,3 +217,11 @@ def test_sampler_without_type_is_tpe(write_study: Callable[..., Path]) -> None:
 @pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_study_files_are_valid(path: Path) -> None:
     studyfile.load(path)
+
+
+def test_a_study_file_with_a_byte_order_mark_and_crlf_line_ends_loads(tmp_path: Path) -> None:
+    path = tmp_path / "windows.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'[study]\r\nn_trials = 3\r\n[space]\r\n'
+                     b'activation = ["relu", "tanh"]\r\n')
+    spec = studyfile.load(path)
+    assert spec.study.n_trials == 3 and spec.space.activation.choices == ["relu", "tanh"]
