@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ logger = logging.getLogger("search")
 
 # What an interrupted command tells the user, after "interrupted" (set by the command).
 ON_INTERRUPT = "on_interrupt"
+STARTED = "started"  # time.monotonic() when the command started
 
 
 def _what_the_stop_did() -> str:
@@ -85,6 +87,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     Describe a study in a TOML file (see studies/), then `hpsearch run FILE`.
     """
     ctx.ensure_object(dict)
+    ctx.obj[STARTED] = time.monotonic()
     ctx.obj["debug"] = debug
     _setup_logging(verbose or debug)
 
@@ -152,6 +155,19 @@ def _run_options(command: Any) -> Any:
     return command
 
 
+def _deadline(timeout: float | None) -> float | None:
+    """When the time budget ends (``time.monotonic()``): counted from the command's start, as
+    a user reads ``--timeout``, not from the first trial (importing TensorFlow, loading the
+    data and opening the storage take seconds); a process that started afresh keeps the
+    deadline it was handed."""
+    from search import recycling
+
+    handed_on = recycling.deadline_before()
+    if handed_on is not None or timeout is None:
+        return handed_on
+    return float(click.get_current_context().find_root().obj[STARTED]) + timeout
+
+
 def _load(study_file: Path, n_trials: int | None, timeout: float | None,
           data_path: str | None) -> Any:
     from search import studyfile
@@ -189,7 +205,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
 
         with progress.TrialProgress(spec.study.metric) as display:
             summary = run_study(spec, url, on_start=display.start, on_progress=display.update,
-                                artifacts=artifacts)
+                                artifacts=artifacts, deadline=_deadline(spec.study.timeout))
         ran = recycling.ran_before() + summary.ran
         if summary.restart:
             recycling.restart(ran)
@@ -210,7 +226,8 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
         with progress.TrialProgress(spec.study.metric) as display:
             display.start(study, spec.study.n_trials)
             codes = run_workers(study_file, url, count, per_worker, extra_args=passed,
-                                study=study, on_progress=display.update)
+                                study=study, on_progress=display.update,
+                                deadline=_deadline(spec.study.timeout))
         failed = [code for code in codes if code != 0]
         if failed:
             raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "
@@ -238,6 +255,7 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
     spec = _load(study_file, n_trials, timeout, data_path)
     _on_stop_signals(_worker_of_run if part_of_run else _resumable)
     summary = run_study(spec, resolve_url(storage_url), artifacts=artifacts,
+                        deadline=_deadline(spec.study.timeout),
                         announce=not part_of_run)  # the run announced the study
     ran = recycling.ran_before() + summary.ran
     if summary.restart:

@@ -118,9 +118,12 @@ def run_study(
     on_progress: Callable[[optuna.Study], None] | None = None,
     artifacts: str | None = None,
     announce: bool = True,
+    deadline: float | None = None,
 ) -> RunSummary:
     """Create or resume ``spec``'s study on ``storage_url`` and run trials in this process until
-    the study's budget is spent (also when other workers run trials of the same study)."""
+    the study's budget is spent (also when other workers run trials of the same study).
+    ``deadline`` (``time.monotonic()``) is when the time budget ends, if the command counted it
+    from its own start; else it counts from when the trials begin."""
     study, objective = start(spec, storage_url, artifacts=artifacts,
                              announce=announce)
     if objective is None:
@@ -130,7 +133,7 @@ def run_study(
                              list(goals.objectives) if goals.multi else None)
     if on_start is not None:
         on_start(study, spec.study.n_trials)
-    loop = WorkerLoop(spec, storage_url, study, objective, reporter)
+    loop = WorkerLoop(spec, storage_url, study, objective, reporter, deadline=deadline)
     loop.run()
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]

@@ -57,8 +57,10 @@ class WorkerLoop:
     """
 
     def __init__(self, spec: StudyFile, storage_url: str, study: optuna.Study,
-                 objective: ObjectiveFn, reporter: TrialReporter) -> None:
+                 objective: ObjectiveFn, reporter: TrialReporter, *,
+                 deadline: float | None = None) -> None:
         self.spec = spec
+        self.deadline = deadline
         self.study = study
         self.objective = objective
         self.reporter = reporter
@@ -70,7 +72,7 @@ class WorkerLoop:
 
     def run(self) -> None:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
-        deadline = recycling.deadline_before() or (
+        deadline = self.deadline or recycling.deadline_before() or (
             None if timeout is None else time.monotonic() + timeout)
         # A trial still training when the budget ends stops and is recorded at its best epoch
         # (objectives.budget), instead of training on past the budget.

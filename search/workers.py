@@ -20,6 +20,8 @@ from typing import Any
 
 import optuna
 
+from search.recycling import DEADLINE_ENV
+
 logger = logging.getLogger(__name__)
 
 THREADS_ENV = "HPSEARCH_TF_THREADS"
@@ -69,6 +71,7 @@ def resolve_layout(workers: str, threads: int | None, cores: int | None = None,
 def run_workers(
     study_file: Path, storage_url: str, count: int, threads: int, *, extra_args: list[str],
     study: optuna.Study, on_progress: Callable[[optuna.Study], None],
+    deadline: float | None = None,
 ) -> list[int]:
     """Start ``count`` workers, show their combined progress, wait for them; their exit codes.
 
@@ -76,6 +79,8 @@ def run_workers(
     leaving the study resumable.
     """
     env = {**os.environ, "HPSEARCH_STORAGE": storage_url, THREADS_ENV: str(threads)}
+    if deadline is not None:  # the run's time budget, counted from the run's start
+        env[DEADLINE_ENV] = repr(deadline)
     command = [sys.executable, "-m", "search.cli", "worker", str(study_file), "--part-of-run",
                *extra_args]
     processes = [subprocess.Popen(command, env=env) for _ in range(count)]
