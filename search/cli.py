@@ -254,6 +254,10 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
         os.environ["HPSEARCH_TF_THREADS"] = str(threads)
     spec = _load(study_file, n_trials, timeout, data_path)
     _on_stop_signals(_worker_of_run if part_of_run else _resumable)
+    if part_of_run:
+        from search.workers import end_with_the_run
+
+        end_with_the_run()
     summary = run_study(spec, resolve_url(storage_url), artifacts=artifacts,
                         deadline=_deadline(spec.study.timeout),
                         announce=not part_of_run)  # the run announced the study

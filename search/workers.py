@@ -25,13 +25,22 @@ from search.recycling import DEADLINE_ENV
 logger = logging.getLogger(__name__)
 
 THREADS_ENV = "HPSEARCH_TF_THREADS"
-GRACE_S = 10.0  # how long workers hit by Ctrl-C get to stop before they are terminated
+RUN_PID_ENV = "HPSEARCH_RUN_PID"  # the run a worker belongs to, which it ends with
 
 
-def _wait_all(processes: list[subprocess.Popen[bytes]], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(p.poll() is None for p in processes):
-        time.sleep(0.1)
+def end_with_the_run() -> None:
+    """A worker of ``run --workers`` gets SIGTERM (and stops as on Ctrl-C) when its run's
+    process ends, however it ends: it has a process group of its own, so nothing else tells
+    it. Linux only (``prctl``); elsewhere the run's own stop reaches it."""
+    run_pid = os.environ.get(RUN_PID_ENV, "")
+    if sys.platform != "linux" or not run_pid.isdigit():
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(run_pid):  # the run ended before this worker asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # What one worker holds resident: about 1.1-1.3 GB after ten stub trials (benchmarks/memory.py),
@@ -75,25 +84,27 @@ def run_workers(
 ) -> list[int]:
     """Start ``count`` workers, show their combined progress, wait for them; their exit codes.
 
-    Ctrl-C or SIGTERM is passed on to every worker, which fails its running trial and exits,
-    leaving the study resumable.
+    Ctrl-C or SIGTERM is passed on to every worker at once, once (as SIGTERM, which each
+    handles as Ctrl-C even where SIGINT is ignored): it fails its running trial and exits,
+    leaving the study resumable. The workers have a process group of their own, so a Ctrl-C at
+    the terminal reaches the run alone and no worker is signalled twice (a second signal stops
+    a worker at once, before it records its trial); they end with the run
+    (:func:`end_with_the_run`).
     """
-    env = {**os.environ, "HPSEARCH_STORAGE": storage_url, THREADS_ENV: str(threads)}
+    env = {**os.environ, "HPSEARCH_STORAGE": storage_url, THREADS_ENV: str(threads),
+           RUN_PID_ENV: str(os.getpid())}
     if deadline is not None:  # the run's time budget, counted from the run's start
         env[DEADLINE_ENV] = repr(deadline)
     command = [sys.executable, "-m", "search.cli", "worker", str(study_file), "--part-of-run",
                *extra_args]
-    processes = [subprocess.Popen(command, env=env) for _ in range(count)]
+    processes = [subprocess.Popen(command, env=env, process_group=0) for _ in range(count)]
     logger.info("started %d workers x %d TensorFlow threads (pids %s)", count, threads,
                 ", ".join(str(p.pid) for p in processes))
-
-    terminated: list[int] = []
 
     def on_sigterm(signum: int, frame: Any) -> None:
         from objectives import interrupts
 
         interrupts.request(signum)  # for the exit status
-        terminated.append(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
@@ -102,11 +113,6 @@ def run_workers(
             on_progress(study)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        # Each worker is told once: a second signal would interrupt it while it records its
-        # running trial as failed. Ctrl-C on a terminal already reached the whole process
-        # group, so then the workers get a moment to stop by themselves first.
-        if not terminated:
-            _wait_all(processes, GRACE_S)
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

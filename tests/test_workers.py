@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import wait_for
+from conftest import interruptible, wait_for
 
 import optuna
 import pytest
@@ -146,17 +146,32 @@ def test_sigterm_leaves_no_trial_running(
     assert TrialState.RUNNING not in [t.state for t in _trials(storage_url)]
 
 
-def test_sigterm_to_run_with_workers_stops_every_worker_cleanly(
-    write_study: Callable[..., Path], storage_url: str
+@pytest.mark.parametrize(("how", "backend"), [(signal.SIGTERM, "postgresql"),
+                                              (signal.SIGINT, "sqlite")])
+def test_a_stop_signal_to_run_with_workers_stops_every_worker_at_once(
+    write_study: Callable[..., Path], tmp_path: Path, how: signal.Signals, backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """SIGTERM or Ctrl-C sent to the run's process alone reaches its workers at once (Ctrl-C
+    waited 10 s for them, in which they started trials only to fail them); every failed trial
+    was running when the signal came."""
+    storage_url = (f"sqlite:///{tmp_path / 'studies.db'}" if backend == "sqlite"
+                   else request.getfixturevalue("postgres_url"))
     study_file = write_study(STUDY.format(n_trials=4, epochs=12))
     run = subprocess.Popen([HPSEARCH, "run", str(study_file), "--workers", "2"],
                            env={**os.environ, "HPSEARCH_STORAGE": storage_url},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=interruptible)
     wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
-    run.send_signal(signal.SIGTERM)
+    signalled = datetime.datetime.now()
+    started = time.monotonic()
+    run.send_signal(how)
     errors = _finish([run], 90)
-    assert run.returncode == 143, "\n".join(errors)
+    took = time.monotonic() - started
+    assert run.returncode == 128 + how, "\n".join(errors)
+    assert took < 8, took  # not the 10 s grace that Ctrl-C waited
+    assert all(t.datetime_start < signalled for t in _trials(storage_url)
+               if t.state == TrialState.FAIL)
     assert "Traceback" not in errors[0]
     lines = errors[0].strip().splitlines()
     assert lines[-1] == ("interrupted: every worker stopped; run the same command to resume "
