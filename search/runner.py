@@ -14,6 +14,7 @@ import optuna
 
 from objectives.data import DatasetError
 from search.artifact_store import record_location
+from search.disk_space import keep_reserve
 from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
@@ -91,6 +92,7 @@ def start(
     storage, existing, finished = prepare(
         spec, storage_url,
         drop_checkpoint=None if checkpoints is None else checkpoints.drop)
+    keep_reserve(storage_url)  # room to record a trial's failure should the disk fill up
     target = spec.study.n_trials
     if existing is not None and target is not None and finished >= target:
         logger.info("study %r already has %d finished trials; nothing to run", spec.name,

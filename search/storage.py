@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from search.disk_space import check_free_space
 from search.errors import UserError, database_error
 from search.resumption import RetryStaleTrials
 from search.retrying import lost_connection, retrying
@@ -211,7 +212,7 @@ def _check_companions(path: Path, shown: str, study_name: str | None) -> None:
     """The files SQLite and hpsearch keep beside a database file must be files: a folder in
     the place of one fails only once the storage and the study are written."""
     names = [f"{path.name}.schema.lock", f"{path.name}-wal", f"{path.name}-shm",
-             f"{path.name}-journal"]
+             f"{path.name}-journal", f"{path.name}.reserve"]
     if study_name is not None:
         names.append(f"{path.name}.{study_name}.lock")
     for name in names:
@@ -235,6 +236,7 @@ def check_storage(url: str, study_name: str | None = None) -> None:
     path = _check_path(parsed, shown, create=True)
     if path is not None:
         _check_companions(path, shown, study_name)
+        check_free_space(url, shown)
     if path is None or path.exists():
         _inspect(parsed, shown, create=True)
 

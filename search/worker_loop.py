@@ -18,12 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from objectives import budget, interrupts
 from search import optuna_ids
 from search.budget_lock import BudgetLock
+from search.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
+from search.errors import database_error
 from search.heartbeats import UnbeatenTrials
 from search import recycling
 from search.recycling import MemoryWatch
 from search.resumption import requeue_interrupted
 from search.retrying import cause, retrying
-from search.storage import engine_kwargs
+from search.storage import engine_kwargs, redact
 from search.studyfile import StudyFile
 from search.trial_report import FINISHED, TrialReporter, count_states
 
@@ -32,11 +34,12 @@ logger = logging.getLogger(__name__)
 ObjectiveFn = Callable[[optuna.Trial], Union[float, list[float]]]
 
 
-def _with_worker(objective: ObjectiveFn, on_created: Callable[[], None]) -> ObjectiveFn:
+def _with_worker(objective: ObjectiveFn, on_created: Callable[[optuna.Trial], None]
+                 ) -> ObjectiveFn:
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(trial: optuna.Trial) -> float | list[float]:
-        on_created()  # the trial exists now: other workers may count it
+        on_created(trial)  # the trial exists now: other workers may count it
         trial.set_user_attr("worker", worker)
         return objective(trial)
 
@@ -69,6 +72,8 @@ class WorkerLoop:
         self.restart = False  # set when this process should start afresh (search.recycling)
         self.unbeaten = UnbeatenTrials(storage_url)
         self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
+        self.storage_url = storage_url
+        self.running: int | None = None  # the number of this worker's running trial
 
     def run(self) -> None:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
@@ -94,6 +99,7 @@ class WorkerLoop:
                         self.restart = True
                         recycling.hand_on_deadline(deadline)
                         return
+                check_free_space(self.storage_url, redact(self.storage_url))
                 try:
                     if not retrying(lambda: self._one_trial(target),
                                     self.spec.workers.storage_wait, unreachable(self.spec),
@@ -103,10 +109,42 @@ class WorkerLoop:
                     # Another worker took this trial for dead (no heartbeat for the grace
                     # period, e.g. during a database outage) and has queued it again.
                     logger.warning("trial result not stored: %s", exc)
+                except Exception as exc:
+                    if not disk_full(exc):
+                        raise
+                    raise self._out_of_space(exc) from None
+                finally:
+                    self.running = None
         finally:
             budget.end_at(None, None)  # nothing after this run (evaluate, say) is bounded by it
             self.lock.dispose()
             self.unbeaten.dispose()
+
+    def _out_of_space(self, error: BaseException) -> DiskFull:
+        """The storage's disk is full: its reserve given up (search.disk_space) to record the
+        running trial as failed; what to tell the user."""
+        give_up_reserve(self.storage_url)
+        shown = redact(self.storage_url)
+        told = f"storage {shown!r}: the disk is full ({database_error(disk_error(error))})"
+        number = self.running
+        if number is None:
+            return DiskFull(f"{told}: free some space, then run the same command")
+        reason = "the storage's disk was full"
+        try:
+            if optuna_ids.supported():
+                optuna_ids.storage_of(self.study).set_trial_user_attr(
+                    optuna_ids.trial_id(self.study.get_trials(deepcopy=False)[number]),
+                    "fail_reason", reason)
+            self.study.tell(number, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # Optuna recorded it failed
+        except Exception:
+            return DiskFull(
+                f"{told}: trial {number} could not be recorded failed and stays running "
+                f"until a worker takes it for dead ({self.spec.workers.grace_period} s without "
+                "a heartbeat) and runs it again; free some space, then run the same command")
+        return DiskFull(f"{told}: trial {number} recorded failed; free some space, then run "
+                        "the same command")
 
     def _fail_trials_that_never_beat(self) -> None:
         """Fail running trials that have recorded no heartbeat for a grace period: their worker
@@ -170,8 +208,12 @@ class WorkerLoop:
             # The budget is safe once the new trial is RUNNING in the storage: the lock goes
             # when the objective starts, before its first suggestion (Optuna samples a trial's
             # relative parameters then, not when it creates the trial).
+            def created(trial: optuna.Trial) -> None:
+                self.running = trial.number
+                self.lock.release()
+
             self.study.optimize(
-                _with_worker(self.objective, self.lock.release), n_trials=1,
+                _with_worker(self.objective, created), n_trials=1,
                 callbacks=[self.reporter], gc_after_trial=False,
             )
             return True
@@ -186,7 +228,14 @@ def _storage_failure(error: BaseException) -> BaseException | None:
     raise a different error (an AssertionError in Optuna 5.0) on top of the storage error; the
     chain of causes still holds the real one.
     """
+    if disk_full(error):
+        return None  # not waited out: said at once (WorkerLoop._out_of_space)
     return cause(error, lambda seen: isinstance(seen, STORAGE_ERRORS))
+
+
+def disk_error(error: BaseException) -> BaseException:
+    """The database's own error behind ``error``, to show."""
+    return cause(error, lambda seen: isinstance(seen, SQLAlchemyError)) or error
 
 
 

@@ -1,0 +1,119 @@
+"""A full disk under a SQLite storage: said at once, before a trial starts where possible, and
+never leaving a trial RUNNING.
+
+SQLite appends every write to its write-ahead log; on a full disk each write fails with
+"database or disk is full", which SQLAlchemy and Optuna wrap as a commit that failed "e.g.
+exceeding max length". Waited out like a dropped connection, it cost two minutes and left the
+running trial RUNNING, since recording its failure is a write too. So:
+
+- before a run writes anything, and before each new trial, the disk must have
+  :data:`MIN_FREE_MB` free (a trial's records, and the log growing to its checkpoint size, fit);
+- beside the database hpsearch keeps a small reserve file (``<database>.reserve``, hpsearch's
+  own); when a write fails for want of space, the reserve is given up, which leaves room to
+  record the running trial as failed, and the command ends with one line. The next run makes
+  the reserve again.
+
+PostgreSQL's disk is the server's: its "disk full" error (SQLSTATE 53100) ends the command
+with one line as well, without waiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from search.errors import UserError
+from search.retrying import cause
+
+MIN_FREE_MB = 8.0
+RESERVE_BYTES = 1 << 20
+SQLITE_FULL = 13
+POSTGRES_DISK_FULL = "53100"
+
+
+class DiskFull(UserError):
+    """A write to the storage failed for want of disk space."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or an error behind it) says the storage's disk is full."""
+    def full(seen: BaseException) -> bool:
+        if isinstance(seen, sqlite3.Error):
+            return (getattr(seen, "sqlite_errorcode", None) == SQLITE_FULL
+                    or "database or disk is full" in str(seen))
+        if isinstance(seen, OSError):
+            return seen.errno == errno.ENOSPC
+        return getattr(seen, "sqlstate", None) == POSTGRES_DISK_FULL
+
+    return cause(error, full) is not None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for a server."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database)
+
+
+def check_free_space(url: str, shown: str) -> None:
+    """Refuse to write to a SQLite storage whose disk has less than :data:`MIN_FREE_MB` free
+    (the reserve, where there is one, counts as free).
+
+    Raises:
+        DiskFull: with the free space and what to do.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    folder = path.parent if path.parent.exists() else Path.cwd()
+    free = shutil.disk_usage(folder).free + _reserve_size(path)
+    if free < MIN_FREE_MB * 2**20:
+        raise DiskFull(f"storage {shown!r}: the disk holding {path} is full ({free / 2**20:.1f} "
+                       f"MB free; hpsearch needs {MIN_FREE_MB:g} MB to record trials): free "
+                       "some space, then run the same command")
+
+
+def keep_reserve(url: str) -> None:
+    """Make the reserve beside a SQLite database, if it is not there and the disk has room."""
+    path = sqlite_file(url)
+    if path is None or not path.parent.is_dir():
+        return
+    reserve = reserve_path(path)
+    if _reserve_size(path) >= RESERVE_BYTES:
+        return
+    try:
+        if shutil.disk_usage(path.parent).free < MIN_FREE_MB * 2**20:
+            return
+        with open(reserve, "wb") as handle:
+            handle.write(b"\0" * RESERVE_BYTES)  # written, not sparse: the blocks are taken
+    except OSError:
+        reserve.unlink(missing_ok=True)
+
+
+def give_up_reserve(url: str) -> bool:
+    """Delete the reserve: room for the writes that record a failure. Whether there was one."""
+    path = sqlite_file(url)
+    if path is None:
+        return False
+    try:
+        os.unlink(reserve_path(path))
+    except OSError:
+        return False
+    return True
+
+
+def reserve_path(database: Path) -> Path:
+    return database.parent / f"{database.name}.reserve"
+
+
+def _reserve_size(database: Path) -> int:
+    try:
+        return reserve_path(database).stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,120 @@
+"""A full disk under a SQLite storage (issue 26, item 4), on a real small filesystem (a tmpfs,
+mounted as root): refused before anything is written when it is full already; when it fills
+during a trial, said at once in one line with that trial recorded failed, none left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from conftest import TINY_STUDY, wait_for
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.disk_space import disk_full
+
+HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MB filesystem of its own."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        except OSError:
+            pass
+
+
+def _run(study_file: Path, url: str, tmp_path: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "HPSEARCH_ARTIFACTS": str(tmp_path / "artifacts")}
+    return subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url, "--n-trials",
+                             "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_a_disk_that_fills_mid_trial_ends_the_run_at_once_with_the_trial_failed(
+    write_study: Callable[..., Path], tmp_path: Path, small_disk: Path
+) -> None:
+    study_file = write_study(TINY_STUDY.replace("max_epochs = 3", "max_epochs = 60").replace(
+        "early_stopping_patience = 2", "early_stopping_patience = 60"))
+    url = f"sqlite:///{small_disk / 'studies.db'}"
+
+    def running() -> bool:
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=url).trials
+        except KeyError:
+            return False
+        return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+
+    process = _run(study_file, url, tmp_path)
+    try:
+        wait_for(running, 120, "a trial mid-training")
+        _fill(small_disk)
+        filled = time.monotonic()
+        _, errors = process.communicate(timeout=120)
+        took = time.monotonic() - filled
+    finally:
+        process.kill()
+    assert process.returncode == 1, errors
+    lines = [line for line in errors.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "the disk is full (database or disk is full)" in lines[0]
+    assert "Traceback" not in errors
+    assert took < 30, took  # not two minutes of retries
+    (small_disk / "filler").unlink()
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == (
+        "the storage's disk was full")
+    assert f"trial {failed[0].number} recorded failed" in lines[0]
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(
+    write_study: Callable[..., Path], tmp_path: Path, small_disk: Path
+) -> None:
+    _fill(small_disk)
+    url = f"sqlite:///{small_disk / 'studies.db'}"
+    process = _run(write_study(), url, tmp_path)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert errors.strip().splitlines() == [
+        f"Error: storage '{url}': the disk holding {small_disk / 'studies.db'} is full (0.0 MB "
+        "free; hpsearch needs 8 MB to record trials): free some space, then run the same "
+        "command"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_postgresql_s_disk_full_is_told_from_other_errors() -> None:
+    class PgError(Exception):
+        sqlstate = "53100"
+
+    assert disk_full(RuntimeError("commit failed")) is False
+    wrapped = RuntimeError("commit failed")
+    wrapped.__cause__ = PgError("could not extend file")
+    assert disk_full(wrapped)
+    assert disk_full(OSError(28, "No space left on device"))
