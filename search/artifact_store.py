@@ -42,6 +42,28 @@ def resolve_location(given: str | None, spec_store: str | None, storage_url: str
     return chosen if chosen.startswith("s3://") else str(Path(chosen).expanduser().resolve())
 
 
+class FolderArtifactStore(optuna.artifacts.FileSystemArtifactStore):
+    """Optuna's folder store, whose files appear whole or not at all: each is written under a
+    temporary name and renamed into place, and removed if the write fails. Optuna's own store
+    writes in place: a full disk left truncated models and empty figures behind, which no
+    trial could use and which kept the disk full."""
+
+    def __init__(self, base_path: str | Path) -> None:
+        super().__init__(base_path)
+        self.folder = Path(base_path)
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        if Path(artifact_id).name != artifact_id or artifact_id.startswith("."):
+            raise ValueError(f"Invalid artifact_id: {artifact_id}")
+        partial = f".{artifact_id}.partial"
+        try:
+            super().write(partial, content_body)
+            os.replace(self.folder / partial, self.folder / artifact_id)
+        except BaseException:
+            (self.folder / partial).unlink(missing_ok=True)
+            raise
+
+
 def open_store(location: str) -> Any:
     """The artifact store at ``location``, made if it is a folder that does not exist yet.
 
@@ -66,7 +88,7 @@ def open_store(location: str) -> Any:
                         ) from None
     if not os.access(folder, os.W_OK):
         raise UserError(f"artifact store {location}: the folder is not writable")
-    return optuna.artifacts.FileSystemArtifactStore(folder)
+    return FolderArtifactStore(folder)
 
 
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:

@@ -118,3 +118,39 @@ def test_postgresql_s_disk_full_is_told_from_other_errors() -> None:
     wrapped.__cause__ = PgError("could not extend file")
     assert disk_full(wrapped)
     assert disk_full(OSError(28, "No space left on device"))
+
+
+def test_a_full_artifact_store_keeps_no_partial_file(
+    write_study: Callable[..., Path], tmp_path: Path, small_disk: Path
+) -> None:
+    """The store's disk fills while trials write their figures and models: the trials complete
+    with ``artifact_error`` recorded, and every file left in the store is whole and listed (a
+    truncated model and empty figures stayed behind, unlisted, keeping the disk full)."""
+    from search.artifact_store import open_store
+    from search.dashboard_artifacts import artifacts_of
+
+    study_file = write_study(TINY_STUDY.replace("n_trials = 3", "n_trials = 2")
+                             + "\n[artifacts]\nkeep_models = 2\n")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    store = small_disk / "store"
+    store.mkdir()
+    _fill(small_disk)
+    filler = small_disk / "filler"
+    os.truncate(filler, filler.stat().st_size - 40_000)  # 40 kB left: a figure, not a model
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HPSEARCH_ARTIFACTS": str(store)}
+    done = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "artifacts not stored" in done.stderr
+    study = optuna.load_study(study_name="tiny", storage=url)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert any("artifact_error" in t.user_attrs for t in trials)
+    listed = {meta["artifact_id"] for t in trials for meta in artifacts_of(study, t)}
+    files = [p for p in store.iterdir() if p.is_file()]
+    assert not [p.name for p in files if p.name.startswith(".")]  # no partial write left
+    assert {p.name for p in files} <= listed
+    readable = open_store(str(store))
+    for path in files:
+        with readable.open_reader(path.name) as reader:
+            assert reader.read(1)  # not empty
