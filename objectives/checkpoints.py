@@ -108,6 +108,8 @@ class TrainingState:
         """Raises:
             CheckpointError: the bytes are not a whole checkpoint of this format and version.
         """
+        if not data.startswith(b"PK"):  # a checkpoint is a .npz, a zip archive
+            raise CheckpointError("not a checkpoint written by hpsearch (not a .npz archive)")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 header = json.loads(str(archive["header"]))

@@ -123,19 +123,36 @@ def _source(config: DataConfig) -> tuple[str, dict[str, np.ndarray], tuple[str, 
 
 def _split_indices(y: np.ndarray, config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation indices into the pool: stratified, seeded, subsets stratified too."""
+    def too_small(indices: np.ndarray, what: str) -> DatasetError:
+        # scikit-learn's own message speaks of test_size where this is the validation split
+        counts = np.bincount(y[indices])
+        present = counts[counts > 0]
+        return DatasetError(
+            f"cannot split {len(indices)} images of {len(present)} classes (the smallest with "
+            f"{present.min()}) by class for {what}: each side needs an image of every class; "
+            "give more images or change that setting")
+
     try:
         train, val = train_test_split(
             np.arange(len(y)), test_size=config.validation_fraction, stratify=y,
             random_state=seed,
         )
-        if config.train_subset is not None and config.train_subset < len(train):
+    except ValueError:
+        raise too_small(np.arange(len(y)), "data.validation_fraction = "
+                        f"{config.validation_fraction:g}") from None
+    if config.train_subset is not None and config.train_subset < len(train):
+        try:
             train, _ = train_test_split(train, train_size=config.train_subset,
                                         stratify=y[train], random_state=seed)
-        if config.validation_subset is not None and config.validation_subset < len(val):
+        except ValueError:
+            raise too_small(train, f"data.train_subset = {config.train_subset}") from None
+    if config.validation_subset is not None and config.validation_subset < len(val):
+        try:
             val, _ = train_test_split(val, train_size=config.validation_subset,
                                       stratify=y[val], random_state=seed)
-    except ValueError as exc:  # a class too small to be split
-        raise DatasetError(f"cannot split the data stratified by class: {exc}") from None
+        except ValueError:
+            raise too_small(val, f"data.validation_subset = {config.validation_subset}"
+                            ) from None
     return np.sort(train), np.sort(val)
 
 

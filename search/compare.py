@@ -28,7 +28,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.config import MAX_EPOCHS_ATTR
+from objectives.config import MAX_EPOCHS_ATTR, RESUMED_AT_ATTR
 from search import fronts
 from search.studies import STUDY_ATTR
 
@@ -345,10 +345,14 @@ def savings(study: optuna.Study) -> Savings:
     default = int(resolved.get("training", {}).get("max_epochs", 0) or 0)
     trained = early = pruned_saved = early_n = pruned_n = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                         TrialState.PRUNED)):
-        run = int(trial.user_attrs.get("epochs_run") or 0)
+                                                         TrialState.PRUNED, TrialState.FAIL)):
+        # an interrupted trial recorded its epochs as intermediate values only
+        run = int(trial.user_attrs.get("epochs_run") or len(trial.intermediate_values))
         budget = int(trial.user_attrs.get(MAX_EPOCHS_ATTR) or default)
-        trained += run
+        # a failed trial trained too; a resumed one counts only the epochs it trained itself
+        trained += max(0, run - int(trial.user_attrs.get(RESUMED_AT_ATTR) or 0))
+        if trial.state == TrialState.FAIL:
+            continue
         if trial.user_attrs.get("stop_reason") == "infeasible":
             continue
         if trial.state == TrialState.PRUNED:

@@ -110,6 +110,8 @@ def _optuna_figures(study: optuna.Study) -> list[tuple[str, Any]]:
     target = (lambda t: t.values[index]) if several else None
     name = fronts.names(study)[index]
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:  # Optuna would draw them empty
+        return []
     present = {p for t in complete for p in t.params}
     wanted: tuple[str, ...] = ("learning_rate", "units_l0", "dropout", "n_layers")
     key = [p for p in wanted if p in present][:3]

@@ -10,3 +10,13 @@ def database_error(exc: BaseException) -> str:
     """The driver's own first line for a database error, without SQLAlchemy's wrapping."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` as a message quotes it: cut to ``limit`` characters, with the length
+    said, so that a 5,000-character name does not fill the screen."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}...{size}"

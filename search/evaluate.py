@@ -118,8 +118,10 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
                         f"{len(trials)} trials)")
     trial = trials[number]
     if trial.state != TrialState.COMPLETE:
-        raise UserError(f"trial {number} is {trial.state.name.lower()}: only a complete trial "
-                        "can be evaluated")
+        state = {TrialState.FAIL: "failed", TrialState.RUNNING: "is still running",
+                 TrialState.WAITING: "is waiting to run"}.get(trial.state,
+                                                               f"is {trial.state.name.lower()}")
+        raise UserError(f"trial {number} {state}: only a complete trial can be evaluated")
     return trial
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from search import fronts
-from search.errors import UserError
+from search.errors import UserError, shown
 from search.evaluate import EvaluationRun, evaluations
 
 METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy",
@@ -32,7 +32,9 @@ def pick_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna
         else:
             raise UserError(f"the storage holds several studies; name one with --study: {names}")
     elif name not in names:
-        raise UserError(f"no study {name!r} in the storage; it holds {names}")
+        held = ", ".join(shown(n) for n in names[:10]) + (
+            f", and {len(names) - 10} more" if len(names) > 10 else "")
+        raise UserError(f"no study {shown(name)} in the storage; it holds [{held}]")
     return optuna.load_study(study_name=name, storage=storage)
 
 

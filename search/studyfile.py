@@ -23,7 +23,7 @@ from objectives.config import (METRICS, DataConfig, Direction, Measure, Metric, 
 from objectives.goals import Goals
 from objectives.pruning import CostAwareRule
 from objectives.space import SearchSpace
-from search.errors import UserError
+from search.errors import UserError, shown
 from search.registry import OBJECTIVES
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -513,7 +513,7 @@ def _describe(error: Any) -> str:
     elif kind == "value_error":
         message = message.removeprefix("Value error, ")
     elif "input" in error and not isinstance(error["input"], (dict, list)):
-        message = f"{message}, but got {error['input']!r}"
+        message = f"{message}, but got {shown(error['input'])}"
         if kind == "literal_error" and isinstance(error["input"], str):
             allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
             close = difflib.get_close_matches(error["input"], allowed, n=1)

@@ -258,6 +258,9 @@ def test_unknown_study_name(write_study: Callable[..., Path], tmp_path: Path) ->
     result = invoke("best", "--storage", url, "--study", "other")
     assert result.exit_code == 1
     assert result.stderr.strip() == "Error: no study 'other' in the storage; it holds ['tiny']"
+    result = invoke("best", "--storage", url, "--study", "x" * 5000)
+    assert result.stderr.strip() == ("Error: no study '" + "x" * 59 + "... (5000 characters) in "
+                                     "the storage; it holds ['tiny']")
 
 
 def test_validate_prints_the_resolved_space(write_study: Callable[..., Path]) -> None:

@@ -147,3 +147,58 @@ def test_compare_and_the_report_on_a_stub_study(write_study: Callable[..., Path]
     page = (tmp_path / "r" / "report.html").read_text()
     assert "<h2>What the trials say</h2>" in page
     assert all(line in page for line in statements)
+
+
+FAILING = """
+[study]
+name = "diverges"
+n_trials = 1
+warm_start = false
+
+[pruner]
+type = "none"
+
+[data]
+dataset = "stub"
+
+[training]
+max_epochs = 3
+
+[space]
+n_layers = 1
+units = 32
+activation = "relu"
+batch_norm = false
+optimizer = "sgd"
+momentum = 0.9
+nesterov = false
+learning_rate = 1e6
+batch_size = 128
+"""
+
+
+def test_a_study_of_failed_trials_is_read_as_it_is(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Every trial diverged: compare counts the epochs they trained, the report embeds no
+    empty Optuna plot, evaluate says the trial failed (it said "trial 0 is fail")."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    runner = CliRunner()
+    ran = runner.invoke(cli, ["run", str(write_study(FAILING)), "--storage", url])
+    assert ran.exit_code == 1 and "stopped after 5 failed trials in a row" in ran.stderr
+    trials = optuna.load_study(study_name="diverges", storage=url).trials
+    assert {t.state for t in trials} == {TrialState.FAIL}
+    epochs = sum(t.user_attrs["epochs_run"] for t in trials)
+    assert epochs >= len(trials)
+    compared = runner.invoke(cli, ["compare", "--storage", url])
+    assert compared.exit_code == 0, compared.output
+    assert f"epochs trained: {epochs};" in compared.stdout
+    report = runner.invoke(cli, ["report", "--storage", url, "--output",
+                                 str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert "Optuna's" not in report.stdout
+    assert "Optuna's" not in (tmp_path / "report" / "report.html").read_text()
+    evaluated = runner.invoke(cli, ["evaluate", "--storage", url, "--trial", "0"])
+    assert evaluated.exit_code == 1
+    assert evaluated.stderr.strip() == (
+        "Error: trial 0 failed: only a complete trial can be evaluated")

@@ -137,6 +137,24 @@ def test_split_is_stratified_repeatable_and_keeps_test_apart(
     assert np.bincount(subset.y_train, minlength=10).tolist() == [3] * 10
 
 
+@pytest.mark.parametrize(("update", "setting"), [
+    ({"validation_fraction": 0.05}, "data.validation_fraction = 0.05"),  # 5 for 10 classes
+    ({"validation_fraction": 0.2, "validation_subset": 15}, "data.validation_subset = 15"),
+])
+def test_a_split_too_small_for_the_classes_names_its_setting(
+    tmp_path: Path, arrays: tuple[np.ndarray, ...], update: dict[str, float], setting: str,
+) -> None:
+    """Said of the split and the setting that made it (scikit-learn's message spoke of a
+    "test_size" for the validation split)."""
+    source = write_batches(tmp_path, arrays)
+    config = DataConfig(dataset="cifar10", path=str(source), **update)  # type: ignore[arg-type]
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(config, 0)
+    assert f"by class for {setting}: each side needs an image of every class" in str(
+        caught.value)
+    assert "test_size" not in str(caught.value)
+
+
 def test_cache_is_reused_and_invalidated_when_the_source_changes(
     tmp_path: Path, arrays: tuple[np.ndarray, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,9 @@ BAD_FILES = [
     (BUDGET + 'name = "my study!"\n',
      ["study.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', but got "
       "'my study!'"]),
+    (BUDGET + f'name = "{"n" * 5000}"\n',  # not echoed whole
+     ["study.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', but got "
+      f"'{'n' * 59}... (5000 characters)"]),
     (BUDGET + 'objective = "xgboost"\n',
      ["study: objective must be one of ['keras-mlp'], but got 'xgboost'"]),
     (BUDGET + '[sampler]\ntype = "bayes"\n',
