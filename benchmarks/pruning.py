@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from objectives.config import MAX_EPOCHS_ATTR, direction  # noqa: E402
-from objectives.goals import EPOCH_VALUES_ATTR  # noqa: E402
+from objectives.config import direction  # noqa: E402
+from objectives.record import Key  # noqa: E402
 from objectives.pruning import CostAwareRule, peer_of  # noqa: E402
 from search.evaluate import stored_spec  # noqa: E402
 from search.results import pick_study  # noqa: E402
@@ -55,7 +55,7 @@ def epochs_saved(study: optuna.Study, max_epochs: int) -> tuple[int, int, int]:
         trained += run
         if trial.state == TrialState.PRUNED:
             pruned += 1
-            saved += max(0, int(trial.user_attrs.get(MAX_EPOCHS_ATTR) or max_epochs) - run)
+            saved += max(0, int(trial.user_attrs.get(Key.MAX_EPOCHS) or max_epochs) - run)
     return trained, saved, pruned
 
 
@@ -122,7 +122,7 @@ def front_would_be_pruned(study: optuna.Study, rule: CostAwareRule, metric: str,
     each trial of the Pareto front, replayed against every other completed trial."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     peers = {t.number: peer for t in complete
-             if (peer := peer_of(t.user_attrs, costs, metric, EPOCH_VALUES_ATTR)) is not None}
+             if (peer := peer_of(t.user_attrs, costs, metric, Key.EPOCH_VALUES)) is not None}
     maximize = direction(metric) == "maximize"
     found: list[tuple[int, int | None]] = []
     for trial in study.best_trials:

@@ -177,7 +177,7 @@ def evaluate_both(url: str, study: str, number: int, args: argparse.Namespace,
 def run_hpsearch(method: str, args: argparse.Namespace, folder: Path) -> Result:
     import optuna
 
-    from search.studies import WARM_START_ATTR
+    from objectives.record import Key
 
     study_file = folder / f"{method}.toml"
     url = f"sqlite:///{folder / f'{method}.db'}"
@@ -209,7 +209,7 @@ def run_hpsearch(method: str, args: argparse.Namespace, folder: Path) -> Result:
         assert trial.datetime_complete is not None and trial.value is not None
         point = (trial.datetime_complete.timestamp() - t0, trial.value)
         result.points.append(point)
-        if trial.user_attrs.get(WARM_START_ATTR):
+        if trial.user_attrs.get(Key.WARM_START):
             result.given.append(point)
     finished = [t for t in complete if t.datetime_complete.timestamp() - t0 <= budget]
     result.note = f"{len(study.trials)} trials started"
@@ -259,7 +259,7 @@ def _retrain_study(url: str, name: str, best: dict[str, Any], args: argparse.Nam
     space widened to hold the hand-built experiments), so ``hpsearch evaluate`` can retrain it."""
     import optuna
 
-    from objectives.config import MAX_EPOCHS_ATTR
+    from objectives.record import Key
     from objectives.space import suggest
     from search.studies import open_study
     from search.studyfile import StudyFile
@@ -270,7 +270,7 @@ def _retrain_study(url: str, name: str, best: dict[str, Any], args: argparse.Nam
                      "batch_size": [32, 64, 128, 256]}}
     spec = StudyFile.model_validate(raw)
     study = open_study(spec, optuna.storages.RDBStorage(url))
-    study.enqueue_trial(best["params"], user_attrs={MAX_EPOCHS_ATTR: best["epochs"]})
+    study.enqueue_trial(best["params"], user_attrs={Key.MAX_EPOCHS: best["epochs"]})
     trial = study.ask()
     suggest(trial, spec.space)
     # The epochs that tool chose for this configuration, which --full-train trains for.

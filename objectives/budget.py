@@ -6,8 +6,8 @@ limit, a benchmark's budget) loses that trial whole, with every epoch it trained
 sets the moment its budget ends (:func:`end_at`, a little before it, so that what follows a
 trial's training still fits), and a trial still training then stops at its next step
 (``callbacks.StopAtBudgetEnd``): it is recorded as it stood at its best complete epoch, with
-that epoch's value and weights (``stop_reason = "time_budget"``); the unfinished epoch counts
-for nothing. Nothing here imports TensorFlow.
+that epoch's value and weights (``StopReason.TIME_BUDGET``, ``objectives.record``); the
+unfinished epoch counts for nothing. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations

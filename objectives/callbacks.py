@@ -13,7 +13,7 @@ from optuna_integration import KerasPruningCallback
 
 from objectives import budget, interrupts
 from objectives.config import Metric, TrainingConfig, direction
-from objectives.goals import EPOCH_VALUES_ATTR
+from objectives.record import Key
 from objectives.pruning import CostAwareRule, peer_of
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -111,7 +111,7 @@ class EpochValues(keras.callbacks.Callback):
         value = float((logs or {}).get(self.metric, math.nan))
         del self.values[epoch:]
         self.values.append(round(value, 6) if math.isfinite(value) else math.nan)
-        self.trial.set_user_attr(EPOCH_VALUES_ATTR, [
+        self.trial.set_user_attr(Key.EPOCH_VALUES, [
             v if math.isfinite(v) else None for v in self.values])
 
 
@@ -135,7 +135,7 @@ class CostAwarePruning(keras.callbacks.Callback):
         completed = self.trial.study.get_trials(deepcopy=False,
                                                 states=(optuna.trial.TrialState.COMPLETE,))
         peers = [peer for t in completed if (peer := peer_of(
-            t.user_attrs, list(self.costs), self.metric, EPOCH_VALUES_ATTR)) is not None]
+            t.user_attrs, list(self.costs), self.metric, Key.EPOCH_VALUES)) is not None]
         maximize = direction(self.metric) == "maximize"
         if self.rule.prunes(epoch, self.values.values, self.costs, peers, maximize=maximize):
             bar = self.rule.threshold(epoch, self.costs, peers, maximize=maximize)

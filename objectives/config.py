@@ -21,15 +21,6 @@ def direction(name: str) -> Direction:
     size, latency): the one place that says it."""
     return "maximize" if name == "val_accuracy" else "minimize"
 
-# A trial enqueued with this user attribute trains for that many epochs instead of the study's
-# `max_epochs` (the hand-built experiments each had their own budget).
-MAX_EPOCHS_ATTR = "max_epochs"
-# Trial user attributes of a retry (search.resumption): the trial it carries on, and its
-# lineage's first try, whose seed and checkpoint it uses; the epoch it resumed at (0: from the
-# start) is recorded by the objective.
-RESUMES_ATTR = "resumes"
-FIRST_TRY_ATTR = "first_try"
-RESUMED_AT_ATTR = "resumed_at_epoch"
 
 
 class DataConfig(BaseModel):

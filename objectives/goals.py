@@ -17,7 +17,6 @@ from objectives.pruning import CostAwareRule
 
 # The user attribute that holds a trial's validation metric per epoch while it runs, in
 # multi-objective studies, where Optuna refuses intermediate values (optuna#3450).
-EPOCH_VALUES_ATTR = "epoch_values"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,8 @@
 """The Keras MLP objective: sample a configuration, train it, record what happened.
 
-Each trial records as user attributes: ``n_params``, ``epochs_run``, ``best_epoch`` (1-based),
-``train_accuracy``, ``train_loss``, ``val_accuracy`` and ``val_loss`` at the best epoch,
-``history`` (per-epoch lists), ``seconds_per_epoch`` and ``stop_reason`` (``completed``,
-``early_stopped``, ``pruned``, ``time_budget`` (the run's time budget ended: recorded at its
-best complete epoch), ``infeasible`` (over the study's budget: not trained, ``infeasible``
-says which), ``nan`` or ``error``), plus ``fail_reason`` when it failed, and
-``test_accuracy`` / ``test_loss`` measured after training (never used for selection).
-Studies with several objectives or budgets also record ``latency_ms`` and
-``latency_ms_batch256`` where they need them, and, with several objectives, ``epoch_values``
-(the validation metric per epoch, since Optuna refuses intermediate values there).
-A failure inside one trial fails that trial only; the search goes on.
+Each trial records its user attributes as ``objectives.record`` lays them out (``stop_reason``
+one of its ``StopReason``). A failure inside one trial fails that trial only; the search goes
+on.
 """
 
 from __future__ import annotations
@@ -32,12 +24,12 @@ from objectives.checkpoints import (CheckpointError, Checkpointer, CheckpointSto
                                     read_state)
 from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
                                   multi_objective, trial_callbacks)
-from objectives.config import (FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMED_AT_ATTR, RESUMES_ATTR,
-                               DataConfig, Metric, TrainingConfig, direction)
+from objectives.config import DataConfig, Metric, TrainingConfig, direction
 from objectives.data import Dataset, DatasetError, load_dataset
 from objectives.feed import batches, order_seed
 from objectives.goals import Goals
 from objectives.pruning import CostAwareRule
+from objectives.record import Key, StopReason, lineage as lineage_of, trial_seed
 from objectives.keras_setup import keras
 from objectives.model import WHITENED, build_model
 from objectives.optimizers import get_optimizer
@@ -57,7 +49,7 @@ class TrainingOutcome:
     model: keras.Model
     recorder: EpochRecorder
     metric: Metric
-    stop_reason: str = "completed"
+    stop_reason: StopReason = StopReason.COMPLETED
     fail_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -80,21 +72,21 @@ class TrainingOutcome:
         """The user attributes a trial records."""
         history = {k: [round(v, 6) for v in vs] for k, vs in self.recorder.history.items()}
         attrs: dict[str, Any] = {
-            "n_params": int(self.model.count_params()),
-            "epochs_run": self.recorder.epochs,
-            "history": history,
-            "seconds_per_epoch": round(float(np.mean(self.recorder.seconds)), 4)
+            Key.N_PARAMS: int(self.model.count_params()),
+            Key.EPOCHS_RUN: self.recorder.epochs,
+            Key.HISTORY: history,
+            Key.SECONDS_PER_EPOCH: round(float(np.mean(self.recorder.seconds)), 4)
             if self.recorder.seconds else None,
-            "stop_reason": self.stop_reason,
+            Key.STOP_REASON: str(self.stop_reason),
         }
         index = self.best_index
         if index is not None:
-            attrs["best_epoch"] = index + 1
+            attrs[Key.BEST_EPOCH] = index + 1
             for key in ("accuracy", "loss", "val_accuracy", "val_loss"):
                 name = key if key.startswith("val_") else f"train_{key}"
                 attrs[name] = history[key][index]
         if self.fail_reason:
-            attrs["fail_reason"] = self.fail_reason
+            attrs[Key.FAIL_REASON] = self.fail_reason
         attrs.update(self.extra)
         return attrs
 
@@ -192,7 +184,7 @@ def train(
     ``measure`` returned.
 
     Raises ``optuna.TrialPruned`` when the pruner stops the run (the outcome is attached to the
-    exception as ``outcome``); a diverging loss ends the run with ``stop_reason == "nan"``;
+    exception as ``outcome``); a diverging loss ends the run with ``StopReason.NAN``;
     ``CheckpointError`` before any training when ``resume`` does not fit the model.
     """
     epochs = max_epochs or training.max_epochs
@@ -205,9 +197,9 @@ def train(
         check_model(resume, model)
         restored = _report_restored(trial, resume, metric, training.pruning_interval)
         if trial is not None:
-            trial.set_user_attr(RESUMED_AT_ATTR, resume.epoch)
+            trial.set_user_attr(Key.RESUMED_AT, resume.epoch)
             logger.info("trial %d resumes trial %s at epoch %d of %d", trial.number,
-                        trial.user_attrs.get(RESUMES_ATTR), resume.epoch + 1, epochs)
+                        trial.user_attrs.get(Key.RESUMES), resume.epoch + 1, epochs)
     recorder, early_stopping, callbacks = trial_callbacks(
         training, metric, trial, plateau=uses_plateau(params), restored=restored,
         cost_aware=(cost_aware, costs) if cost_aware is not None and costs else None)
@@ -241,23 +233,23 @@ def train(
             verbose=0,
         )
     except optuna.TrialPruned as pruned:
-        outcome.stop_reason = "pruned"
+        outcome.stop_reason = StopReason.PRUNED
         pruned.outcome = outcome  # type: ignore[attr-defined]
         raise
     except TrainingDiverged as diverged:
-        outcome.stop_reason = "nan"
+        outcome.stop_reason = StopReason.NAN
         outcome.fail_reason = str(diverged)
         return outcome
     except BudgetSpent:
         # Recorded as it stood at its best complete epoch: those weights, that value.
-        outcome.stop_reason = "time_budget"
+        outcome.stop_reason = StopReason.TIME_BUDGET
         if recorder.epochs == 0:
             outcome.fail_reason = "the run's time budget ended before its first epoch"
             return outcome
         if early_stopping.best_weights is not None:
             model.set_weights(early_stopping.best_weights)
     if early_stopping.stopped_epoch > 0:
-        outcome.stop_reason = "early_stopped"
+        outcome.stop_reason = StopReason.EARLY_STOPPED
     # The test split is measured after training, for the record only: nothing selects on it.
     test_loss, test_accuracy = compiled.model.evaluate(
         batches(dataset.x_test, labels_for(params, dataset.y_test, n_classes), EVAL_BATCH,
@@ -351,7 +343,7 @@ class MlpObjective:
     With ``goals`` that name measures (``n_params``, ``latency_ms``), the model is measured
     before it trains: the measures are recorded as user attributes, constraints as Optuna's
     (``Trial.set_constraint``), and a trial over a budget ends pruned
-    (``stop_reason = "infeasible"``) without training. In a multi-objective study the objective
+    (``StopReason.INFEASIBLE``) without training. In a multi-objective study the objective
     returns the values in the study's order.
     """
 
@@ -383,7 +375,8 @@ class MlpObjective:
             return self._run(trial)
         except KeyboardInterrupt:  # Optuna fails the trial; say why on it
             interrupts.failed_trials.append(trial.number)
-            _record(trial, {"stop_reason": "interrupted", "fail_reason": interrupts.reason()})
+            _record(trial, {Key.STOP_REASON: str(StopReason.INTERRUPTED),
+                            Key.FAIL_REASON: interrupts.reason()})
             raise
 
     def _failed(self) -> float | list[float]:
@@ -396,13 +389,13 @@ class MlpObjective:
         self._measured = {}
         if not self.goals.measures:
             return {}
-        measured: dict[str, float] = {"n_params": float(model.count_params())}
+        measured: dict[str, float] = {Key.N_PARAMS: float(model.count_params())}
         if "latency_ms" in self.goals.measures:
             from objectives.latency import measure
 
             measured.update(measure(model))
         self._measured = measured
-        _record(trial, {k: int(v) if k == "n_params" else v for k, v in measured.items()})
+        _record(trial, {k: int(v) if k == Key.N_PARAMS else v for k, v in measured.items()})
         violations = self.goals.violations(measured)
         if hasattr(trial, "set_constraint"):
             for name, excess in violations.items():
@@ -418,7 +411,7 @@ class MlpObjective:
         params = suggest(trial, self.space)
         # A retry (search.resumption) trains as its lineage's first try would: its seed, and
         # its checkpoint.
-        lineage = int(trial.user_attrs.get(FIRST_TRY_ATTR, trial.number))
+        lineage = lineage_of(trial)
         store = self._checkpoints()
         resume = self._resume_state(trial, lineage, params, store)
         try:
@@ -429,8 +422,8 @@ class MlpObjective:
                 try:
                     outcome = self._train(trial, params, lineage, extra, store, resume)
                 except Infeasible as exc:
-                    _record(trial, {"stop_reason": "infeasible", "infeasible": str(exc),
-                                    "epochs_run": 0})
+                    _record(trial, {Key.STOP_REASON: str(StopReason.INFEASIBLE),
+                                    Key.INFEASIBLE: str(exc), Key.EPOCHS_RUN: 0})
                     raise optuna.TrialPruned(f"over the study's budget: {exc}") from None
                 except optuna.TrialPruned as pruned:
                     outcome = pruned.outcome  # type: ignore[attr-defined]
@@ -446,7 +439,8 @@ class MlpObjective:
             logger.debug("trial %d failed", trial.number, exc_info=True)
             if not _storage_failure(exc):  # a storage outage: the retry carries on from it
                 _drop(store, lineage)
-            _record(trial, {"stop_reason": "error", "fail_reason": f"{type(exc).__name__}: {exc}"})
+            _record(trial, {Key.STOP_REASON: str(StopReason.ERROR),
+                            Key.FAIL_REASON: f"{type(exc).__name__}: {exc}"})
             return self._failed()
         _record(trial, outcome.attributes())
         _drop(store, lineage)
@@ -466,10 +460,10 @@ class MlpObjective:
                       store: CheckpointStore | None) -> TrainingState | None:
         """The checkpoint a retry carries on from; None (and one line that says why) if there
         is none it can use."""
-        if RESUMES_ATTR not in trial.user_attrs:
+        if Key.RESUMES not in trial.user_attrs:
             return None
-        resumes = trial.user_attrs[RESUMES_ATTR]
-        trial.set_user_attr(RESUMED_AT_ATTR, 0)
+        resumes = trial.user_attrs[Key.RESUMES]
+        trial.set_user_attr(Key.RESUMED_AT, 0)
         if store is None:
             return None
         try:
@@ -492,10 +486,10 @@ class MlpObjective:
     def _train(self, trial: optuna.trial.Trial, params: dict[str, Any], lineage: int,
                extra: list[keras.callbacks.Callback], store: CheckpointStore | None,
                resume: TrainingState | None) -> TrainingOutcome:
-        max_epochs = trial.user_attrs.get(MAX_EPOCHS_ATTR) or self.training.max_epochs
+        max_epochs = trial.user_attrs.get(Key.MAX_EPOCHS) or self.training.max_epochs
         save = None if store is None else functools.partial(store.save, lineage)
         measure = functools.partial(self._measure, trial)
-        keras.utils.set_random_seed(self.seed + lineage)
+        keras.utils.set_random_seed(trial_seed(self.seed, trial))
         if resume is not None:
             try:
                 outcome = train(params, self.dataset, self.training, self.metric, trial=trial,
@@ -504,8 +498,8 @@ class MlpObjective:
                                 cost_aware=self.goals.pruning)
             except CheckpointError as exc:
                 logger.warning("trial %d starts at epoch 1: the checkpoint of trial %s is not "
-                               "used: %s", trial.number, trial.user_attrs[RESUMES_ATTR], exc)
-                keras.utils.set_random_seed(self.seed + lineage)
+                               "used: %s", trial.number, trial.user_attrs[Key.RESUMES], exc)
+                keras.utils.set_random_seed(trial_seed(self.seed, trial))
             else:
                 return outcome
         return train(params, self.dataset, self.training, self.metric, trial=trial,
@@ -524,7 +518,7 @@ class MlpObjective:
             logger.warning("trial %d: artifacts not stored: %s: %s", trial.number,
                            type(exc).__name__, exc)
             logger.debug("artifacts of trial %d", trial.number, exc_info=True)
-            outcome.extra["artifact_error"] = f"{type(exc).__name__}: {exc}"
+            outcome.extra[Key.ARTIFACT_ERROR] = f"{type(exc).__name__}: {exc}"
 
 
 def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:

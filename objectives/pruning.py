@@ -8,7 +8,8 @@ top ``percentile`` % of their values at that epoch: Optuna's percentile rule (th
 is ``percentile = 50``), with its startup trials, warm-up epochs, interval and minimum number
 of trials, applied to cheaper-or-equal trials only. A trial cheaper than every completed one
 is never stopped: none of them could make it redundant. Epoch values come from the user
-attribute each trial records (``goals.EPOCH_VALUES_ATTR``). Nothing here imports TensorFlow.
+attribute each trial records (``epoch_values``, ``objectives.record``). Nothing here imports
+TensorFlow.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.config import MAX_EPOCHS_ATTR, RESUMED_AT_ATTR
+from objectives.record import Key, StopReason, maximizes
 from search import fronts
 from search.studies import STUDY_ATTR
 
@@ -242,7 +242,7 @@ def answers(study: optuna.Study) -> Answers:
     names = fronts.names(study)
     index = fronts.metric_index(study)
     metric = names[index] if names[index] in ("val_accuracy", "val_loss") else "val_accuracy"
-    maximize = study.directions[index] == optuna.study.StudyDirection.MAXIMIZE
+    maximize = maximizes(study, index)
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.values is not None and math.isfinite(t.values[index])]
     found = Answers(metric=metric, maximize=maximize, complete=len(complete))
@@ -347,18 +347,18 @@ def savings(study: optuna.Study) -> Savings:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                          TrialState.PRUNED, TrialState.FAIL)):
         # an interrupted trial recorded its epochs as intermediate values only
-        run = int(trial.user_attrs.get("epochs_run") or len(trial.intermediate_values))
-        budget = int(trial.user_attrs.get(MAX_EPOCHS_ATTR) or default)
+        run = int(trial.user_attrs.get(Key.EPOCHS_RUN) or len(trial.intermediate_values))
+        budget = int(trial.user_attrs.get(Key.MAX_EPOCHS) or default)
         # a failed trial trained too; a resumed one counts only the epochs it trained itself
-        trained += max(0, run - int(trial.user_attrs.get(RESUMED_AT_ATTR) or 0))
+        trained += max(0, run - int(trial.user_attrs.get(Key.RESUMED_AT) or 0))
         if trial.state == TrialState.FAIL:
             continue
-        if trial.user_attrs.get("stop_reason") == "infeasible":
+        if trial.user_attrs.get(Key.STOP_REASON) == StopReason.INFEASIBLE:
             continue
         if trial.state == TrialState.PRUNED:
             pruned_n += 1
             pruned_saved += max(0, budget - run)
-        elif trial.user_attrs.get("stop_reason") == "early_stopped":
+        elif trial.user_attrs.get(Key.STOP_REASON) == StopReason.EARLY_STOPPED:
             early_n += 1
             early += max(0, budget - run)
     return Savings(trained, early, pruned_saved, early_n, pruned_n)

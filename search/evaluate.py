@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
+from objectives.record import Key, StopReason, evaluation_key, trial_seed
 from search.artifact_store import location_for, open_store
 from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
 from search import fronts, optuna_ids
@@ -36,7 +37,6 @@ from search.studyfile import StudyFile
 
 logger = logging.getLogger(__name__)
 
-EVALUATION_ATTR = "evaluation:"  # study user attribute, one per evaluated trial number
 # What ``evaluate`` writes into its output folder, and nothing else: a folder that holds
 # anything more is someone else's and is never written into.
 OUTPUT_FILES = frozenset({"model.keras", "curves.png", "confusion_matrix.png",
@@ -64,12 +64,6 @@ class EvaluationRun:
             "seconds": round(self.seconds, 1),
             "folder": str(self.folder),
         }
-
-
-def evaluations(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """What ``evaluate`` recorded, by trial number."""
-    return {int(key[len(EVALUATION_ATTR):]): value for key, value in study.user_attrs.items()
-            if key.startswith(EVALUATION_ATTR) and isinstance(value, dict)}
 
 
 def stored_spec(study: optuna.Study, data_path: str | None) -> StudyFile:
@@ -137,7 +131,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
         "--output")
     check_output_folder(folder)
     store = open_store(location_for([study], artifacts, storage_url))
-    epochs = int(trial.user_attrs.get("best_epoch") or 0)
+    epochs = int(trial.user_attrs.get(Key.BEST_EPOCH) or 0)
     if full_train and epochs < 1:
         raise UserError(f"trial {trial.number} recorded no best epoch; evaluate it without "
                         "--full-train")
@@ -148,7 +142,6 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
     from objectives.mlp import train, train_on_all
     from objectives.session import fresh_session
     from objectives.space import suggest
-    from objectives.config import FIRST_TRY_ATTR, MAX_EPOCHS_ATTR
 
     try:
         dataset = load_dataset(spec.data, spec.study.seed)
@@ -157,18 +150,17 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
     params = suggest(optuna.trial.FixedTrial(trial.params), spec.space)
     started = time.perf_counter()
     with interrupts.deferred(), fresh_session():  # Ctrl-C ends training at its next step
-        lineage = int(trial.user_attrs.get(FIRST_TRY_ATTR, trial.number))  # a retry's: its first
-        keras.utils.set_random_seed(spec.study.seed + lineage)
+        keras.utils.set_random_seed(trial_seed(spec.study.seed, trial))  # as the search did
         if full_train:
-            history = trial.user_attrs.get("history", {})
+            history = trial.user_attrs.get(Key.HISTORY, {})
             outcome = train_on_all(params, dataset, spec.training, epochs=epochs,
                                    learning_rates=list(history.get("learning_rate", []))[:epochs],
-                                   planned_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR))
+                                   planned_epochs=trial.user_attrs.get(Key.MAX_EPOCHS))
             mode = "train+validation"
         else:
             outcome = train(params, dataset, spec.training, spec.study.metric,
-                            max_epochs=trial.user_attrs.get(MAX_EPOCHS_ATTR))
-            if outcome.stop_reason == "nan":
+                            max_epochs=trial.user_attrs.get(Key.MAX_EPOCHS))
+            if outcome.stop_reason == StopReason.NAN:
                 raise UserError(f"retraining trial {trial.number} diverged: "
                                 f"{outcome.fail_reason}")
             mode = "train"
@@ -261,4 +253,4 @@ def _record(study: optuna.Study, store: Any, run: EvaluationRun) -> None:
                 detach(store, study, key)
         for name, shown in files:
             attach_to_finished_trial(store, study, trial_id, run.folder / name, filename=shown)
-    study.set_user_attr(f"{EVALUATION_ATTR}{number}", run.record())
+    study.set_user_attr(evaluation_key(number), run.record())

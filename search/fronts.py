@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.config import METRICS
+from objectives.record import maximizes
 from search.studies import STUDY_ATTR
 
 
@@ -48,7 +49,7 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     if several(study):
         front = study.best_trials
         index = metric_index(study)
-        maximize = study.directions[index] == optuna.study.StudyDirection.MAXIMIZE
+        maximize = maximizes(study, index)
         return sorted(front, key=lambda t: t.values[index], reverse=maximize)
     try:
         return [study.best_trial]

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from objectives.record import maximizes
 from search import fronts
 from search.resumption import stopped_before_their_time
 from search.trial_report import FINISHED, count_states
@@ -68,7 +69,7 @@ def _best_value(study: optuna.Study) -> float | None:
     if not finite:
         return None
     index = fronts.metric_index(study)
-    maximize = study.directions[index] == optuna.study.StudyDirection.MAXIMIZE
+    maximize = maximizes(study, index)
     return max(finite) if maximize else min(finite)
 
 

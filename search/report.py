@@ -24,9 +24,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.record import Key, evaluations, maximizes
 from search import fronts
 from search.dashboard_artifacts import artifacts_of, read_artifact
-from search.evaluate import evaluations
 from search.results import trials_rows
 from search.studies import STUDY_ATTR
 
@@ -83,12 +83,12 @@ def history_figure(study: optuna.Study) -> str | None:
         xs.append(trial.number)
         ys.append(best)
     axis.step(xs, ys, where="post", color="tab:red", label="best so far")
-    hand = [(t, v) for t, v in complete if t.user_attrs.get("label")]
+    hand = [(t, v) for t, v in complete if t.user_attrs.get(Key.LABEL)]
     if hand:
         axis.scatter([t.number for t, _ in hand], [v for _, v in hand], marker="*", s=140,
                      color="tab:orange", label="hand-built", zorder=3)
         for trial, value in hand:
-            axis.annotate(str(trial.user_attrs["label"]), (trial.number, value),
+            axis.annotate(str(trial.user_attrs[Key.LABEL]), (trial.number, value),
                           textcoords="offset points", xytext=(6, -10), fontsize=8)
     metric = _metric(study)
     from matplotlib.ticker import MaxNLocator
@@ -105,7 +105,7 @@ def history_figure(study: optuna.Study) -> str | None:
 
 def _maximize(study: optuna.Study) -> bool:
     """Whether the validation metric is maximized."""
-    return study.directions[fronts.metric_index(study)] == optuna.study.StudyDirection.MAXIMIZE
+    return maximizes(study, fronts.metric_index(study))
 
 
 def pareto_figure(study: optuna.Study) -> str | None:
@@ -200,7 +200,7 @@ def best_trial_section(study: optuna.Study, store: Any) -> tuple[str, list[str]]
     if isinstance(history, dict) and history.get("loss"):
         with tempfile.TemporaryDirectory() as tmp:
             path = plot_curves(history, Path(tmp) / "curves.png",
-                               best_epoch=best.user_attrs.get("best_epoch"),
+                               best_epoch=best.user_attrs.get(Key.BEST_EPOCH),
                                title=f"trial {best.number}")
             data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(_img(data, "training curves"))
@@ -283,7 +283,7 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
     shown = leading + [c for c in header if c not in leading]
     index = [header.index(c) for c in shown]
     hand_numbers = {str(t.number) for t in study.get_trials(deepcopy=False)
-                    if t.user_attrs.get("label")}
+                    if t.user_attrs.get(Key.LABEL)}
     body_rows = []
     for row in rows:
         classes = []

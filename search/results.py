@@ -5,16 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
+from objectives.record import Key, evaluations
 from search import fronts
 from search.errors import UserError, shown
-from search.evaluate import EvaluationRun, evaluations
+
+if TYPE_CHECKING:
+    from search.evaluate import EvaluationRun
 
 METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy",
                 "test_loss")
@@ -63,15 +66,15 @@ def _age(trial: FrozenTrial) -> str:
 def _how_ended(trial: FrozenTrial) -> str:
     if trial.state == TrialState.PRUNED:
         return "pruned"
-    return str(trial.user_attrs.get("stop_reason", trial.state.name.lower()))
+    return str(trial.user_attrs.get(Key.STOP_REASON, trial.state.name.lower()))
 
 
 def _resumed(attrs: dict[str, Any]) -> str:
     """``9@12``: this trial carried on trial 9 from the 12 epochs its checkpoint held (``9@0``:
     it started over); empty for a trial that carried nothing on."""
-    if "resumes" not in attrs:
+    if Key.RESUMES not in attrs:
         return ""
-    return f"{attrs['resumes']}@{attrs.get('resumed_at_epoch', 0)}"
+    return f"{attrs[Key.RESUMES]}@{attrs.get(Key.RESUMED_AT, 0)}"
 
 
 def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
@@ -94,12 +97,12 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     for trial in trials:
         attrs = trial.user_attrs
         rows.append([
-            str(trial.number), str(trial.user_attrs.get("label", "")), trial.state.name.lower(),
+            str(trial.number), str(trial.user_attrs.get(Key.LABEL, "")), trial.state.name.lower(),
             *(_fmt(trial.value) for _ in objectives),
             *(_fmt(attrs.get(name)) for name in METRIC_ATTRS),
             _fmt(evaluated.get(trial.number, {}).get("test_accuracy")),
             _fmt(attrs.get("n_params")), *(_fmt(attrs.get(name)) for name in costs),
-            _fmt(attrs.get("epochs_run")), _age(trial),
+            _fmt(attrs.get(Key.EPOCHS_RUN)), _age(trial),
             _how_ended(trial), _resumed(attrs),
             *(_fmt(trial.params.get(name)) for name in param_names),
         ])
@@ -141,7 +144,7 @@ def print_status(study: optuna.Study, console: Console) -> None:
                       markup=False)
     running = [t for t in trials if t.state == TrialState.RUNNING]
     for trial in running:
-        worker = trial.user_attrs.get("worker", "?")
+        worker = trial.user_attrs.get(Key.WORKER, "?")
         console.print(f"  running: trial {trial.number} on {worker}, {_age(trial)} s",
                       markup=False)
 
@@ -163,8 +166,8 @@ def print_best(study: optuna.Study, console: Console) -> None:
     for name, value in best.params.items():
         console.print(f"  {name} = {_fmt(value, 6)}", markup=False)
     console.print("metrics:", markup=False)
-    for name in (*METRIC_ATTRS, "n_params", *LATENCY_ATTRS, "best_epoch", "epochs_run",
-                 "seconds_per_epoch", "stop_reason"):
+    for name in (*METRIC_ATTRS, Key.N_PARAMS, *LATENCY_ATTRS, Key.BEST_EPOCH, Key.EPOCHS_RUN,
+                 Key.SECONDS_PER_EPOCH, Key.STOP_REASON):
         if name in best.user_attrs:
             console.print(f"  {name} = {_fmt(best.user_attrs[name])}", markup=False)
     evaluation = evaluations(study).get(best.number)
@@ -186,7 +189,7 @@ def _print_front(study: optuna.Study, front: list[FrozenTrial], console: Console
     for trial in front:
         table.add_row(str(trial.number), *(_fmt(v) for v in trial.values),
                       _fmt(trial.user_attrs.get("test_accuracy")),
-                      _fmt(trial.user_attrs.get("epochs_run")),
+                      _fmt(trial.user_attrs.get(Key.EPOCHS_RUN)),
                       *(_fmt(trial.params[name]) for name in params))
     console.print(table)
     console.print("each one's parameters in full: hpsearch trials; retrain one: hpsearch "

@@ -13,7 +13,7 @@ Two kinds of failed trials are retried:
 - a trial whose worker stopped beating (killed, preempted, cut off from the database): by
   :class:`RetryStaleTrials`, the storage's heartbeat callback, up to ``max_retry`` times;
   past that its checkpoint is deleted;
-- a trial stopped by Ctrl-C or SIGTERM (``stop_reason = "interrupted"``), or by the run's
+- a trial stopped by Ctrl-C or SIGTERM (``StopReason.INTERRUPTED``), or by the run's
   time budget before its first epoch: by :func:`requeue_interrupted` when a worker of the
   study next looks for a trial, as often as it is stopped (a stop is the user's or the run's,
   not the trial's).
@@ -22,33 +22,44 @@ Two kinds of failed trials are retried:
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.config import FIRST_TRY_ATTR, MAX_EPOCHS_ATTR, RESUMES_ATTR
+from objectives.record import QUEUED, STOPPED_FROM_OUTSIDE, Key
 
 logger = logging.getLogger(__name__)
 
-# The user attributes a trial is queued with (search.studies); the rest are results.
-QUEUED_ATTRS = ("label", "warm_start", MAX_EPOCHS_ATTR)
+# Optuna's own readers of a retry's system attributes, which requeue() writes as Optuna's
+# callback does (it has no public writer). "Experimental" since Optuna 2.8 and 3.0: the notice
+# on every read says nothing a user can act on.
+_RETRIES = optuna.storages.RetryHeartbeatStaleTrialCallback
+
+
+def _retry_history(trial: FrozenTrial) -> list[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return list(_RETRIES.retry_history(trial))
 
 
 def first_try(trial: FrozenTrial) -> int:
     """The number of the first trial of ``trial``'s lineage (itself if it is no retry)."""
-    value = trial.system_attrs.get("failed_trial", trial.number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        value = _RETRIES.retried_trial_number(trial)
     return int(value) if isinstance(value, int) else trial.number
 
 
 def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
     """Queue a retry of ``failed``, before anything the sampler proposes."""
     first = first_try(failed)
-    user_attrs: dict[str, Any] = {k: failed.user_attrs[k] for k in QUEUED_ATTRS
+    user_attrs: dict[str, Any] = {k: failed.user_attrs[k] for k in QUEUED
                                   if k in failed.user_attrs}
-    user_attrs.update({RESUMES_ATTR: failed.number, FIRST_TRY_ATTR: first})
-    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    user_attrs.update({Key.RESUMES: failed.number, Key.FIRST_TRY: first})
+    history = [*_retry_history(failed), failed.number]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
         user_attrs=user_attrs,
@@ -66,7 +77,7 @@ class RetryStaleTrials:
         self.drop = drop
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if len(trial.system_attrs.get("retry_history", [])) < self.max_retry:
+        if len(_retry_history(trial)) < self.max_retry:
             requeue(study, trial)
         elif self.drop is not None:
             try:
@@ -79,13 +90,12 @@ class RetryStaleTrials:
 def stopped_before_their_time(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The failed trials of ``trials`` that were stopped by the user or the run, not by
     anything of their own, and have no retry yet: stopped by Ctrl-C or SIGTERM
-    (``stop_reason = "interrupted"``), or by the run's time budget before their first epoch
-    (``stop_reason = "time_budget"``; one later in training is complete)."""
-    retried = {number for trial in trials
-               for number in trial.system_attrs.get("retry_history", [])}
+    (``StopReason.INTERRUPTED``), or by the run's time budget before their first epoch
+    (``StopReason.TIME_BUDGET``; one later in training is complete)."""
+    retried = {number for trial in trials for number in _retry_history(trial)}
     return [trial for trial in trials
             if trial.state == TrialState.FAIL and trial.number not in retried
-            and trial.user_attrs.get("stop_reason") in ("interrupted", "time_budget")]
+            and trial.user_attrs.get(Key.STOP_REASON) in STOPPED_FROM_OUTSIDE]
 
 
 def requeue_interrupted(study: optuna.Study) -> list[FrozenTrial]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import optuna
 
 from objectives.data import DatasetError
+from objectives.record import Key
 from search.artifact_store import record_location
 from search.disk_space import keep_reserve
 from search.errors import UserError
@@ -141,6 +142,6 @@ def run_study(
         last = study.get_trials(deepcopy=False)[-1]
         raise UserError(
             f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row; the last one: "
-            f"{last.user_attrs.get('fail_reason', 'no reason recorded')}"
+            f"{last.user_attrs.get(Key.FAIL_REASON, 'no reason recorded')}"
         )
     return RunSummary(study=study, ran=reporter.ran, restart=loop.restart)

@@ -9,14 +9,13 @@ from typing import Any
 
 import optuna
 
-from objectives.config import MAX_EPOCHS_ATTR
+from objectives.record import Key
 from objectives.space import reference_trials
 from search.errors import UserError
 from search.studyfile import StudyFile
 
 STUDY_ATTR = "hpsearch"  # study user attribute: the fingerprint and the study file it came from
 CREATION_WAIT_S = 10.0  # how long an empty study may lack the record of its study file
-WARM_START_ATTR = "warm_start"  # trial user attribute of the reference configuration tried first
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -71,14 +70,14 @@ def open_study(
         "study_file_given": spec.model_dump(mode="json", exclude_unset=True),  # to rebuild it
     })
     for fixed in spec.fixed_trials:  # only by the process that created the study
-        attrs: dict[str, Any] = {"label": fixed.label}
+        attrs: dict[str, Any] = {Key.LABEL: fixed.label}
         if fixed.max_epochs is not None:
-            attrs[MAX_EPOCHS_ATTR] = fixed.max_epochs
+            attrs[Key.MAX_EPOCHS] = fixed.max_epochs
         study.enqueue_trial(fixed.params(), user_attrs=attrs)
     for start, epochs in warm_starts(spec):
-        marks: dict[str, Any] = {WARM_START_ATTR: True}
+        marks: dict[str, Any] = {Key.WARM_START: True}
         if epochs < spec.training.max_epochs:
-            marks[MAX_EPOCHS_ATTR] = epochs
+            marks[Key.MAX_EPOCHS] = epochs
         study.enqueue_trial(start, user_attrs=marks)
     return study
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from objectives.record import StopReason
 from search import fronts, optuna_ids
 from search.artifact_store import open_store, resolve_location
 from search.checkpoint_store import open_checkpoints
@@ -82,7 +83,7 @@ class TrialArtifacts:
 
     def after_training(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
                        dataset: Dataset, params: dict[str, Any]) -> None:
-        complete = outcome.stop_reason != "pruned"
+        complete = outcome.stop_reason != StopReason.PRUNED
         with tempfile.TemporaryDirectory(prefix="hpsearch-artifacts-") as tmp:
             folder = Path(tmp)
             if self.spec.artifacts.figures:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.goals import EPOCH_VALUES_ATTR
+from objectives.record import Key, StopReason
 
 logger = logging.getLogger(__name__)
 
@@ -42,26 +42,26 @@ def describe_trial(trial: FrozenTrial, metric: str,
         else:
             value = trial.values[0] if trial.values else math.nan
             shown = f"{metric} {value:.4f}"
-        epochs = f"best epoch {attrs.get('best_epoch')}/{attrs.get('epochs_run')}"
-        speed = attrs.get("seconds_per_epoch")
+        epochs = f"best epoch {attrs.get(Key.BEST_EPOCH)}/{attrs.get(Key.EPOCHS_RUN)}"
+        speed = attrs.get(Key.SECONDS_PER_EPOCH)
         speed_text = f", {speed:.2f} s/epoch" if isinstance(speed, (int, float)) else ""
         return (
             f"trial {trial.number} complete: {shown} ({epochs}, "
-            f"{attrs.get('stop_reason', 'completed')}{speed_text})"
+            f"{attrs.get(Key.STOP_REASON, StopReason.COMPLETED)}{speed_text})"
         )
-    if attrs.get("stop_reason") == "infeasible":
+    if attrs.get(Key.STOP_REASON) == StopReason.INFEASIBLE:
         return (f"trial {trial.number} not trained: over the study's budget "
-                f"({attrs.get('infeasible', '?')})")
+                f"({attrs.get(Key.INFEASIBLE, '?')})")
     if trial.state == TrialState.PRUNED:
         last = trial.last_step
         reported = trial.intermediate_values.get(last) if last is not None else None
-        epoch_values = attrs.get(EPOCH_VALUES_ATTR)  # several objectives: no intermediate values
+        epoch_values = attrs.get(Key.EPOCH_VALUES)  # several objectives: no intermediate values
         if last is None and isinstance(epoch_values, list) and epoch_values:
             last, reported = len(epoch_values) - 1, epoch_values[-1]
         shown = f" ({metric} {reported:.4f})" if reported is not None else ""
         epoch = last + 1 if last is not None else "?"
         return f"trial {trial.number} pruned at epoch {epoch}{shown}"
-    reason = attrs.get("fail_reason", "interrupted or returned no value")
+    reason = attrs.get(Key.FAIL_REASON, "interrupted or returned no value")
     return f"trial {trial.number} failed: {reason}"
 
 

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import budget, interrupts
+from objectives.record import Key, StopReason
 from search import optuna_ids
 from search.budget_lock import BudgetLock
 from search.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
@@ -134,7 +135,7 @@ class WorkerLoop:
             if optuna_ids.supported():
                 optuna_ids.storage_of(self.study).set_trial_user_attr(
                     optuna_ids.trial_id(self.study.get_trials(deepcopy=False)[number]),
-                    "fail_reason", reason)
+                    Key.FAIL_REASON, reason)
             self.study.tell(number, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # Optuna recorded it failed
@@ -168,7 +169,7 @@ class WorkerLoop:
                 continue
             try:  # the reason first: a finished trial takes no attributes
                 storage.set_trial_user_attr(
-                    trial_id, "fail_reason",
+                    trial_id, Key.FAIL_REASON,
                     "its worker lost the storage before the first heartbeat")
                 storage.set_trial_state_values(trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -203,7 +204,8 @@ class WorkerLoop:
             # so do trials a run's time budget ended before their first epoch.
             for trial in requeue_interrupted(self.study):
                 logger.info("trial %d was %s: queued to run again", trial.number,
-                            "interrupted" if trial.user_attrs["stop_reason"] == "interrupted"
+                            "interrupted"
+                            if trial.user_attrs[Key.STOP_REASON] == StopReason.INTERRUPTED
                             else "cut by a run's time budget before its first epoch")
             # The budget is safe once the new trial is RUNNING in the storage: the lock goes
             # when the objective starts, before its first suggestion (Optuna samples a trial's

@@ -20,7 +20,7 @@ from objectives.data import CIFAR10_CLASSES
 from search.artifact_store import open_store
 from search.dashboard_artifacts import artifacts_of, listed, read_artifact
 from search.cli import cli
-from search.evaluate import evaluations
+from objectives.record import evaluations
 
 STUDY = """
 [study]

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 from optuna.trial import TrialState
 
-from objectives.goals import EPOCH_VALUES_ATTR, Goals
+from objectives.goals import Goals
+from objectives.record import Key
 from search import studyfile
 from search.cli import cli
 from search.errors import UserError
@@ -197,7 +198,7 @@ def test_a_two_objective_study_end_to_end(write_study: Callable[..., Path], stor
         assert trial.values[0] == pytest.approx(trial.user_attrs["val_accuracy"], abs=1e-6)
         assert trial.values[1] == trial.user_attrs["n_params"]
         # each epoch's value is visible, since Optuna refuses intermediate values here
-        assert trial.user_attrs[EPOCH_VALUES_ATTR] == trial.user_attrs["history"]["val_accuracy"]
+        assert trial.user_attrs[Key.EPOCH_VALUES] == trial.user_attrs["history"]["val_accuracy"]
         assert not trial.intermediate_values
     front = sorted(t.number for t in study.best_trials)
 
@@ -373,5 +374,5 @@ def test_a_two_objective_study_prunes_a_dominated_trial(write_study: Callable[..
     large = trials[2]
     assert large.user_attrs["stop_reason"] == "pruned"
     assert large.user_attrs["epochs_run"] == 2  # judged from its second epoch on
-    assert len(large.user_attrs[EPOCH_VALUES_ATTR]) == 2
+    assert len(large.user_attrs[Key.EPOCH_VALUES]) == 2
     assert "trial 2 pruned at epoch 2" in result.stderr

@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from objectives.checkpoints import CheckpointError, TrainingState
-from search.evaluate import evaluations
+from objectives.record import evaluations
 
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 

@@ -88,19 +88,19 @@ def test_reference_params_keep_only_what_the_space_holds() -> None:
 
 def test_a_new_study_tries_the_reference_first_and_fixed_trials_replace_it(
         tmp_path: Path) -> None:
-    from objectives.config import MAX_EPOCHS_ATTR
+    from objectives.record import Key
     from objectives.space import REFERENCES
-    from search.studies import WARM_START_ATTR, open_study
+    from search.studies import open_study
     from search.studyfile import StudyFile
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'w.db'}")
     spec = StudyFile.model_validate({"study": {"name": "warm", "n_trials": 2}})
     study = open_study(spec, storage)
     # the hand-built experiment with its own epochs, the wide one with the study's
-    for (reference, epochs), attrs in zip(REFERENCES, [{MAX_EPOCHS_ATTR: 18}, {}]):
+    for (reference, epochs), attrs in zip(REFERENCES, [{Key.MAX_EPOCHS: 18}, {}]):
         trial = study.ask()
         assert suggest(trial, spec.space) == reference
-        assert trial.user_attrs == {WARM_START_ATTR: True, **attrs}
+        assert trial.user_attrs == {Key.WARM_START: True, **attrs}
     assert open_study(spec, storage).get_trials(states=(optuna.trial.TrialState.WAITING,)) == []
 
     one = StudyFile.model_validate({"study": {"name": "one", "n_trials": 1}})

@@ -169,9 +169,12 @@ def test_a_stop_signal_to_run_with_workers_stops_every_worker_at_once(
     errors = _finish([run], 90)
     took = time.monotonic() - started
     assert run.returncode == 128 + how, "\n".join(errors)
-    assert took < 8, took  # not the 10 s grace that Ctrl-C waited
-    assert all(t.datetime_start < signalled for t in _trials(storage_url)
-               if t.state == TrialState.FAIL)
+    assert took < 30, took  # no hang
+    # Told at once, no worker started a trial after the signal (in the 10 s that Ctrl-C
+    # waited, each started new trials, failed when the SIGTERM came)
+    trials = _trials(storage_url)
+    assert all(t.datetime_start < signalled for t in trials if t.datetime_start is not None)
+    assert TrialState.RUNNING not in [t.state for t in trials]
     assert "Traceback" not in errors[0]
     lines = errors[0].strip().splitlines()
     assert lines[-1] == ("interrupted: every worker stopped; run the same command to resume "
