@@ -8,7 +8,6 @@ password never appears in what we print: use :func:`redact` on any URL shown to 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -22,10 +21,10 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from search.disk_space import check_free_space
 from search.errors import UserError, database_error
+from search.locks import SCHEMA_SUFFIX, schema_lock
 from search.resumption import RetryStaleTrials
 from search.retrying import lost_connection, retrying
 
@@ -33,7 +32,6 @@ DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
-SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 # Tables that only Optuna's storage makes (any one of them: its schema is being made).
 OPTUNA_FIRST_TABLES = {"studies", "version_info", "alembic_version"}
 
@@ -129,35 +127,19 @@ def _sqlite_path(parsed: URL) -> Path | None:
 
 
 @contextlib.contextmanager
-def _schema_lock(parsed: URL, kwargs: dict[str, object], *, needed: bool) -> Iterator[None]:
-    """Workers that start together on an empty database would all create Optuna's tables at
-    once and collide; the first creates them while the others wait.
-
-    Taken by every opening that may create: a worker that finds the tables already there may
-    still come while another is writing their version rows, and would write them twice.
-    """
+def _schema_lock(url: str, kwargs: dict[str, object], *, needed: bool) -> Iterator[None]:
+    """Taken by every opening that may create Optuna's tables (``search.locks``): a worker
+    that finds the tables already there may still come while another is writing their version
+    rows, and would write them twice."""
     if not needed:
         yield
         return
-    path = _sqlite_path(parsed)
-    if path is not None:
-        with open(f"{path}.schema.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-        return
-    if parsed.get_backend_name() != "postgresql":
-        yield
-        return
-    engine = sqlalchemy.create_engine(parsed, poolclass=NullPool, **kwargs)  # type: ignore[arg-type]
+    lock = schema_lock(url, kwargs)
     try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
-            try:
-                yield
-            finally:
-                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+        with lock:
+            yield
     finally:
-        engine.dispose()
+        lock.dispose()
 
 
 class HpsearchStorage(optuna.storages.RDBStorage):
@@ -211,7 +193,7 @@ def _check_path(parsed: URL, shown: str, *, create: bool) -> Path | None:
 def _check_companions(path: Path, shown: str, study_name: str | None) -> None:
     """The files SQLite and hpsearch keep beside a database file must be files: a folder in
     the place of one fails only once the storage and the study are written."""
-    names = [f"{path.name}.schema.lock", f"{path.name}-wal", f"{path.name}-shm",
+    names = [f"{path.name}{SCHEMA_SUFFIX}", f"{path.name}-wal", f"{path.name}-shm",
              f"{path.name}-journal", f"{path.name}.reserve"]
     if study_name is not None:
         names.append(f"{path.name}.{study_name}.lock")
@@ -321,7 +303,7 @@ def _open(url: str, parsed: URL, *, create: bool, heartbeat: tuple[int, int, int
                     heartbeat_interval=interval, grace_period=grace,
                     heartbeat_stale_trial_callback=RetryStaleTrials(retries, drop_checkpoint),
                 )
-            with _schema_lock(parsed, kwargs, needed=create):
+            with _schema_lock(url, kwargs, needed=create):
                 return HpsearchStorage(url, engine_kwargs=kwargs, **options)
     except SQLAlchemyError as exc:
         if lost_connection(exc):

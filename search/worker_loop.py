@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from objectives import budget, interrupts
 from objectives.record import Key, StopReason
 from search import optuna_ids
-from search.budget_lock import BudgetLock
+from search.locks import budget_lock
 from search.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
 from search.errors import database_error
 from search.heartbeats import UnbeatenTrials
@@ -68,7 +68,7 @@ class WorkerLoop:
         self.study = study
         self.objective = objective
         self.reporter = reporter
-        self.lock = BudgetLock(storage_url, spec.name, engine_kwargs(storage_url))
+        self.lock = budget_lock(storage_url, spec.name, engine_kwargs(storage_url))
         self.memory = MemoryWatch(spec.workers.max_memory_growth)
         self.restart = False  # set when this process should start afresh (search.recycling)
         self.unbeaten = UnbeatenTrials(storage_url)

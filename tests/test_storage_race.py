@@ -35,3 +35,39 @@ def test_workers_opening_a_fresh_storage_at_once_all_succeed(storage_url: str) -
     ]
     assert [p.returncode for p in openers] == [0] * OPENERS, failures
     assert optuna.storages.RDBStorage(storage_url).get_all_studies() == []
+
+
+def test_a_storage_lock_excludes_another_holder_of_the_same_lock(storage_url: str) -> None:
+    """The one lock of ``search.locks`` (schema and budget alike): a second holder waits
+    until the first releases; another study's budget lock does not."""
+    import threading
+
+    from search.locks import budget_lock, schema_lock
+    from search.storage import engine_kwargs
+
+    kwargs = engine_kwargs(storage_url)
+    first, second = budget_lock(storage_url, "a", kwargs), budget_lock(storage_url, "a", kwargs)
+    other = budget_lock(storage_url, "b", kwargs)
+    taken = threading.Event()
+
+    def take() -> None:
+        second.acquire()
+        taken.set()
+
+    try:
+        first.acquire()
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        assert not taken.wait(1.0)  # held by the first
+        with other:  # another study's budget is free
+            pass
+        first.release()
+        assert taken.wait(10.0)
+        waiter.join()
+        second.release()
+        schema = schema_lock(storage_url, kwargs)
+        with schema:
+            schema.release()  # releasing twice is fine
+    finally:
+        for lock in (first, second, other, *([schema] if "schema" in locals() else [])):
+            lock.dispose()
