@@ -42,9 +42,10 @@ def make_sampler(spec: StudyFile) -> optuna.samplers.BaseSampler:
     return TrialSeededSampler(build, spec.study.seed)
 
 
-def trial_seed(study_seed: int, number: int) -> int:
-    """The seed of trial ``number``'s draws: NumPy's ``SeedSequence`` of the study's seed and the
-    number, so that neighbouring numbers give unrelated streams."""
+def draw_seed(study_seed: int, number: int) -> int:
+    """The seed of trial ``number``'s draws: NumPy's ``SeedSequence`` of the study's seed and
+    the number, so that neighbouring numbers give unrelated streams. (The seed it trains with
+    is another: ``objectives.record.trial_seed``.)"""
     return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
 
 
@@ -54,7 +55,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     Optuna seeds a sampler once per process, so every fresh process (a second worker, a run
     resumed after Ctrl-C, SIGKILL or a larger ``n_trials``, a worker that started afresh)
     replays the same random stream and proposes the same first configurations again. Here a
-    trial's sampler is made anew from ``build(trial_seed(seed, number))``: what it draws
+    trial's sampler is made anew from ``build(draw_seed(seed, number))``: what it draws
     depends on the study's seed, the trial's number (unique in the study) and the finished
     trials it learns from, never on the process. Samplers keep their state across trials in the
     storage (CMA-ES's and NSGA-II's generations, QMC's sample index), which stays shared.
@@ -75,7 +76,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         with self._lock:
             sampler = self._by_number.get(number)
             if sampler is None:
-                sampler = self._by_number[number] = self._build(trial_seed(self._seed, number))
+                sampler = self._by_number[number] = self._build(draw_seed(self._seed, number))
             return sampler
 
     def infer_relative_search_space(self, study: optuna.Study,

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import studyfile
 from search.cli import cli
-from search.samplers import TrialSeededSampler, make_sampler, trial_seed
+from search.samplers import TrialSeededSampler, draw_seed, make_sampler
 
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
@@ -110,10 +110,10 @@ def _seeded_draws(seed: int, numbers: range) -> list[dict[str, object]]:
     return draws
 
 
-def test_trial_seeds_follow_the_study_seed_and_the_number() -> None:
-    assert trial_seed(7, 3) == trial_seed(7, 3)
-    assert len({trial_seed(7, n) for n in range(1000)}) == 1000
-    assert trial_seed(7, 3) != trial_seed(8, 3)
+def test_draw_seeds_follow_the_study_seed_and_the_number() -> None:
+    assert draw_seed(7, 3) == draw_seed(7, 3)
+    assert len({draw_seed(7, n) for n in range(1000)}) == 1000
+    assert draw_seed(7, 3) != draw_seed(8, 3)
     assert _seeded_draws(7, range(5)) == _seeded_draws(7, range(5))  # two processes alike
     assert _seeded_draws(7, range(5)) != _seeded_draws(8, range(5))
     assert len({d["x"] for d in _seeded_draws(7, range(50))}) == 50
