@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 import textwrap
 import time
@@ -19,6 +20,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+
+# The installed command, for tests that run it as a real process.
+HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "HPSEARCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

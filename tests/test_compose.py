@@ -8,11 +8,12 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from conftest import HPSEARCH
 
 import optuna
 import pytest
@@ -21,7 +22,6 @@ import yaml
 from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parent.parent
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 
 def _interpolate(value: str, env: dict[str, str]) -> str:

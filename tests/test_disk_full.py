@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import TINY_STUDY, wait_for
+from conftest import HPSEARCH, TINY_STUDY, wait_for
 
 import optuna
 import pytest
@@ -19,7 +18,6 @@ from optuna.trial import TrialState
 
 from search.disk_space import disk_full
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 
 @pytest.fixture

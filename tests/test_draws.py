@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import interruptible, wait_for
+from conftest import HPSEARCH, interruptible, wait_for
 
 import optuna
 import pytest
@@ -22,7 +21,6 @@ from search import studyfile
 from search.cli import cli
 from search.samplers import TrialSeededSampler, draw_seed, make_sampler
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 STUDY = """
 [study]

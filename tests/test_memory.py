@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from conftest import HPSEARCH
 
 import optuna
 import pytest
@@ -18,7 +19,6 @@ from optuna.trial import TrialState
 
 from search.recycling import resident_mb
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 # benchmarks/memory.py's study, on less data: new layer shapes every trial, the fused update
 # on (what a trial leaves behind does not depend on how much data it trained on).

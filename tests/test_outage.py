@@ -8,7 +8,6 @@ import os
 import select
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +17,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from conftest import wait_for
+from conftest import HPSEARCH, wait_for
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 STUDY = """
 [study]

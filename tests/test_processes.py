@@ -7,18 +7,16 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import interruptible, wait_for
+from conftest import HPSEARCH, interruptible, wait_for
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 SLOW_STUDY = """
 [study]

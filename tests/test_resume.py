@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import interruptible, wait_for
+from conftest import HPSEARCH, interruptible, wait_for
 
 import optuna
 import pytest
@@ -21,7 +20,6 @@ from optuna.trial import TrialState
 from objectives.checkpoints import CheckpointError, TrainingState
 from objectives.record import evaluations
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 # Every parameter fixed: every trial trains the same network, its seed set by its number (a
 # retry's: its first try's), so trial 0 of any run of this file is the same training.

@@ -8,20 +8,18 @@ import datetime
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import interruptible, wait_for
+from conftest import HPSEARCH, interruptible, wait_for
 
 import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
 STUDY = """
 [study]
