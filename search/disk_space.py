@@ -32,6 +32,8 @@ from search.retrying import cause
 
 MIN_FREE_MB = 8.0
 RESERVE_BYTES = 1 << 20
+# The reserve's first line: a file of that name without it is someone else's and is left alone.
+RESERVE_MARK = b"hpsearch reserve: room to record a trial's failure on a full disk\n"
 SQLITE_FULL = 13
 POSTGRES_DISK_FULL = "53100"
 
@@ -85,21 +87,21 @@ def keep_reserve(url: str) -> None:
     if path is None or not path.parent.is_dir():
         return
     reserve = reserve_path(path)
-    if _reserve_size(path) >= RESERVE_BYTES:
+    if _reserve_size(path) >= RESERVE_BYTES or (reserve.exists() and not _ours(reserve)):
         return
     try:
         if shutil.disk_usage(path.parent).free < MIN_FREE_MB * 2**20:
             return
-        with open(reserve, "wb") as handle:
-            handle.write(b"\0" * RESERVE_BYTES)  # written, not sparse: the blocks are taken
+        with open(reserve, "wb") as handle:  # written, not sparse: the blocks are taken
+            handle.write(RESERVE_MARK + b"\0" * (RESERVE_BYTES - len(RESERVE_MARK)))
     except OSError:
-        reserve.unlink(missing_ok=True)
+        reserve.unlink(missing_ok=True)  # our own, half written
 
 
 def give_up_reserve(url: str) -> bool:
     """Delete the reserve: room for the writes that record a failure. Whether there was one."""
     path = sqlite_file(url)
-    if path is None:
+    if path is None or not _ours(reserve_path(path)):
         return False
     try:
         os.unlink(reserve_path(path))
@@ -113,7 +115,18 @@ def reserve_path(database: Path) -> Path:
 
 
 def _reserve_size(database: Path) -> int:
+    """The size of hpsearch's own reserve beside ``database`` (0: none of ours)."""
+    reserve = reserve_path(database)
     try:
-        return reserve_path(database).stat().st_size
+        return reserve.stat().st_size if _ours(reserve) else 0
     except OSError:
         return 0
+
+
+def _ours(reserve: Path) -> bool:
+    """Whether ``reserve`` is a reserve hpsearch wrote: only those are replaced or deleted."""
+    try:
+        with open(reserve, "rb") as handle:
+            return handle.read(len(RESERVE_MARK)) == RESERVE_MARK
+    except OSError:
+        return False

@@ -152,3 +152,21 @@ def test_a_full_artifact_store_keeps_no_partial_file(
     for path in files:
         with readable.open_reader(path.name) as reader:
             assert reader.read(1)  # not empty
+
+
+def test_a_file_of_the_reserve_s_name_that_hpsearch_did_not_write_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    from search.disk_space import give_up_reserve, keep_reserve
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    (tmp_path / "studies.db").write_bytes(b"")
+    mine = tmp_path / "studies.db.reserve"
+    mine.write_text("someone's notes")
+    keep_reserve(url)
+    assert not give_up_reserve(url)
+    assert mine.read_text() == "someone's notes"
+    mine.unlink()
+    keep_reserve(url)  # hpsearch's own: made, and given up
+    assert mine.stat().st_size == 1 << 20
+    assert give_up_reserve(url) and not mine.exists()
