@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/checkpoint_cost.py [--rounds 3] [--epochs 4]
 
 Both contenders are ``objectives.mlp.train`` with a study's default training settings (as every
 trial runs), one with ``checkpoint_every = 0``, one with ``checkpoint_every = 1`` writing to a
-real checkpoint folder (``search.checkpoint_store.FolderCheckpoints``: written beside, renamed
+real checkpoint folder (``search.artifacts.checkpoints.FolderCheckpoints``: written beside, renamed
 into place) on this machine's disk. Printed: the median seconds per epoch of each (each run's
 first epoch, which traces, not counted), the median seconds each checkpoint took to capture and
 write (timed around the store's ``save``, plus the capture), the checkpoint's size, and the
@@ -39,7 +39,7 @@ def train_epochs(contender: str, epochs: int, path: str | None) -> dict[str, obj
     from objectives.config import TrainingConfig
     from objectives.keras_setup import keras
     from objectives.mlp import train
-    from search.checkpoint_store import FolderCheckpoints
+    from search.artifacts.checkpoints import FolderCheckpoints
 
     data = _data(path)
     keras.utils.set_random_seed(0)

@@ -10,7 +10,7 @@ ask (sampling, parameter writes), the reports, tell, and for hpsearch its budget
 stale-trial check. Side by side, for each storage and number of workers:
 
 - hpsearch: its own worker loop (budget lock, heartbeats, stale-trial retry, the storage of
-  search/storage.py);
+  search/storage/opening.py);
 - plain Optuna: ``study.optimize(objective, n_trials=1)`` in a loop on Optuna's RDB storage,
   no heartbeat, until the study has N finished trials (``MaxTrialsCallback``'s rule).
 
@@ -88,14 +88,14 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
             if len(sleeps) > before:
                 overheads.append(time.perf_counter() - started - sleeps[-1])
     else:
-        from search.runner import prepare
-        from search.trial_report import TrialReporter
-        from search.worker_loop import WorkerLoop
+        from search.workers.run import prepare
+        from search.workers.outcomes import TrialReporter
+        from search.workers.loop import WorkerLoop
         from search.studies import open_study
 
         storage, existing, _ = prepare(spec, url)
         study = existing or open_study(spec, storage)
-        loop = WorkerLoop(spec, url, study, objective, TrialReporter("val_accuracy", None))
+        loop = WorkerLoop(spec, storage, study, objective, TrialReporter("val_accuracy", None))
         one_trial = loop._one_trial
 
         def timed(target: int | None) -> bool:
@@ -204,7 +204,7 @@ def main() -> None:
         "reports, tell, and for hpsearch its budget lock, stale-trial check and heartbeat. "
         "hpsearch's worker loop beside a plain Optuna loop (`study.optimize(n_trials=1)` on "
         "Optuna's RDB storage without heartbeats) in the same run. Both write through Optuna's "
-        "own RDB storage (`search/storage.py` changes only how a failed heartbeat is "
+        "own RDB storage (`search/storage/opening.py` changes only how a failed heartbeat is "
         "handled).", "",
         "Trials per minute count the study's N trials over the wall clock until every worker "
         "has exited. The plain loop checks the count before each trial, so its workers run past "

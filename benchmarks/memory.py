@@ -27,7 +27,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search.recycling import resident_mb
+from search.workers.fresh_start import resident_mb
 from search.studyfile import WorkersSection
 
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
@@ -135,7 +135,7 @@ def main() -> None:
         seconds = time.monotonic() - clock
         if worker.returncode != 0:
             sys.exit(f"the worker failed:\n{stderr}")
-        # "... starts afresh to give back memory after trial N: ..." (search/worker_loop.py)
+        # "... starts afresh to give back memory after trial N: ..." (search/workers/loop.py)
         marker = "starts afresh to give back memory after trial "
         restarted_after = {int(line.split(marker, 1)[1].split(":")[0]) for line in
                            stderr.splitlines() if marker in line}

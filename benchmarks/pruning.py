@@ -39,10 +39,11 @@ from optuna.trial import TrialState  # noqa: E402
 from objectives.config import direction  # noqa: E402
 from objectives.record import Key  # noqa: E402
 from objectives.pruning import CostAwareRule, peer_of  # noqa: E402
-from search.evaluate import stored_spec  # noqa: E402
-from search.results import pick_study  # noqa: E402
+from search.results.evaluate import stored_spec  # noqa: E402
+from search.results.tables import pick_study  # noqa: E402
 from search.samplers import make_pruner  # noqa: E402
-from search.storage import open_storage, redact, resolve_url  # noqa: E402
+from search.storage.address import redact, resolve_url  # noqa: E402
+from search.storage.opening import open_storage  # noqa: E402
 from search.studyfile import StudyFile  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 """What TensorFlow keeps from one trial to the next, in one process: the reproduction behind
-search/recycling.py.
+search/workers/fresh_start.py.
 
 Run: .venv/bin/python benchmarks/tf_memory.py MODE [--trials 30]
      TF_ENABLE_ONEDNN_OPTS=0 .venv/bin/python benchmarks/tf_memory.py MODE

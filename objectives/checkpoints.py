@@ -10,7 +10,7 @@ the input order (epoch ``e``'s batches depend on the seed and ``e`` only, see
 
 It is one ``.npz`` file (NumPy arrays and a JSON header, no pickles), written after every
 ``checkpoint_every`` epochs by :class:`Checkpointer` through a :class:`CheckpointStore`
-(``search.checkpoint_store``: written whole or not at all). A checkpoint that cannot be read,
+(``search.artifacts.checkpoints``: written whole or not at all). A checkpoint that cannot be read,
 or that was written by another hpsearch version, for other parameters or another model, is
 refused with :class:`CheckpointError`, whose message says why; the trial then starts at
 epoch 1.

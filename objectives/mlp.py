@@ -409,7 +409,7 @@ class MlpObjective:
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
         params = suggest(trial, self.space)
-        # A retry (search.resumption) trains as its lineage's first try would: its seed, and
+        # A retry (search.workers.retries) trains as its lineage's first try would: its seed, and
         # its checkpoint.
         lineage = lineage_of(trial)
         store = self._checkpoints()

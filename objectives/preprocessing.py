@@ -59,7 +59,7 @@ def spectrum(x_train: np.ndarray) -> Spectrum:
     process; for images (``(n, height, width, channels)``), of ``x_train`` with its mirror
     images. A split from the decoded-array cache (memory-mapped) has its spectrum cached
     beside it, computed once per machine: every worker, and every fresh start of one
-    (``search.recycling``), reads it back instead of taking 20 s of a core for it."""
+    (``search.workers.fresh_start``), reads it back instead of taking 20 s of a core for it."""
     cached = _spectra.get(id(x_train))
     if cached is not None and cached[0]() is x_train:
         return cached[1]

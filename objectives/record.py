@@ -36,7 +36,7 @@ class StopReason(StrEnum):
 
 
 # Stopped by the user or the run, not by anything of their own: run again first, from their
-# checkpoint, when the study next runs (search.resumption).
+# checkpoint, when the study next runs (search.workers.retries).
 STOPPED_FROM_OUTSIDE = (StopReason.INTERRUPTED, StopReason.TIME_BUDGET)
 
 
@@ -55,12 +55,12 @@ class Key:
     INFEASIBLE = "infeasible"
     EPOCH_VALUES = "epoch_values"
     VAL_MACRO_F1 = "val_macro_f1"
-    # queued with a trial before the sampler proposes (search.studies, search.resumption)
+    # queued with a trial before the sampler proposes (search.studies, search.workers.retries)
     LABEL = "label"
     WARM_START = "warm_start"
     # this many epochs instead of the study's `max_epochs` (the hand-built experiments')
     MAX_EPOCHS = "max_epochs"
-    # a retry (search.resumption): the trial it carries on, its lineage's first try (whose
+    # a retry (search.workers.retries): the trial it carries on, its lineage's first try (whose
     # seed and checkpoint it uses) and the epoch it resumed at (0: from the start)
     RESUMES = "resumes"
     FIRST_TRY = "first_try"

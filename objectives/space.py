@@ -219,7 +219,7 @@ CONDITIONAL_PARAMS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Entries added after studies were first stored: left out of a stored study's fingerprint
 # while they keep their defaults, so that a study made before them still resumes; they are
 # sampled, in this order, only where the space asks for more than their defaults.
-LATER_ENTRIES = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smoothing",
+ENTRIES_ADDED_LATER = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smoothing",
                  "augment_flip", "augment_shift", "preprocessing", "whitening_epsilon",
                  "pca_components")
 
@@ -305,7 +305,7 @@ class SearchSpace(BaseModel):
             rows.append((name, getattr(self, name).describe(), ""))
         for name, owner in OPTIMIZER_PARAMS.items():
             rows.append((name, getattr(self, name).describe(), f"optimizer == {owner!r}"))
-        for name in LATER_ENTRIES:
+        for name in ENTRIES_ADDED_LATER:
             depends_on, choices = CONDITIONAL_PARAMS.get(name, ("", ()))
             rows.append((name, getattr(self, name).describe(),
                          f"{depends_on} in {list(choices)!r}" if depends_on else ""))
@@ -362,7 +362,7 @@ class SearchSpace(BaseModel):
         dumped = self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
         defaults = type(self)().model_dump(mode="json", exclude_none=True)
         return {name: value for name, value in dumped.items()
-                if name not in LATER_ENTRIES or value != defaults[name]}
+                if name not in ENTRIES_ADDED_LATER or value != defaults[name]}
 
 
 # The configurations a new study tries first (``[study] warm_start``), decided by
@@ -424,7 +424,7 @@ def _recipe(space: SearchSpace, chosen: dict[str, Any]) -> dict[str, Any]:
     holds that, else at their defaults where it holds those; their own parameters where their
     choice is made and the space holds the recipe's value."""
     recipe: dict[str, Any] = {}
-    for name in LATER_ENTRIES:
+    for name in ENTRIES_ADDED_LATER:
         if name in CONDITIONAL_PARAMS or not _searched(space, name):
             continue
         default = SearchSpace.model_fields[name].default.value
@@ -461,7 +461,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]
             params[name] = getattr(space, name).suggest(trial, name)
     # The later entries are sampled (and recorded) only where the space asks for more than
     # their defaults, which train as every trial did before they existed.
-    for name in LATER_ENTRIES:
+    for name in ENTRIES_ADDED_LATER:
         depends_on, choices = CONDITIONAL_PARAMS.get(name, ("", ()))
         if depends_on:
             applies = params.get(depends_on) in choices

@@ -101,7 +101,7 @@ def main() -> None:
     import optuna
 
     sys.path.insert(0, str(REPO))
-    from search import fronts
+    from search.results import fronts
 
     with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
         work = Path(tmp)
@@ -131,7 +131,7 @@ def main() -> None:
         with dashboard(storage, work) as base:
             render(f"{base}/dashboard/studies/{study_id}/trials?numbers={trial.number}",
                    screenshot=written[1], size="1400,1500")
-            if fronts.several(study):
+            if fronts.multi_objective(study):
                 render(f"{base}/dashboard/studies/{study_id}", screenshot=written[2],
                        size="1400,1500")
             else:

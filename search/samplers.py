@@ -16,9 +16,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.studyfile import (
-    CmaEsSampler, GPSampler, HyperbandPruner, MedianPruner, NoPruner, NSGAIIISampler,
-    NSGAIISampler, PercentilePruner, QMCSampler, RandomSampler, StudyFile,
-    SuccessiveHalvingPruner, TPESampler, WilcoxonPruner,
+    CmaEsSamplerSection, GPSamplerSection, HyperbandPrunerSection, MedianPrunerSection,
+    NoPrunerSection, NSGAIIISamplerSection, NSGAIISamplerSection, PercentilePrunerSection,
+    QMCSamplerSection, RandomSamplerSection, StudyFile, SuccessiveHalvingPrunerSection,
+    TPESamplerSection, WilcoxonPrunerSection,
 )
 
 
@@ -119,32 +120,32 @@ def make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
 
 def _make_sampler(spec: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
     config = spec.sampler
-    if isinstance(config, TPESampler):
+    if isinstance(config, TPESamplerSection):
         return optuna.samplers.TPESampler(
             n_startup_trials=config.n_startup_trials, multivariate=config.multivariate,
             group=config.group and config.multivariate, constant_liar=config.constant_liar,
             seed=seed,
         )
-    if isinstance(config, RandomSampler):
+    if isinstance(config, RandomSamplerSection):
         return optuna.samplers.RandomSampler(seed=seed)
-    if isinstance(config, CmaEsSampler):
+    if isinstance(config, CmaEsSamplerSection):
         _require("cmaes", "sampler.type 'cmaes' needs the package cmaes: pip install cmaes")
         return optuna.samplers.CmaEsSampler(
             n_startup_trials=config.n_startup_trials, sigma0=config.sigma0,
             restart_strategy=config.restart_strategy, seed=seed,
         )
-    if isinstance(config, GPSampler):
+    if isinstance(config, GPSamplerSection):
         _require("torch", "sampler.type 'gp' needs PyTorch: pip install 'hpsearch[gp]'")
         return optuna.samplers.GPSampler(n_startup_trials=config.n_startup_trials, seed=seed)
-    if isinstance(config, QMCSampler):
+    if isinstance(config, QMCSamplerSection):
         # The study's seed scrambles the one sequence that all trials share (its index is kept
         # in the storage); only the draws outside the sequence's space vary by trial.
         return optuna.samplers.QMCSampler(
             qmc_type=config.qmc_type, scramble=config.scramble, seed=spec.study.seed,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         )
-    if isinstance(config, (NSGAIISampler, NSGAIIISampler)):
-        kind = (optuna.samplers.NSGAIISampler if isinstance(config, NSGAIISampler)
+    if isinstance(config, (NSGAIISamplerSection, NSGAIIISamplerSection)):
+        kind = (optuna.samplers.NSGAIISampler if isinstance(config, NSGAIISamplerSection)
                 else optuna.samplers.NSGAIIISampler)
         return kind(population_size=config.population_size, mutation_prob=config.mutation_prob,
                     crossover_prob=config.crossover_prob, swapping_prob=config.swapping_prob,
@@ -154,23 +155,23 @@ def _make_sampler(spec: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
 
 def _make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
     config = spec.pruner
-    if isinstance(config, MedianPruner):
+    if isinstance(config, MedianPrunerSection):
         return optuna.pruners.MedianPruner(
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps,
             interval_steps=config.interval_steps,
         )
-    if isinstance(config, PercentilePruner):
+    if isinstance(config, PercentilePrunerSection):
         return optuna.pruners.PercentilePruner(
             config.percentile, n_startup_trials=config.n_startup_trials,
             n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps,
             n_min_trials=config.n_min_trials,
         )
-    if isinstance(config, SuccessiveHalvingPruner):
+    if isinstance(config, SuccessiveHalvingPrunerSection):
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=config.min_resource, reduction_factor=config.reduction_factor,
             min_early_stopping_rate=config.min_early_stopping_rate,
         )
-    if isinstance(config, HyperbandPruner):
+    if isinstance(config, HyperbandPrunerSection):
         max_resource = (
             spec.training.max_epochs if config.max_resource == "auto" else config.max_resource
         )
@@ -178,11 +179,11 @@ def _make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
             min_resource=config.min_resource, max_resource=max_resource,
             reduction_factor=config.reduction_factor,
         )
-    if isinstance(config, WilcoxonPruner):
+    if isinstance(config, WilcoxonPrunerSection):
         return optuna.pruners.WilcoxonPruner(
             p_threshold=config.p_threshold, n_startup_steps=config.n_startup_steps
         )
-    if isinstance(config, NoPruner):
+    if isinstance(config, NoPrunerSection):
         return optuna.pruners.NopPruner()
     raise AssertionError(f"unhandled pruner {config!r}")
 

@@ -111,7 +111,7 @@ class StudySection(_Section):
 
 
 # Samplers: each kind takes only its own arguments.
-class TPESampler(_Section):
+class TPESamplerSection(_Section):
     type: Literal["tpe"]
     n_startup_trials: int = Field(default=10, ge=0)
     multivariate: StrictBool = True
@@ -119,29 +119,29 @@ class TPESampler(_Section):
     constant_liar: StrictBool = False
 
 
-class RandomSampler(_Section):
+class RandomSamplerSection(_Section):
     type: Literal["random"]
 
 
-class CmaEsSampler(_Section):
+class CmaEsSamplerSection(_Section):
     type: Literal["cmaes"]
     n_startup_trials: int = Field(default=1, ge=0)
     sigma0: float | None = Field(default=None, gt=0)
     restart_strategy: Literal["ipop", "bipop"] | None = None
 
 
-class GPSampler(_Section):
+class GPSamplerSection(_Section):
     type: Literal["gp"]
     n_startup_trials: int = Field(default=10, ge=0)
 
 
-class QMCSampler(_Section):
+class QMCSamplerSection(_Section):
     type: Literal["qmc"]
     qmc_type: Literal["sobol", "halton"] = "sobol"
     scramble: StrictBool = True
 
 
-class _GeneticSampler(_Section):
+class _GeneticSamplerSection(_Section):
     """The arguments Optuna's NSGA-II and NSGA-III share."""
 
     population_size: int = Field(default=50, ge=2)
@@ -150,21 +150,21 @@ class _GeneticSampler(_Section):
     swapping_prob: float = Field(default=0.5, ge=0, le=1)
 
 
-class NSGAIISampler(_GeneticSampler):
+class NSGAIISamplerSection(_GeneticSamplerSection):
     """Optuna's NSGA-II, a genetic algorithm for several objectives."""
 
     type: Literal["nsga2"]
 
 
-class NSGAIIISampler(_GeneticSampler):
+class NSGAIIISamplerSection(_GeneticSamplerSection):
     """Optuna's NSGA-III: NSGA-II with reference points, for three objectives or more."""
 
     type: Literal["nsga3"]
 
 
 SamplerConfig = Annotated[
-    Union[TPESampler, RandomSampler, CmaEsSampler, GPSampler, QMCSampler, NSGAIISampler,
-          NSGAIIISampler],
+    Union[TPESamplerSection, RandomSamplerSection, CmaEsSamplerSection, GPSamplerSection,
+          QMCSamplerSection, NSGAIISamplerSection, NSGAIIISamplerSection],
     Field(discriminator="type"),
 ]
 # Samplers that take one objective only (Optuna's CMA-ES).
@@ -174,7 +174,7 @@ MULTI_OBJECTIVE_PRUNERS = ("percentile", "median", "none")
 
 
 # Pruners: epochs are the steps they see.
-class MedianPruner(_Section):
+class MedianPrunerSection(_Section):
     type: Literal["median"]
     # Two complete trials (the warm start's, by default) set the bar: with 40 epochs per trial,
     # waiting for five would spend a 30-minute search on whole random trials.
@@ -183,7 +183,7 @@ class MedianPruner(_Section):
     interval_steps: int = Field(default=1, ge=1)
 
 
-class PercentilePruner(_Section):
+class PercentilePrunerSection(_Section):
     """Optuna's percentile pruner: at each epoch a trial whose best value so far is outside the
     top ``percentile`` % of the completed trials' values at that epoch is stopped."""
 
@@ -204,33 +204,33 @@ class PercentilePruner(_Section):
     n_min_trials: int = Field(default=3, ge=1)
 
 
-class SuccessiveHalvingPruner(_Section):
+class SuccessiveHalvingPrunerSection(_Section):
     type: Literal["successive_halving"]
     min_resource: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     reduction_factor: int = Field(default=3, ge=2)
     min_early_stopping_rate: int = Field(default=0, ge=0)
 
 
-class HyperbandPruner(_Section):
+class HyperbandPrunerSection(_Section):
     type: Literal["hyperband"]
     min_resource: int = Field(default=1, ge=1)
     max_resource: int | Literal["auto"] = "auto"
     reduction_factor: int = Field(default=3, ge=2)
 
 
-class WilcoxonPruner(_Section):
+class WilcoxonPrunerSection(_Section):
     type: Literal["wilcoxon"]
     p_threshold: float = Field(default=0.1, gt=0, lt=1)
     n_startup_steps: int = Field(default=2, ge=0)
 
 
-class NoPruner(_Section):
+class NoPrunerSection(_Section):
     type: Literal["none"]
 
 
 PrunerConfig = Annotated[
-    Union[PercentilePruner, MedianPruner, SuccessiveHalvingPruner, HyperbandPruner, WilcoxonPruner,
-          NoPruner],
+    Union[PercentilePrunerSection, MedianPrunerSection, SuccessiveHalvingPrunerSection,
+          HyperbandPrunerSection, WilcoxonPrunerSection, NoPrunerSection],
     Field(discriminator="type"),
 ]
 
@@ -244,7 +244,7 @@ class WorkersSection(_Section):
     max_retry: int = Field(default=1, ge=0)
     storage_wait: float = Field(default=120.0, gt=0)
     # MB a worker may grow by after its first trial before it starts afresh (0: never); see
-    # search/recycling.py for what TensorFlow keeps.
+    # search/workers/fresh_start.py for what TensorFlow keeps.
     max_memory_growth: float = Field(default=256.0, ge=0)
 
     @model_validator(mode="after")
@@ -316,8 +316,8 @@ class StudyFile(_Section):
     """A whole study file, resolved: every default filled in."""
 
     study: StudySection
-    sampler: SamplerConfig = TPESampler(type="tpe")
-    pruner: PrunerConfig = PercentilePruner(type="percentile")
+    sampler: SamplerConfig = TPESamplerSection(type="tpe")
+    pruner: PrunerConfig = PercentilePrunerSection(type="percentile")
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     space: SearchSpace = SearchSpace()
@@ -339,14 +339,14 @@ class StudyFile(_Section):
     @model_validator(mode="after")
     def _pruner_fits_training(self) -> StudyFile:
         pruner = self.pruner
-        if isinstance(pruner, (SuccessiveHalvingPruner, HyperbandPruner)) \
+        if isinstance(pruner, (SuccessiveHalvingPrunerSection, HyperbandPrunerSection)) \
                 and isinstance(pruner.min_resource, int) \
                 and not pruner.min_resource < self.training.max_epochs:
             # its first rung would come after the last epoch: it could never prune
             raise ValueError(
                 "pruner.min_resource: `min_resource < training.max_epochs` must hold, but got "
                 f"(min_resource={pruner.min_resource}, max_epochs={self.training.max_epochs})")
-        if isinstance(pruner, HyperbandPruner) and isinstance(pruner.max_resource, int):
+        if isinstance(pruner, HyperbandPrunerSection) and isinstance(pruner.max_resource, int):
             if not pruner.min_resource < pruner.max_resource <= self.training.max_epochs:
                 raise ValueError(
                     "pruner.max_resource: `min_resource < max_resource <= training.max_epochs` "
@@ -379,11 +379,11 @@ class StudyFile(_Section):
         if not goals.multi or not goals.cost_objectives:
             return goals
         rule: CostAwareRule | None = None
-        if isinstance(pruner, PercentilePruner):
+        if isinstance(pruner, PercentilePrunerSection):
             rule = CostAwareRule(pruner.percentile, pruner.n_startup_trials,
                                  pruner.n_warmup_steps, pruner.interval_steps,
                                  pruner.n_min_trials)
-        elif isinstance(pruner, MedianPruner):  # Optuna's median rule: percentile 50, 1 trial
+        elif isinstance(pruner, MedianPrunerSection):  # Optuna's median: percentile 50, 1 trial
             rule = CostAwareRule(50.0, pruner.n_startup_trials, pruner.n_warmup_steps,
                                  pruner.interval_steps, 1)
         return Goals(goals.objectives, goals.constraints, rule)

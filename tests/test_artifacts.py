@@ -17,8 +17,8 @@ from matplotlib import image as mpimg
 from optuna.trial import TrialState
 
 from objectives.data import CIFAR10_CLASSES
-from search.artifact_store import open_store
-from search.dashboard_artifacts import artifacts_of, listed, read_artifact
+from search.artifacts.store import open_store
+from search.artifacts.dashboard_listing import artifacts_of, listed, read_artifact
 from search.cli import cli
 from objectives.record import evaluations
 

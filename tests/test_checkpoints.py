@@ -22,7 +22,7 @@ from objectives.data import CIFAR10_CLASSES, Dataset
 from objectives.keras_setup import keras
 from objectives.mlp import train
 from objectives.session import fresh_session
-from search.checkpoint_store import ArtifactCheckpoints, FolderCheckpoints
+from search.artifacts.checkpoints import ArtifactCheckpoints, FolderCheckpoints
 
 PARAMS: dict[str, Any] = {
     "n_layers": 2, "units_l0": 48, "units_l1": 24, "activation": "relu", "batch_norm": True,
@@ -163,7 +163,7 @@ def test_a_failing_store_costs_the_checkpoint_not_the_training(
 WRITER = """
 import sys
 from pathlib import Path
-from search.checkpoint_store import ArtifactCheckpoints, FolderCheckpoints
+from search.artifacts.checkpoints import ArtifactCheckpoints, FolderCheckpoints
 store = FolderCheckpoints(Path(sys.argv[1]))
 for i in range(10**6):
     store.save(7, bytes([i % 251]) * 50_000_000)
@@ -231,7 +231,7 @@ def test_a_retry_whose_checkpoint_cannot_be_used_starts_at_epoch_1_with_one_line
     from objectives.config import DataConfig
     from objectives.mlp import create_objective
     from objectives.space import SearchSpace, suggest
-    from search.resumption import requeue
+    from search.workers.retries import requeue
 
     hooks = _Hooks(tmp_path)
     space = SearchSpace.model_validate({"n_layers": 1, "units": 16, "batch_size": 128,

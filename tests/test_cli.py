@@ -372,7 +372,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
 
 def test_more_workers_than_the_machine_holds_are_capped_with_one_warning(
         write_study: Callable[..., Path], tmp_path: Path) -> None:
-    from search.workers import most_workers
+    from search.workers.processes import most_workers
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     result = invoke("run", str(write_study()), "--storage", url, "--n-trials", "2",

@@ -15,8 +15,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from search.cli import cli
-from search.compare import MIN_TRIALS, Comparison, Regularization, answers, epochs_to_95
-from search.compare_view import rows
+from search.results.compare import MIN_TRIALS, Comparison, Regularization, answers, epochs_to_95
+from search.results.compare_view import rows
 
 SPACE = {
     "optimizer": CategoricalDistribution(["adam", "sgd", "rmsprop"]),

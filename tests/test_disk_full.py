@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.disk_space import disk_full
+from search.storage.disk_space import disk_full
 
 
 
@@ -124,8 +124,8 @@ def test_a_full_artifact_store_keeps_no_partial_file(
     """The store's disk fills while trials write their figures and models: the trials complete
     with ``artifact_error`` recorded, and every file left in the store is whole and listed (a
     truncated model and empty figures stayed behind, unlisted, keeping the disk full)."""
-    from search.artifact_store import open_store
-    from search.dashboard_artifacts import artifacts_of
+    from search.artifacts.store import open_store
+    from search.artifacts.dashboard_listing import artifacts_of
 
     study_file = write_study(TINY_STUDY.replace("n_trials = 3", "n_trials = 2")
                              + "\n[artifacts]\nkeep_models = 2\n")
@@ -157,9 +157,10 @@ def test_a_full_artifact_store_keeps_no_partial_file(
 def test_a_file_of_the_reserve_s_name_that_hpsearch_did_not_write_is_left_alone(
     tmp_path: Path,
 ) -> None:
-    from search.disk_space import give_up_reserve, keep_reserve
+    from search.storage.address import StorageAddress
+    from search.storage.disk_space import give_up_reserve, keep_reserve
 
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    url = StorageAddress.parse(f"sqlite:///{tmp_path / 'studies.db'}")
     (tmp_path / "studies.db").write_bytes(b"")
     mine = tmp_path / "studies.db.reserve"
     mine.write_text("someone's notes")

@@ -1,17 +1,16 @@
-"""Each internal of Keras or TensorFlow that hpsearch relies on, made to look changed (as an
-upgrade could change it): one warning, the plain path, and trials still complete.
+"""Each internal that hpsearch relies on, made to look changed (as an upgrade could change it):
+one warning, the plain path, and trials still complete.
 
-The internals and what each falls back to: the fused optimizer update (``objectives/speed.py``:
-Keras's own update), the gradient-registry cleanup (``objectives/session.py``: entries kept),
-Optuna's study and trial ids (``search/optuna_ids.py``: nothing listed on the dashboard after a
-trial), the state of Keras's callbacks that checkpoints restore (``objectives/checkpoints.py``:
-no checkpoints).
-The one read of Optuna's tables (``search/heartbeats.py``) is forced to its fallback in
-``tests/test_workers.py``; the storage itself uses Optuna's public API only.
+The internals are listed once, in the table of ``docs/internals.md``; the first test here holds
+that table to the code: every row's bound is in ``pyproject.toml``, its check is a function of
+its module, and its test exists (here, or in ``tests/test_workers.py`` for the one read of
+Optuna's tables).
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,14 +19,48 @@ import pytest
 from optuna.trial import TrialState
 
 from objectives import checkpoints, session, speed
-from search import optuna_ids
+from search.artifacts import dashboard_listing
+from search.storage import optuna_ids
+from search.workers import retries
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _internals() -> list[dict[str, str]]:
+    """The rows of the internals table in docs/internals.md."""
+    lines = [line for line in (ROOT / "docs" / "internals.md").read_text().splitlines()
+             if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split(" | "))))
+            for line in lines[2:]]
+
+
+def test_the_internals_table_is_what_the_code_and_pyproject_say() -> None:
+    rows = _internals()
+    assert len(rows) >= 7
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    tests = "".join((ROOT / "tests" / name).read_text()
+                    for name in ("test_fallbacks.py", "test_workers.py"))
+    for row in rows:
+        path = re.match(r"`([\w/]+)\.py`", row["module"])
+        bound = re.fullmatch(r"`([\w-]+)(<[\d.]+)`", row["bound"])
+        assert path and bound, row
+        module = importlib.import_module(path.group(1).replace("/", "."))
+        owner, _, name = row["check"].strip("`").rpartition(".")
+        assert callable(getattr(getattr(module, owner) if owner else module, name)), row
+        package, limit = bound.groups()
+        assert re.search(rf'"{re.escape(package)}>=[\d.]+,{re.escape(limit)}",\s+#.*internals: '
+                         r"docs/internals\.md", pyproject), row
+        assert f"def {row['test'].strip('`')}(" in tests, row
 
 
 @pytest.fixture
 def checks_again() -> Iterator[None]:
     """The start-up checks run once per process: run them again for this test and after it."""
     checks = (speed.fused_update_supported, session._gradient_registry, optuna_ids.supported,
-              checkpoints.callback_state_supported)
+              checkpoints.callback_state_supported, retries.optuna_reads_retries,
+              dashboard_listing.dashboard_shows_listings)
     for check in checks:
         check.cache_clear()
     yield
@@ -38,7 +71,7 @@ def checks_again() -> Iterator[None]:
 def _two_trials(write_study: Callable[..., Path], tmp_path: Path) -> optuna.Study:
     from conftest import TINY_STUDY
 
-    from search.runner import run_study
+    from search.workers.run import run_study
     from search.studyfile import load
 
     text = TINY_STUDY.replace("n_trials = 3", "n_trials = 2").replace(
@@ -92,7 +125,7 @@ def test_a_tensorflow_without_the_gradient_registry_keeps_its_entries_and_trains
 def test_an_optuna_without_the_study_and_trial_ids_runs_trials_without_dashboard_listings(
         monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from search.dashboard_artifacts import DASHBOARD_PREFIX
+    from search.artifacts.dashboard_listing import DASHBOARD_PREFIX
 
     monkeypatch.setattr(optuna_ids, "TRIAL_ID", "_trial_id_renamed")
     study = _two_trials(write_study, tmp_path)
@@ -108,7 +141,7 @@ def test_a_keras_whose_callbacks_keep_their_state_elsewhere_trains_without_check
     monkeypatch.setattr(checkpoints, "EARLY_STOPPING_STATE",
                         (*checkpoints.EARLY_STOPPING_STATE, "patience_left"))
     saved: list[int] = []
-    monkeypatch.setattr("search.checkpoint_store.FolderCheckpoints.save",
+    monkeypatch.setattr("search.artifacts.checkpoints.FolderCheckpoints.save",
                         lambda self, key, data: saved.append(key))
     study = _two_trials(write_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -116,3 +149,44 @@ def test_a_keras_whose_callbacks_keep_their_state_elsewhere_trains_without_check
     assert _warnings(caplog, "checkpoints are off") == [
         "checkpoints are off: this Keras has no EarlyStopping.patience_left; trials that are "
         "interrupted start again at epoch 1"]
+
+
+def test_an_optuna_that_reads_retries_elsewhere_counts_them_by_hpsearch_s_own_attributes(
+        monkeypatch: pytest.MonkeyPatch, checks_again: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Optuna's retry readers (``RetryHeartbeatStaleTrialCallback.retried_trial_number`` and
+    ``retry_history``) read attributes that only Optuna's callback writes: where they no longer
+    read what hpsearch writes, retries are still traced, counted and bounded."""
+    monkeypatch.setattr(retries, "FAILED_TRIAL", "failed_trial_renamed")
+    monkeypatch.setattr(retries, "RETRY_HISTORY", "retry_history_renamed")
+    study = optuna.create_study()
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    dropped: list[int] = []
+    stale = retries.RetryStaleTrials(max_retry=2, drop=dropped.append)
+    trial = study.ask(distributions)
+    for _ in range(3):  # the first try and two retries stop beating, one after the other
+        study.tell(trial, state=TrialState.FAIL)
+        stale(study, study.trials[trial.number])
+        if dropped:
+            break
+        trial = study.ask()  # the retry, queued first
+    first, second, third = study.trials
+    assert [retries.first_try(t) for t in study.trials] == [0, 0, 0]
+    assert second.user_attrs["resumes"] == 0 and third.user_attrs["resumes"] == 1
+    assert second.params == third.params == first.params
+    assert dropped == [0]  # two retries, then the lineage's checkpoint is given up
+    assert len(_warnings(caplog, "Optuna does not read retries back")) == 1
+
+
+def test_a_dashboard_that_lists_artifacts_elsewhere_is_said_once_when_it_starts(
+        monkeypatch: pytest.MonkeyPatch, checks_again: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """optuna-dashboard's listing of a finished trial's artifacts (study attributes under
+    ``dashboard:artifacts:``) is its convention, not its API: the installed one is asked, through
+    its own WSGI app, whether it shows a listed artifact; where not, one warning."""
+    assert dashboard_listing.dashboard_shows_listings()
+    dashboard_listing.dashboard_shows_listings.cache_clear()
+    monkeypatch.setattr(dashboard_listing, "DASHBOARD_PREFIX", "dashboard:listed:")
+    assert not dashboard_listing.dashboard_shows_listings()
+    assert not dashboard_listing.dashboard_shows_listings()  # said once
+    assert len(_warnings(caplog, "this optuna-dashboard does not show")) == 1

@@ -1,7 +1,7 @@
 """A worker's memory stays bounded over a long study: once it has grown by
-``[workers] max_memory_growth`` MB since its first trial it starts afresh (search/recycling.py),
-and the study goes on to exactly its budget. Measured on a real ``hpsearch worker`` process
-by its pid, the most it held while each trial ran."""
+``[workers] max_memory_growth`` MB since its first trial it starts afresh
+(search/workers/fresh_start.py), and the study goes on to exactly its budget. Measured on a real
+``hpsearch worker`` process by its pid, the most it held while each trial ran."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.recycling import resident_mb
+from search.workers.fresh_start import resident_mb
 
 
 # benchmarks/memory.py's study, on less data: new layer shapes every trial, the fused update
@@ -101,28 +101,28 @@ def test_a_worker_s_memory_stays_bounded_over_a_long_study(
 
 def test_a_fresh_start_keeps_the_invocation_s_timeout_and_count(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from search import recycling
+    from search.workers import fresh_start
 
-    for name in (recycling.DEADLINE_ENV, recycling.RAN_BEFORE_ENV):
+    for name in (fresh_start.DEADLINE_ENV, fresh_start.RAN_BEFORE_ENV):
         monkeypatch.setenv(name, "")  # so that what the test sets is undone after it
         monkeypatch.delenv(name)
-    assert recycling.deadline_before() is None and recycling.ran_before() == 0
-    recycling.hand_on_deadline(None)  # no --timeout: nothing to hand on
-    assert recycling.deadline_before() is None
+    assert fresh_start.deadline_before() is None and fresh_start.ran_before() == 0
+    fresh_start.hand_on_deadline(None)  # no --timeout: nothing to hand on
+    assert fresh_start.deadline_before() is None
     deadline = time.monotonic() + 12.5
-    recycling.hand_on_deadline(deadline)
-    assert recycling.deadline_before() == deadline
-    monkeypatch.setenv(recycling.RAN_BEFORE_ENV, "7")
-    assert recycling.ran_before() == 7
+    fresh_start.hand_on_deadline(deadline)
+    assert fresh_start.deadline_before() == deadline
+    monkeypatch.setenv(fresh_start.RAN_BEFORE_ENV, "7")
+    assert fresh_start.ran_before() == 7
 
 
 def test_the_memory_watch_measures_from_the_end_of_the_first_trial(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from search import recycling
+    from search.workers import fresh_start
 
     readings = iter([900.0, 950.0, 1001.0])
-    monkeypatch.setattr(recycling, "resident_mb", lambda: next(readings))
-    watch = recycling.MemoryWatch(100)
+    monkeypatch.setattr(fresh_start, "resident_mb", lambda: next(readings))
+    watch = fresh_start.MemoryWatch(100)
     assert [watch.after_trial() for _ in range(3)] == [False, False, True]
     assert watch.grown == 101.0
-    assert not recycling.MemoryWatch(0).after_trial()  # 0: never
+    assert not fresh_start.MemoryWatch(0).after_trial()  # 0: never

@@ -212,7 +212,7 @@ def test_a_stop_signal_mid_training_is_raised_at_the_next_step_not_inside_tensor
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from objectives import interrupts
-    from search.cli import _interrupt
+    from search.cli.console import interrupt as _interrupt
 
     monkeypatch.setattr(interrupts, "_requested", False)
     stopped = create_objective(

@@ -82,11 +82,11 @@ def test_a_schedule_s_parameters_are_sampled_only_with_it(schedules: str,
 
 
 def test_a_study_stored_before_the_schedules_existed_still_matches() -> None:
-    from objectives.space import LATER_ENTRIES
+    from objectives.space import ENTRIES_ADDED_LATER
     from search.studies import fingerprint_differences
 
     stored = SearchSpace().fingerprint()
-    assert not set(LATER_ENTRIES) & set(stored)  # as a study stored before them has it
+    assert not set(ENTRIES_ADDED_LATER) & set(stored)  # as a study stored before them has it
     assert fingerprint_differences(stored, SearchSpace().fingerprint()) == []
     other = SearchSpace.model_validate({"lr_schedule": ["plateau", "cosine"]}).fingerprint()
     assert [d.split(":")[0] for d in fingerprint_differences(stored, other)] == [

@@ -11,7 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from objectives.record import (Key, StopReason, evaluation_key, evaluations, lineage,
                                maximizes, stop_reason, trial_seed)
-from search.resumption import first_try, requeue
+from search.workers.retries import first_try, requeue
 
 ROOT = Path(__file__).resolve().parents[1]
 # keys and values that mean nothing but the record (plain words like "label" or "pruned" are
@@ -24,7 +24,8 @@ RECORD_ONLY = ["stop_reason", "fail_reason", "first_try", "resumed_at_epoch", "e
 def test_no_module_but_the_record_spells_its_keys() -> None:
     pattern = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, RECORD_ONLY)))
     found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-             for folder in ("search", "objectives") for path in sorted((ROOT / folder).glob("*.py"))
+             for folder in ("search", "objectives")
+             for path in sorted((ROOT / folder).rglob("*.py"))
              if path.name != "record.py"
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if pattern.search(line) and not line.lstrip().startswith("#")]

@@ -14,8 +14,8 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from search.errors import UserError
-from search.retrying import lost_connection, retrying
-from search.storage import HpsearchStorage, open_storage
+from search.storage.outages import lost_connection, retrying
+from search.storage.opening import HpsearchStorage, open_storage
 
 
 def test_intermediate_values_are_stored_as_optuna_stores_them(storage_url: str) -> None:
@@ -89,7 +89,7 @@ def test_a_study_s_configuration_is_read_back_with_the_defaults_it_was_made_with
     change: the stored resolved study file wins; what the author wrote is the fallback for a
     setting since removed; a configuration that validates neither way is one clear error."""
     from search.errors import UserError
-    from search.evaluate import stored_spec
+    from search.results.evaluate import stored_spec
     from search.studies import STUDY_ATTR, open_study
     from search.studyfile import StudyFile
 

@@ -1,7 +1,7 @@
 """hpsearch's storage held to Optuna's own storage test suite, as Optuna holds third-party ones.
 
 Every test of ``optuna.testing.pytest_storages.StorageTestCase`` runs on the storage that
-``search.storage.open_storage`` returns, raw and wrapped in Optuna's cached storage (as
+``search.storage.opening.open_storage`` returns, raw and wrapped in Optuna's cached storage (as
 ``optuna.create_study`` and ``optuna.load_study`` wrap it), on SQLite and on a fresh
 PostgreSQL database per test: none skipped, none overridden.
 """
@@ -16,7 +16,7 @@ from conftest import _postgres_database
 from optuna.storages import BaseStorage, _CachedStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
-from search.storage import HpsearchStorage, open_storage
+from search.storage.opening import HpsearchStorage, open_storage
 
 
 @pytest.fixture(params=["sqlite", "sqlite-cached", "postgresql", "postgresql-cached"])

@@ -14,7 +14,7 @@ STAGGER_S = 0.1  # later openers find the tables half made
 
 OPEN_AT = """
 import sys, time
-from search.storage import open_storage
+from search.storage.opening import open_storage
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
 open_storage(sys.argv[1], create=True, heartbeat=(5, 20, 1))
@@ -38,16 +38,18 @@ def test_workers_opening_a_fresh_storage_at_once_all_succeed(storage_url: str) -
 
 
 def test_a_storage_lock_excludes_another_holder_of_the_same_lock(storage_url: str) -> None:
-    """The one lock of ``search.locks`` (schema and budget alike): a second holder waits
-    until the first releases; another study's budget lock does not."""
+    """The one lock of ``search.storage.locks`` (schema and budget alike): a second holder waits
+    until the first releases; another study's budget lock does not. The budget lock takes its
+    connection from the worker's storage engine (one engine per worker): two workers here."""
     import threading
 
-    from search.locks import budget_lock, schema_lock
-    from search.storage import engine_kwargs
+    from search.storage.locks import budget_lock, schema_lock
+    from search.storage.opening import open_storage
 
-    kwargs = engine_kwargs(storage_url)
-    first, second = budget_lock(storage_url, "a", kwargs), budget_lock(storage_url, "a", kwargs)
-    other = budget_lock(storage_url, "b", kwargs)
+    one, two = (open_storage(storage_url, create=True) for _ in range(2))
+    first = budget_lock(one.address, "a", one.engine)
+    second = budget_lock(two.address, "a", two.engine)
+    other = budget_lock(two.address, "b", two.engine)
     taken = threading.Event()
 
     def take() -> None:
@@ -65,9 +67,10 @@ def test_a_storage_lock_excludes_another_holder_of_the_same_lock(storage_url: st
         assert taken.wait(10.0)
         waiter.join()
         second.release()
-        schema = schema_lock(storage_url, kwargs)
-        with schema:
+        with schema_lock(one.address) as schema:
             schema.release()  # releasing twice is fine
     finally:
-        for lock in (first, second, other, *([schema] if "schema" in locals() else [])):
-            lock.dispose()
+        for lock in (first, second, other):
+            lock.release()
+        for storage in (one, two):
+            storage.engine.dispose()

@@ -234,7 +234,7 @@ def test_run_with_local_workers_never_prints_the_password(
 
 
 def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
-    from search.workers import resolve_layout
+    from search.workers.processes import resolve_layout
 
     assert resolve_layout("auto", None, cores=2) == (2, 1)
     assert resolve_layout("1", None, cores=8) == (1, 8)
@@ -253,9 +253,9 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
     unbeaten for the grace period. The trial's stored start is the creating machine's local
     time, so it is not trusted: a start a day ago (a clock or time zone apart) changes nothing,
     and on SQLite it is read back as text, which once crashed the worker."""
-    from search.trial_report import TrialReporter
-    from search.worker_loop import WorkerLoop
-    from search.storage import open_storage
+    from search.workers.outcomes import TrialReporter
+    from search.workers.loop import WorkerLoop
+    from search.storage.opening import open_storage
     from search.studies import open_study
     from search.studyfile import load
 
@@ -272,7 +272,7 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
             {"start": datetime.datetime.now() - datetime.timedelta(days=1),
              "id": unbeaten._trial_id})
     engine.dispose()
-    loop = WorkerLoop(spec, storage_url, study, lambda trial: 0.0, TrialReporter("val", None))
+    loop = WorkerLoop(spec, storage, study, lambda trial: 0.0, TrialReporter("val", None))
     try:
         loop._fail_trials_that_never_beat()
         states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -280,8 +280,8 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
         time.sleep(2.2)
         loop._fail_trials_that_never_beat()
     finally:
-        loop.lock.dispose()
-        loop.unbeaten.dispose()
+        loop.lock.release()
+        storage.engine.dispose()
     failed, running = study.get_trials(deepcopy=False)
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["fail_reason"] == (
@@ -292,11 +292,11 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
 def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with_one_warning(
         tmp_path: Path, write_study: Callable[..., Path],
         caplog: pytest.LogCaptureFixture) -> None:
-    """The fallback of the one read of Optuna's tables (search/heartbeats.py): a schema
+    """The fallback of the one read of Optuna's tables (search/storage/heartbeats.py): a schema
     without the heartbeat table gives one warning, no trial is failed, and trials still run
     to the study's end."""
-    from search.heartbeats import UnbeatenTrials
-    from search.runner import run_study
+    from search.storage.heartbeats import UnbeatenTrials
+    from search.workers.run import run_study
     from search.studyfile import load
 
     url = f"sqlite:///{tmp_path / 'changed.db'}"
@@ -310,7 +310,7 @@ def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(UnbeatenTrials, "trial_ids", after_an_upgrade)
-        patch.setattr("search.worker_loop.WorkerLoop._counts", _budget_always_spent_once())
+        patch.setattr("search.workers.loop.WorkerLoop._counts", _budget_always_spent_once())
         summary = run_study(spec, url)
     assert summary.ran == 2
     assert [t.state for t in summary.study.trials] == [TrialState.COMPLETE] * 2
@@ -322,8 +322,8 @@ def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with
 def _budget_always_spent_once() -> Callable[..., dict[TrialState, int]]:
     """WorkerLoop._counts that reports the budget spent by running trials at each first
     count, so that the loop looks for unbeaten trials before every trial."""
-    from search.trial_report import count_states
-    from search.worker_loop import WorkerLoop
+    from search.workers.outcomes import count_states
+    from search.workers.loop import WorkerLoop
 
     calls = {"n": 0}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from search.recycling import DEADLINE_ENV
+from search.workers.fresh_start import DEADLINE_ENV
 
 logger = logging.getLogger(__name__)
 

@@ -17,18 +17,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import budget, interrupts
 from objectives.record import Key, StopReason
-from search import optuna_ids
-from search.locks import budget_lock
-from search.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
+from search.storage import optuna_ids
+from search.storage.locks import budget_lock
+from search.storage.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
 from search.errors import database_error
-from search.heartbeats import UnbeatenTrials
-from search import recycling
-from search.recycling import MemoryWatch
-from search.resumption import requeue_interrupted
-from search.retrying import cause, retrying
-from search.storage import engine_kwargs, redact
+from search.storage.heartbeats import UnbeatenTrials
+from search.workers import fresh_start
+from search.workers.fresh_start import MemoryWatch
+from search.workers.retries import requeue_interrupted
+from search.storage.outages import cause, retrying
+from search.storage.opening import HpsearchStorage
 from search.studyfile import StudyFile
-from search.trial_report import FINISHED, TrialReporter, count_states
+from search.workers.outcomes import FINISHED, TrialReporter, count_states
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class WorkerLoop:
     slot. An unreachable storage is retried with backoff for ``storage_wait`` seconds.
     """
 
-    def __init__(self, spec: StudyFile, storage_url: str, study: optuna.Study,
+    def __init__(self, spec: StudyFile, storage: HpsearchStorage, study: optuna.Study,
                  objective: ObjectiveFn, reporter: TrialReporter, *,
                  deadline: float | None = None) -> None:
         self.spec = spec
@@ -68,17 +68,18 @@ class WorkerLoop:
         self.study = study
         self.objective = objective
         self.reporter = reporter
-        self.lock = budget_lock(storage_url, spec.name, engine_kwargs(storage_url))
+        # The lock and the stale-trial check use the storage's own engine: one per worker.
+        self.address = storage.address
+        self.lock = budget_lock(storage.address, spec.name, storage.engine)
         self.memory = MemoryWatch(spec.workers.max_memory_growth)
-        self.restart = False  # set when this process should start afresh (search.recycling)
-        self.unbeaten = UnbeatenTrials(storage_url)
+        self.restart = False  # this process should start afresh (search.workers.fresh_start)
+        self.unbeaten = UnbeatenTrials(storage.engine)
         self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
-        self.storage_url = storage_url
         self.running: int | None = None  # the number of this worker's running trial
 
     def run(self) -> None:
         target, timeout = self.spec.study.n_trials, self.spec.study.timeout
-        deadline = self.deadline or recycling.deadline_before() or (
+        deadline = self.deadline or fresh_start.deadline_before() or (
             None if timeout is None else time.monotonic() + timeout)
         # A trial still training when the budget ends stops and is recorded at its best epoch
         # (objectives.budget), instead of training on past the budget.
@@ -98,9 +99,9 @@ class WorkerLoop:
                                     "%g MB)", self.reporter.last, self.memory.grown,
                                     self.memory.limit_mb)
                         self.restart = True
-                        recycling.hand_on_deadline(deadline)
+                        fresh_start.hand_on_deadline(deadline)
                         return
-                check_free_space(self.storage_url, redact(self.storage_url))
+                check_free_space(self.address)
                 try:
                     if not retrying(lambda: self._one_trial(target),
                                     self.spec.workers.storage_wait, unreachable(self.spec),
@@ -118,14 +119,13 @@ class WorkerLoop:
                     self.running = None
         finally:
             budget.end_at(None, None)  # nothing after this run (evaluate, say) is bounded by it
-            self.lock.dispose()
-            self.unbeaten.dispose()
+            self.lock.release()
 
     def _out_of_space(self, error: BaseException) -> DiskFull:
-        """The storage's disk is full: its reserve given up (search.disk_space) to record the
-        running trial as failed; what to tell the user."""
-        give_up_reserve(self.storage_url)
-        shown = redact(self.storage_url)
+        """The storage's disk is full: its reserve given up (search.storage.disk_space) to record
+        the running trial as failed; what to tell the user."""
+        give_up_reserve(self.address)
+        shown = self.address.shown
         told = f"storage {shown!r}: the disk is full ({database_error(disk_error(error))})"
         number = self.running
         if number is None:

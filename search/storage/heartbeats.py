@@ -21,9 +21,6 @@ import logging
 
 import sqlalchemy
 from sqlalchemy.exc import NoSuchTableError
-from sqlalchemy.pool import NullPool
-
-from search.storage import engine_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +31,11 @@ QUERY = ("SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h "
 
 
 class UnbeatenTrials:
-    """Finds a study's RUNNING trials without any heartbeat; opens a connection only when
-    asked (at the end of a study's budget), none in between."""
+    """Finds a study's RUNNING trials without any heartbeat, through the worker's storage
+    engine (a connection of its pool, only when asked: at the end of a study's budget)."""
 
-    def __init__(self, storage_url: str) -> None:
-        self._engine = sqlalchemy.create_engine(storage_url, poolclass=NullPool,
-                                                **engine_kwargs(storage_url))  # type: ignore[arg-type]
+    def __init__(self, engine: sqlalchemy.Engine) -> None:
+        self._engine = engine
         self._usable: bool | None = None  # checked at the first look
 
     def _schema_as_expected(self, connection: sqlalchemy.Connection) -> bool:
@@ -66,6 +62,3 @@ class UnbeatenTrials:
                 return set()
             rows = connection.execute(sqlalchemy.text(QUERY), {"study": study_id})
             return {int(trial_id) for (trial_id,) in rows}
-
-    def dispose(self) -> None:
-        self._engine.dispose()

@@ -1,5 +1,5 @@
 """``hpsearch compare`` and the report's "What the trials say": the answers of
-``search.compare`` as terminal tables, and as an HTML section with its plots (each group's
+``search.results.compare`` as terminal tables, and as an HTML section with its plots (each group's
 best validation curve overlaid, the gap against dropout and L2, and Optuna's own slice,
 contour, rank and parallel-coordinate plots)."""
 
@@ -14,8 +14,8 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from search import fronts
-from search.compare import MIN_TRIALS, Answers, Comparison, answers
+from search.results import fronts
+from search.results.compare import MIN_TRIALS, Answers, Comparison, answers
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _optuna_figures(study: optuna.Study) -> list[tuple[str, Any]]:
     import optuna.visualization.matplotlib as plots
 
     index = fronts.metric_index(study)
-    several = fronts.several(study)
+    several = fronts.multi_objective(study)
     target = (lambda t: t.values[index]) if several else None
     name = fronts.names(study)[index]
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -20,6 +20,8 @@ def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
     With an artifact store, each trial's page lists its plots, reports and model."""
     import optuna_dashboard
 
+    from search.artifacts.dashboard_listing import dashboard_shows_listings
+
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
@@ -40,6 +42,7 @@ def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
     logger.info("optuna-dashboard at http://%s:%d/ (Ctrl-C to stop)", shown, port)
     if artifacts_shown:
         logger.info("artifacts from %s", artifacts_shown)
+    dashboard_shows_listings()  # one warning where this optuna-dashboard does not
     try:
         optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store)
     except KeyboardInterrupt:

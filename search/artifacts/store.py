@@ -14,31 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from sqlalchemy.engine import make_url
 
-from search import optuna_ids
 from search.errors import UserError
+from search.storage import optuna_ids
+from search.storage.address import StorageAddress
 
 logger = logging.getLogger(__name__)
 
 LOCATION_ATTR = "hpsearch:artifacts"  # study system attribute: where its store is
 
 
-def default_location(storage_url: str) -> str:
-    """Beside the SQLite file, or ``./hpsearch-artifacts`` for a database server."""
-    url = make_url(storage_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        database = Path(url.database).resolve()
-        return str(database.with_name(f"{database.stem}-artifacts"))
-    return str(Path("hpsearch-artifacts").resolve())
-
-
-def resolve_location(given: str | None, spec_store: str | None, storage_url: str) -> str:
+def resolve_location(given: str | None, spec_store: str | None,
+                     address: StorageAddress) -> str:
     """The command line's store, else ``HPSEARCH_ARTIFACTS``, else the study file's, else the
     default for the storage."""
     chosen = given or os.environ.get("HPSEARCH_ARTIFACTS") or spec_store
     if chosen is None:
-        return default_location(storage_url)
+        return str(address.default_artifacts())
     return chosen if chosen.startswith("s3://") else str(Path(chosen).expanduser().resolve())
 
 
@@ -108,13 +100,14 @@ def stored_location(study: optuna.Study) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def location_for(studies: list[optuna.Study], given: str | None, storage_url: str) -> str:
+def location_for(studies: list[optuna.Study], given: str | None,
+                 address: StorageAddress) -> str:
     """The store to read ``studies``' artifacts from: the one given, else the one they
     recorded, else the default for the storage."""
     if given or os.environ.get("HPSEARCH_ARTIFACTS"):
-        return resolve_location(given, None, storage_url)
+        return resolve_location(given, None, address)
     recorded = {loc for loc in (stored_location(s) for s in studies) if loc}
     if len(recorded) > 1:
         logger.warning("studies keep artifacts in several stores %s; showing %s (choose with "
                        "--artifacts)", sorted(recorded), min(recorded))
-    return min(recorded) if recorded else default_location(storage_url)
+    return min(recorded) if recorded else str(address.default_artifacts())

@@ -14,19 +14,20 @@ import optuna
 
 from objectives.data import DatasetError
 from objectives.record import Key
-from search.artifact_store import record_location
-from search.disk_space import keep_reserve
+from search.artifacts.store import record_location
+from search.storage.disk_space import keep_reserve
 from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
-from search.retrying import retrying
-from search.storage import check_storage, describe, open_storage
+from search.storage.outages import retrying
+from search.storage.address import StorageAddress
+from search.storage.opening import HpsearchStorage, check_storage, open_storage
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
-from search.trial_artifacts import hooks_for
-from search.trial_report import (FINISHED, MAX_CONSECUTIVE_FAILURES, TrialReporter,
+from search.artifacts.trial_hooks import hooks_for
+from search.workers.outcomes import (FINISHED, MAX_CONSECUTIVE_FAILURES, TrialReporter,
                                  count_states)
-from search.worker_loop import ObjectiveFn, WorkerLoop, unreachable
+from search.workers.loop import ObjectiveFn, WorkerLoop, unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,12 @@ logger = logging.getLogger(__name__)
 class RunSummary:
     study: optuna.Study
     ran: int
-    restart: bool = False  # this process should start afresh and go on (search.recycling)
+    restart: bool = False  # this process should start afresh and go on (search.workers.fresh_start)
 
 
-def prepare(spec: StudyFile, storage_url: str, *,
+def prepare(spec: StudyFile, storage: str | StorageAddress, *,
             drop_checkpoint: Callable[[int], None] | None = None) -> tuple[
-    optuna.storages.RDBStorage, optuna.Study | None, int
+    HpsearchStorage, optuna.Study | None, int
 ]:
     """Check everything that can be checked before trials run: sampler, pruner, storage,
     stored space. Returns the storage, the existing study (if any) and its finished trials.
@@ -49,28 +50,29 @@ def prepare(spec: StudyFile, storage_url: str, *,
     workers = spec.workers
     # A database that drops connections while a worker starts (a restart) is waited for, as
     # during the search; one that cannot be reached at all is reported at once.
-    storage = open_storage(
-        storage_url, create=True,
+    opened = open_storage(
+        storage, create=True,
         heartbeat=(workers.heartbeat_interval, workers.grace_period, workers.max_retry),
         wait=workers.storage_wait, drop_checkpoint=drop_checkpoint,
     )
 
     def stored() -> tuple[optuna.Study | None, int]:
-        existing = find_study(spec, storage, sampler=sampler, pruner=pruner)
+        existing = find_study(spec, opened, sampler=sampler, pruner=pruner)
         if existing is None:
             return None, 0
         return existing, sum(count_states(existing.get_trials(deepcopy=False))[s]
                              for s in FINISHED)
 
     existing, finished = retrying(stored, workers.storage_wait, unreachable(spec))
-    return storage, existing, finished
+    return opened, existing, finished
 
 
 def start(
-    spec: StudyFile, storage_url: str, *, artifacts: str | None = None,
+    spec: StudyFile, storage: str | StorageAddress, *, artifacts: str | None = None,
     announce: bool = True,
-) -> tuple[optuna.Study, ObjectiveFn | None]:
-    """Create or resume the study, with its objective ready; no objective when nothing is left.
+) -> tuple[optuna.Study, ObjectiveFn | None, HpsearchStorage]:
+    """Create or resume the study, with its objective ready (none when nothing is left), and
+    the storage it is on.
 
     Everything that can be checked is checked before anything is written (no storage file, no
     table, no artifact folder): the sampler and pruner are built, the storage is reached, the
@@ -79,8 +81,9 @@ def start(
     """
     # A sampler or pruner that cannot be made (a missing package) is one line before anything.
     make_sampler(spec), make_pruner(spec)
-    check_storage(storage_url, spec.name)
-    hooks = hooks_for(spec, storage_url, artifacts)  # its store is made by open(), below
+    address = StorageAddress.of(storage)
+    check_storage(address, spec.name)
+    hooks = hooks_for(spec, address, artifacts)  # its store is made by open(), below
     try:
         objective = load_objective(spec.study.objective)(
             space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
@@ -90,32 +93,32 @@ def start(
         raise UserError(str(exc)) from None
     hooks.open()
     checkpoints = hooks.checkpoints()
-    storage, existing, finished = prepare(
-        spec, storage_url,
+    opened, existing, finished = prepare(
+        spec, address,
         drop_checkpoint=None if checkpoints is None else checkpoints.drop)
-    keep_reserve(storage_url)  # room to record a trial's failure should the disk fill up
+    keep_reserve(address)  # room to record a trial's failure should the disk fill up
     target = spec.study.n_trials
     if existing is not None and target is not None and finished >= target:
         logger.info("study %r already has %d finished trials; nothing to run", spec.name,
                     finished)
-        return existing, None
+        return existing, None, opened
     study = existing or retrying(
-        lambda: open_study(spec, storage, sampler=make_sampler(spec),
+        lambda: open_study(spec, opened, sampler=make_sampler(spec),
                            pruner=make_pruner(spec)),
         spec.workers.storage_wait, unreachable(spec))
     retrying(lambda: record_location(study, hooks.location), spec.workers.storage_wait,
              unreachable(spec))
     logger.log(
         logging.INFO if announce else logging.DEBUG,
-        "study %r on %s: %s trials finished, %s", spec.name, describe(storage_url), finished,
+        "study %r on %s: %s trials finished, %s", spec.name, address.describe(), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
     )
-    return study, objective
+    return study, objective, opened
 
 
 def run_study(
     spec: StudyFile,
-    storage_url: str,
+    storage: str | StorageAddress,
     *,
     on_start: Callable[[optuna.Study, int | None], None] | None = None,
     on_progress: Callable[[optuna.Study], None] | None = None,
@@ -123,12 +126,11 @@ def run_study(
     announce: bool = True,
     deadline: float | None = None,
 ) -> RunSummary:
-    """Create or resume ``spec``'s study on ``storage_url`` and run trials in this process until
-    the study's budget is spent (also when other workers run trials of the same study).
-    ``deadline`` (``time.monotonic()``) is when the time budget ends, if the command counted it
-    from its own start; else it counts from when the trials begin."""
-    study, objective = start(spec, storage_url, artifacts=artifacts,
-                             announce=announce)
+    """Create or resume ``spec``'s study on ``storage`` (a URL or its address) and run trials in
+    this process until the study's budget is spent (also when other workers run trials of the
+    same study). ``deadline`` (``time.monotonic()``) is when the time budget ends, if the command
+    counted it from its own start; else it counts from when the trials begin."""
+    study, objective, opened = start(spec, storage, artifacts=artifacts, announce=announce)
     if objective is None:
         return RunSummary(study=study, ran=0)
     goals = spec.study.goals
@@ -136,7 +138,7 @@ def run_study(
                              list(goals.objectives) if goals.multi else None)
     if on_start is not None:
         on_start(study, spec.study.n_trials)
-    loop = WorkerLoop(spec, storage_url, study, objective, reporter, deadline=deadline)
+    loop = WorkerLoop(spec, opened, study, objective, reporter, deadline=deadline)
     loop.run()
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from objectives.record import maximizes
-from search import fronts
-from search.resumption import stopped_before_their_time
-from search.trial_report import FINISHED, count_states
+from search.results import fronts
+from search.workers.retries import stopped_before_their_time
+from search.workers.outcomes import FINISHED, count_states
 
 
 class TrialProgress:
@@ -87,7 +87,7 @@ def print_summary(study: optuna.Study, console: Console, storage: str, *, ran: i
     best = fronts.best_trials(study)
     if not best or any(math.isnan(v) for v in best[0].values):
         console.print("no complete trial yet", markup=False)
-    elif fronts.several(study):
+    elif fronts.multi_objective(study):
         console.print(f"Pareto front: {len(best)} trials (hpsearch best shows them):",
                       markup=False, highlight=False)
         for trial in best:

@@ -6,7 +6,7 @@ written to a temporary file in the same folder and renamed over the old one:
 a worker killed while it writes leaves the previous checkpoint whole. For ``s3://bucket``, the
 object ``checkpoints/<study>/trial-<N>.npz`` through Optuna's artifact store (an S3 object is
 replaced whole or not at all). ``N`` is the number of the lineage's first try
-(``search.resumption``): every retry of a trial carries on, and replaces, the same checkpoint.
+(``search.workers.retries``): every retry of a trial carries on, and replaces, the same checkpoint.
 """
 
 from __future__ import annotations

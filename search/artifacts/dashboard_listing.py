@@ -5,22 +5,29 @@ itself. Models, and what ``hpsearch evaluate`` adds after a trial has finished, 
 through the study's system attributes (``dashboard:artifacts:<trial_id>:<id>``, which
 optuna-dashboard 0.17 to 0.21 reads for a trial: the ``optuna-dashboard<0.22`` bound), because a
 finished trial's own attributes can no longer be written and a replaced model must be unlisted
-as well as deleted.
+as well as deleted. The listing is also hpsearch's own record of a trial's models (``report``,
+``evaluate``); :func:`dashboard_shows_listings` checks, when the dashboard starts, that the
+installed optuna-dashboard still shows it, and says so in one warning where it does not.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import mimetypes
 import uuid
+import wsgiref.util
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search import optuna_ids
-from search.artifact_store import study_system_attrs
+from search.storage import optuna_ids
+from search.artifacts.store import study_system_attrs
+
+logger = logging.getLogger(__name__)
 
 DASHBOARD_PREFIX = "dashboard:artifacts:"  # optuna-dashboard's study-level listing of a trial's
 
@@ -81,3 +88,38 @@ def artifacts_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[d
 def read_artifact(store: Any, artifact_id: str) -> bytes:
     with store.open_reader(artifact_id) as reader:
         return bytes(reader.read())
+
+
+@functools.cache
+def dashboard_shows_listings() -> bool:
+    """Whether the installed optuna-dashboard shows an artifact listed as
+    :func:`attach_to_finished_trial` lists it on its trial; checked once per process, on a
+    study in memory, through the dashboard's own WSGI app and the JSON its pages read."""
+    listed_id = str(uuid.uuid4())
+    verbosity = optuna.logging.get_verbosity()
+    try:
+        import optuna_dashboard
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created"
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+        study.add_trial(optuna.trial.create_trial(value=0.0))
+        storage, study_id = optuna_ids.storage_of(study), optuna_ids.study_id(study)
+        meta = {"artifact_id": listed_id, "filename": "model.keras",
+                "mimetype": "application/octet-stream", "encoding": None}
+        storage.set_study_system_attr(
+            study_id, f"{DASHBOARD_PREFIX}{optuna_ids.trial_id(study.trials[0])}:{listed_id}",
+            json.dumps(meta))
+        environ: dict[str, Any] = {"PATH_INFO": f"/api/studies/{study_id}"}
+        wsgiref.util.setup_testing_defaults(environ)
+        body = b"".join(optuna_dashboard.wsgi(storage)(environ, lambda *args: None))
+        shown = json.loads(body)["trials"][0]["artifacts"]
+        ok = any(artifact.get("artifact_id") == listed_id for artifact in shown)
+    except Exception:
+        ok = False
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if not ok:
+        logger.warning("this optuna-dashboard does not show the models and evaluations "
+                       "hpsearch lists on a finished trial (%s...); `hpsearch report` still "
+                       "shows them", DASHBOARD_PREFIX)
+    return ok

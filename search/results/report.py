@@ -25,9 +25,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.record import Key, evaluations, maximizes
-from search import fronts
-from search.dashboard_artifacts import artifacts_of, read_artifact
-from search.results import trials_rows
+from search.results import fronts
+from search.artifacts.dashboard_listing import artifacts_of, read_artifact
+from search.results.tables import trials_rows
 from search.studies import STUDY_ATTR
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def pareto_figure(study: optuna.Study) -> str | None:
     import matplotlib.figure
 
     matplotlib.use("Agg")
-    if not fronts.several(study) or len(study.directions) > 3 \
+    if not fronts.multi_objective(study) or len(study.directions) > 3 \
             or not fronts.complete_values(study):
         return None
     with warnings.catch_warnings():  # "experimental" in Optuna's matplotlib backend
@@ -136,7 +136,7 @@ def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
 
     found: dict[str, dict[str, float]] = {}
     index = fronts.metric_index(study)
-    target = (lambda t: t.values[index]) if fronts.several(study) else None
+    target = (lambda t: t.values[index]) if fronts.multi_objective(study) else None
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return found
@@ -276,7 +276,7 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
     header, rows = trials_rows(study)
     best = _best_trial(study)
     front = {str(t.number) for t in fronts.best_trials(study)}
-    objectives = fronts.names(study) if fronts.several(study) else []
+    objectives = fronts.names(study) if fronts.multi_objective(study) else []
     # several objectives lead, after number, label and state, by their own names
     leading = [c for c in TABLE_COLUMNS[:3]] + [c for c in objectives if c in header] + [
         c for c in TABLE_COLUMNS[3:] if c in header and c not in objectives]
@@ -320,7 +320,7 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
                         "judge importances.</p>")
     figures += best_figures
     try:
-        from search.compare_view import html_section
+        from search.results.compare_view import html_section
 
         compared, compared_figures = html_section(study, _png, _img)
         sections.append(compared)
@@ -379,7 +379,7 @@ def _markdown(study: optuna.Study, shown: list[str], index: list[int], rows: lis
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     lines = [f"# Study {study.study_name}", ""]
-    if fronts.several(study):
+    if fronts.multi_objective(study):
         lines += ["Pareto front (" + _goals(study) + "): " + "; ".join(
             f"trial {t.number} ({fronts.values_text(study, t)})"
             for t in fronts.best_trials(study)) + ".", ""]

@@ -3,7 +3,7 @@ creating Optuna's tables and for a study's trial budget.
 
 On SQLite, whose workers share one machine, a lock is an exclusive ``flock`` on a file beside
 the database (``<database><suffix>``); on PostgreSQL it is a session-level advisory lock (the
-server releases it if its holder dies). Other backends have nothing to lock against.
+server releases it if its holder dies).
 
 - The schema lock: workers that start together on an empty database would all create
   Optuna's tables at once and collide; the first creates them while the others wait.
@@ -14,16 +14,18 @@ server releases it if its holder dies). Other backends have nothing to lock agai
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import sqlalchemy
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+
+from search.storage.address import StorageAddress
 
 SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 SCHEMA_SUFFIX = ".schema.lock"
@@ -31,28 +33,18 @@ SCHEMA_SUFFIX = ".schema.lock"
 
 class StorageLock:
     """An exclusive lock across processes and machines on one storage; ``release`` is
-    idempotent. ``pooled`` keeps one PostgreSQL connection for the lock's life (taken often:
-    one round trip each time); otherwise a connection per acquisition, closed on release."""
+    idempotent. On PostgreSQL it takes a connection of ``engine`` (the worker's own storage
+    engine: no engine of its own) for as long as it is held."""
 
-    def __init__(self, storage_url: str, *, suffix: str, key: int,
-                 engine_kwargs: dict[str, object], pooled: bool) -> None:
+    def __init__(self, address: StorageAddress, *, suffix: str, key: int,
+                 engine: sqlalchemy.Engine | None) -> None:
         self._held = False
         self._guard = threading.Lock()
         self._key = key
-        self._file: Path | None = None
+        self._file: Path | None = address.beside(suffix)
         self._handle: IO[str] | None = None
-        self._engine: sqlalchemy.Engine | None = None
+        self._engine = engine if address.backend == "postgresql" else None
         self._connection: sqlalchemy.Connection | None = None
-        parsed = make_url(storage_url)
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            if database not in ("", ":memory:"):
-                self._file = Path(f"{database}{suffix}")
-        elif parsed.get_backend_name() == "postgresql":
-            pool: dict[str, object] = ({"pool_size": 1, "max_overflow": 0} if pooled
-                                       else {"poolclass": NullPool})
-            self._engine = sqlalchemy.create_engine(
-                parsed, **pool, **engine_kwargs)  # type: ignore[arg-type]
 
     def acquire(self) -> None:
         if self._file is not None:
@@ -89,22 +81,25 @@ class StorageLock:
                  traceback: TracebackType | None) -> None:
         self.release()
 
-    def dispose(self) -> None:
-        self.release()
-        if self._engine is not None:
-            self._engine.dispose()
 
 
-def budget_lock(storage_url: str, study_name: str,
-                engine_kwargs: dict[str, object]) -> StorageLock:
-    """The lock on ``study_name``'s trial budget."""
+def budget_lock(address: StorageAddress, study_name: str,
+                engine: sqlalchemy.Engine) -> StorageLock:
+    """The lock on ``study_name``'s trial budget, on the worker's storage engine."""
     key = int.from_bytes(hashlib.sha256(f"hpsearch:{study_name}".encode()).digest()[:8], "big",
                          signed=True)
-    return StorageLock(storage_url, suffix=f".{study_name}.lock", key=key,
-                       engine_kwargs=engine_kwargs, pooled=True)
+    return StorageLock(address, suffix=f".{study_name}.lock", key=key, engine=engine)
 
 
-def schema_lock(storage_url: str, engine_kwargs: dict[str, object]) -> StorageLock:
-    """The lock on creating Optuna's tables; dispose of it once they exist."""
-    return StorageLock(storage_url, suffix=SCHEMA_SUFFIX, key=SCHEMA_LOCK_KEY,
-                       engine_kwargs=engine_kwargs, pooled=False)
+@contextlib.contextmanager
+def schema_lock(address: StorageAddress) -> Iterator[StorageLock]:
+    """The lock on creating Optuna's tables, held in the ``with`` block: taken before Optuna's
+    storage (and its engine) exists, so on a connection of its own, closed at the end."""
+    engine = address.scratch_engine() if address.backend == "postgresql" else None
+    try:
+        with StorageLock(address, suffix=SCHEMA_SUFFIX, key=SCHEMA_LOCK_KEY,
+                         engine=engine) as lock:
+            yield lock
+    finally:
+        if engine is not None:
+            engine.dispose()

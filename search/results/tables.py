@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from objectives.record import Key, evaluations
-from search import fronts
+from search.results import fronts
 from search.errors import UserError, shown
 
 if TYPE_CHECKING:
-    from search.evaluate import EvaluationRun
+    from search.results.evaluate import EvaluationRun
 
 METRIC_ATTRS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy",
                 "test_loss")
@@ -88,7 +88,7 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     evaluated = evaluations(study)
     # Optuna's one value; several objectives are the columns of their own names (the
     # validation metric, n_params, latency_ms), recorded on every trial
-    objectives = [] if fronts.several(study) else ["value"]
+    objectives = [] if fronts.multi_objective(study) else ["value"]
     costs = [name for name in LATENCY_ATTRS if any(name in t.user_attrs for t in trials)]
     header = ["number", "label", "state", *objectives, *METRIC_ATTRS,
               "evaluated_test_accuracy", "n_params", *costs, "epochs", "seconds", "ended",
@@ -136,7 +136,7 @@ def print_status(study: optuna.Study, console: Console) -> None:
     console.print("  " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())),
                   markup=False)
     best = fronts.best_trials(study)
-    if best and fronts.several(study):
+    if best and fronts.multi_objective(study):
         console.print(f"  Pareto front: trials {', '.join(str(t.number) for t in best)}",
                       markup=False)
     elif best:
@@ -156,7 +156,7 @@ def print_best(study: optuna.Study, console: Console) -> None:
         feasible = "feasible " if any(t.constraints for t in study.get_trials(
             deepcopy=False)) else ""
         raise UserError(f"study {study.study_name!r} has no complete {feasible}trial yet")
-    if fronts.several(study):
+    if fronts.multi_objective(study):
         _print_front(study, front, console)
         return
     best = front[0]

@@ -25,10 +25,9 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from search.errors import UserError
-from search.retrying import cause
+from search.storage.address import StorageAddress
+from search.storage.outages import cause
 
 MIN_FREE_MB = 8.0
 RESERVE_BYTES = 1 << 20
@@ -55,35 +54,27 @@ def disk_full(error: BaseException) -> bool:
     return cause(error, full) is not None
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for a server."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return None
-    return Path(parsed.database)
-
-
-def check_free_space(url: str, shown: str) -> None:
+def check_free_space(address: StorageAddress) -> None:
     """Refuse to write to a SQLite storage whose disk has less than :data:`MIN_FREE_MB` free
     (the reserve, where there is one, counts as free).
 
     Raises:
         DiskFull: with the free space and what to do.
     """
-    path = sqlite_file(url)
+    path = address.sqlite_file
     if path is None:
         return
     folder = path.parent if path.parent.exists() else Path.cwd()
     free = shutil.disk_usage(folder).free + _reserve_size(path)
     if free < MIN_FREE_MB * 2**20:
-        raise DiskFull(f"storage {shown!r}: the disk holding {path} is full ({free / 2**20:.1f} "
-                       f"MB free; hpsearch needs {MIN_FREE_MB:g} MB to record trials): free "
-                       "some space, then run the same command")
+        raise DiskFull(f"storage {address.shown!r}: the disk holding {path} is full "
+                       f"({free / 2**20:.1f} MB free; hpsearch needs {MIN_FREE_MB:g} MB to "
+                       "record trials): free some space, then run the same command")
 
 
-def keep_reserve(url: str) -> None:
+def keep_reserve(address: StorageAddress) -> None:
     """Make the reserve beside a SQLite database, if it is not there and the disk has room."""
-    path = sqlite_file(url)
+    path = address.sqlite_file
     if path is None or not path.parent.is_dir():
         return
     reserve = reserve_path(path)
@@ -98,9 +89,9 @@ def keep_reserve(url: str) -> None:
         reserve.unlink(missing_ok=True)  # our own, half written
 
 
-def give_up_reserve(url: str) -> bool:
+def give_up_reserve(address: StorageAddress) -> bool:
     """Delete the reserve: room for the writes that record a failure. Whether there was one."""
-    path = sqlite_file(url)
+    path = address.sqlite_file
     if path is None or not _ours(reserve_path(path)):
         return False
     try:

@@ -17,10 +17,12 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives.record import StopReason
-from search import fronts, optuna_ids
-from search.artifact_store import open_store, resolve_location
-from search.checkpoint_store import open_checkpoints
-from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
+from search.results import fronts
+from search.storage import optuna_ids
+from search.artifacts.store import open_store, resolve_location
+from search.artifacts.checkpoints import open_checkpoints
+from search.artifacts.dashboard_listing import attach_to_finished_trial, detach, listed
+from search.storage.address import StorageAddress
 
 if TYPE_CHECKING:
     from objectives.checkpoints import CheckpointStore
@@ -52,7 +54,7 @@ class TrialArtifacts:
         self.store = open_store(self.location)
 
     def checkpoints(self) -> CheckpointStore | None:
-        """The study's checkpoints, beside its artifacts (``search.checkpoint_store``); None
+        """The study's checkpoints, beside its artifacts (``search.artifacts.checkpoints``); None
         when ``checkpoint_every = 0``."""
         if not self.spec.training.checkpoint_every:
             return None
@@ -141,5 +143,6 @@ class TrialArtifacts:
                     detach(self.store, study, key)
 
 
-def hooks_for(spec: StudyFile, storage_url: str, given: str | None = None) -> TrialArtifacts:
-    return TrialArtifacts(spec, resolve_location(given, spec.artifacts.store, storage_url))
+def hooks_for(spec: StudyFile, address: StorageAddress,
+              given: str | None = None) -> TrialArtifacts:
+    return TrialArtifacts(spec, resolve_location(given, spec.artifacts.store, address))

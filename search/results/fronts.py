@@ -13,7 +13,7 @@ from search.studies import STUDY_ATTR
 
 
 
-def several(study: optuna.Study) -> bool:
+def multi_objective(study: optuna.Study) -> bool:
     """Whether ``study`` has several objectives."""
     return len(study.directions) > 1
 
@@ -24,7 +24,7 @@ def names(study: optuna.Study) -> list[str]:
         return list(study.metric_names)
     stored = study.user_attrs.get(STUDY_ATTR, {})
     fingerprint = stored.get("fingerprint", {}) if isinstance(stored, dict) else {}
-    if several(study):
+    if multi_objective(study):
         return list(fingerprint.get("objectives") or
                     [f"objective {i}" for i in range(len(study.directions))])
     return [str(fingerprint.get("metric", "value"))]
@@ -46,7 +46,7 @@ def metric_value(study: optuna.Study, trial: FrozenTrial) -> float | None:
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The best feasible trial (a one-trial list), or the Pareto front of feasible trials,
     best validation metric first; empty while no complete feasible trial exists."""
-    if several(study):
+    if multi_objective(study):
         front = study.best_trials
         index = metric_index(study)
         maximize = maximizes(study, index)

@@ -27,11 +27,13 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from objectives.record import Key, StopReason, evaluation_key, trial_seed
-from search.artifact_store import location_for, open_store
-from search.dashboard_artifacts import attach_to_finished_trial, detach, listed
-from search import fronts, optuna_ids
+from search.artifacts.store import location_for, open_store
+from search.storage.address import StorageAddress
+from search.artifacts.dashboard_listing import attach_to_finished_trial, detach, listed
+from search.results import fronts
+from search.storage import optuna_ids
 from search.errors import UserError
-from search.outputs import writable_folder
+from search.results.output_folders import writable_folder
 from search.studies import STUDY_ATTR
 from search.studyfile import StudyFile
 
@@ -100,7 +102,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
         best = fronts.best_trials(study)
         if not complete or not best:
             raise UserError(f"study {study.study_name!r} has no complete trial to evaluate")
-        if fronts.several(study):
+        if fronts.multi_objective(study):
             raise UserError(
                 f"study {study.study_name!r} has several objectives: pick a trial of its Pareto "
                 f"front with --trial N (trials {', '.join(str(t.number) for t in best)}; "
@@ -119,7 +121,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trial
 
 
-def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
+def evaluate_trial(study: optuna.Study, number: int | None, *, address: StorageAddress,
                    output: Path | None, full_train: bool, data_path: str | None,
                    artifacts: str | None) -> EvaluationRun:
     """Retrain, test once, save and record. Everything the user could get wrong is checked
@@ -130,7 +132,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, storage_url: str,
         output or Path("hpsearch-evaluations") / f"{study.study_name}-trial-{trial.number}",
         "--output")
     check_output_folder(folder)
-    store = open_store(location_for([study], artifacts, storage_url))
+    store = open_store(location_for([study], artifacts, address))
     epochs = int(trial.user_attrs.get(Key.BEST_EPOCH) or 0)
     if full_train and epochs < 1:
         raise UserError(f"trial {trial.number} recorded no best epoch; evaluate it without "

@@ -8,7 +8,7 @@ validation accuracy at the best epoch). One plain statement per comparison says 
 numbers carry: a difference between two groups only where a Mann-Whitney test finds it
 with at least :data:`MIN_TRIALS` trials in each, else that it is not clear, or that there are
 not enough trials. Also: the gap against dropout and L2 (Spearman), and the epochs early
-stopping and pruning saved. Nothing here draws; ``search.compare_view`` shows it.
+stopping and pruning saved. Nothing here draws; ``search.results.compare_view`` shows it.
 
 A study asks a dozen such questions at once, and at p < 0.05 one in twenty finds a difference
 that is not there: every test's p-value is adjusted for all the tests of the study
@@ -29,7 +29,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.record import Key, StopReason, maximizes
-from search import fronts
+from search.results import fronts
 from search.studies import STUDY_ATTR
 
 MIN_TRIALS = 5  # complete trials a group needs before the comparison says anything of it
