@@ -1,4 +1,5 @@
-"""Shared fixtures: study files on stub data, and storages of every kind.
+"""Shared fixtures: study files on stub data (``stub_study``: the one stub study, with a
+test's own overrides), and storages of every kind.
 
 PostgreSQL tests use the server at ``HPSEARCH_TEST_POSTGRES`` (default: the local server on
 127.0.0.1:5432 with trust auth), each in a fresh database that is dropped afterwards. Where no
@@ -14,12 +15,15 @@ import sys
 import tempfile
 import textwrap
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
+import tomli_w
 
 # The installed command, for tests that run it as a real process.
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
@@ -57,6 +61,38 @@ activation = ["relu", "tanh"]
 optimizer = ["adam", "sgd"]
 batch_size = 128
 """
+
+
+def stub_study_text(**sections: Any) -> str:
+    """The stub study (:data:`TINY_STUDY`) with ``sections`` laid over it, as TOML.
+
+    Each keyword is a section: a dict is merged into the stub's section key by key (a key set to
+    None is removed), None removes the section, a list (``fixed_trials``) replaces it.
+    ``stub_study_text(study={"n_trials": 5}, pruner=None)``.
+    """
+    document: dict[str, Any] = tomllib.loads(TINY_STUDY)
+    for name, section in sections.items():
+        if section is None:
+            document.pop(name, None)
+        elif isinstance(section, dict):
+            merged = {**document.get(name, {}), **section}
+            document[name] = {key: value for key, value in merged.items() if value is not None}
+        else:
+            document[name] = section
+    return tomli_w.dumps(document)
+
+
+@pytest.fixture
+def stub_study(tmp_path: Path) -> Callable[..., Path]:
+    """Write the stub study with a test's overrides (:func:`stub_study_text`) into the test's
+    folder and return its path: ``stub_study(training={"max_epochs": 1}, name="a.toml")``."""
+
+    def write(*, name: str = "study.toml", **sections: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(stub_study_text(**sections), encoding="utf-8")
+        return path
+
+    return write
 
 
 @pytest.fixture

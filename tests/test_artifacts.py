@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -22,46 +22,18 @@ from search.artifacts.dashboard_listing import artifacts_of, listed, read_artifa
 from search.cli import cli
 from objectives.record import evaluations
 
-STUDY = """
-[study]
-name = "arts"
-n_trials = 6
-seed = 11
+from conftest import stub_study_text
 
-[sampler]
-type = "random"
-
-[pruner]
-type = "median"
-n_startup_trials = 2
-n_warmup_steps = 1
-
-[data]
-dataset = "stub"
-validation_fraction = 0.2
-
-[training]
-max_epochs = 4
-early_stopping_patience = 2
-
-[artifacts]
-keep_models = 2
-tensorboard = true
-
-[space]
-n_layers = {low = 1, high = 2}
-units = {low = 16, high = 64, log = true}
-activation = ["relu", "tanh"]
-optimizer = ["adam", "rmsprop"]
-batch_size = 128
-
-[[fixed_trials]]
-label = "baseline"
-n_layers = 1
-units_l0 = 32
-activation = "relu"
-optimizer = "adam"
-"""
+# This file's study, with artifacts kept: overrides of the stub study.
+STUDY: dict[str, Any] = dict(
+    study={"name": "arts", "n_trials": 6, "seed": 11},
+    sampler={"type": "random", "n_startup_trials": None},
+    pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+    training={"max_epochs": 4}, artifacts={"keep_models": 2, "tensorboard": True},
+    space={"optimizer": ["adam", "rmsprop"]},
+    fixed_trials=[{"label": "baseline", "n_layers": 1, "units_l0": 32, "activation": "relu",
+                   "optimizer": "adam"}],
+)
 
 
 def invoke(*args: str) -> Result:
@@ -84,7 +56,7 @@ class Ran:
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
     folder = tmp_path_factory.mktemp("artifacts")
     study_file = folder / "arts.toml"
-    study_file.write_text(textwrap.dedent(STUDY), encoding="utf-8")
+    study_file.write_text(stub_study_text(**STUDY), encoding="utf-8")
     url = f"sqlite:///{folder / 'studies.db'}"
     result = invoke("run", str(study_file), "--storage", url)
     assert result.exit_code == 0, result.output
@@ -263,8 +235,9 @@ def test_a_failing_store_costs_the_figures_not_the_trial(
 
     monkeypatch.setattr(optuna.artifacts.FileSystemArtifactStore, "write", refuse)
     study_file = tmp_path / "full.toml"
-    study_file.write_text(textwrap.dedent(STUDY).replace("n_trials = 6", "n_trials = 2")
-                          .replace("tensorboard = true", "tensorboard = false"))
+    study_file.write_text(stub_study_text(**{
+        **STUDY, "study": {**STUDY["study"], "n_trials": 2},
+        "artifacts": {**STUDY["artifacts"], "tensorboard": False}}))
     url = f"sqlite:///{tmp_path / 'full.db'}"
     result = invoke("run", str(study_file), "--storage", url)
     assert result.exit_code == 0, result.output
@@ -276,8 +249,8 @@ def test_a_failing_store_costs_the_figures_not_the_trial(
 
 def test_bad_artifact_stores_are_one_line_errors(tmp_path: Path) -> None:
     study_file = tmp_path / "bad.toml"
-    study_file.write_text(textwrap.dedent(STUDY).replace(
-        "keep_models = 2", 'keep_models = -1\nstore = "ftp://host/x"'))
+    study_file.write_text(stub_study_text(**{
+        **STUDY, "artifacts": {**STUDY["artifacts"], "keep_models": -1, "store": "ftp://host/x"}}))
     result = invoke("validate", str(study_file))
     assert result.exit_code == 1
     assert "artifacts.keep_models: Input should be greater than or equal to 0" in result.stderr
@@ -285,7 +258,7 @@ def test_bad_artifact_stores_are_one_line_errors(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     good = tmp_path / "good.toml"
-    good.write_text(textwrap.dedent(STUDY))
+    good.write_text(stub_study_text(**STUDY))
     result = invoke("run", str(good), "--storage", f"sqlite:///{tmp_path / 'x.db'}",
                     "--artifacts", str(blocker / "inside"))
     assert result.exit_code == 1

@@ -85,12 +85,11 @@ def test_default_storage_is_a_sqlite_file_in_the_working_directory(
 
 
 def test_a_different_space_is_refused_and_nothing_is_written(
-    write_study: Callable[..., Path], tmp_path: Path
+    write_study: Callable[..., Path], stub_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert invoke("run", str(write_study()), "--storage", url, "--n-trials", "1").exit_code == 0
-    changed = write_study(Path(write_study()).read_text().replace(
-        'activation = ["relu", "tanh"]', 'activation = ["relu", "gelu"]'), name="changed.toml")
+    changed = stub_study(space={"activation": ["relu", "gelu"]}, name="changed.toml")
     result = invoke("run", str(changed), "--storage", url, "--n-trials", "2")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
@@ -220,7 +219,7 @@ def test_a_database_of_other_tables_is_refused_not_given_optuna_s(
     ("corrupt", "archive is corrupt or truncated"),
 ])
 def test_a_data_source_that_cannot_be_loaded_leaves_no_storage_behind(
-        write_study: Callable[..., Path], storage_url: str, tmp_path: Path, problem: str,
+        stub_study: Callable[..., Path], storage_url: str, tmp_path: Path, problem: str,
         message: str) -> None:
     import sqlalchemy
 
@@ -228,9 +227,8 @@ def test_a_data_source_that_cannot_be_loaded_leaves_no_storage_behind(
     if problem == "corrupt":
         source.parent.mkdir()
         source.write_bytes(b"not an archive at all")
-    text = Path(write_study()).read_text().replace(
-        'dataset = "stub"', f'dataset = "cifar10"\npath = "{source}"')
-    result = invoke("run", str(write_study(text, name="data.toml")), "--storage", storage_url)
+    study_file = stub_study(data={"dataset": "cifar10", "path": str(source)}, name="data.toml")
+    result = invoke("run", str(study_file), "--storage", storage_url)
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0].lower(), lines
@@ -324,19 +322,12 @@ def test_every_command_has_help_and_none_imports_tensorflow() -> None:
 
 
 def test_fixed_trials_run_first_with_their_label_and_epochs(
-    write_study: Callable[..., Path], tmp_path: Path
+    stub_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
-    study_file = write_study(Path(write_study()).read_text() + """
-[[fixed_trials]]
-label = "hand-built"
-max_epochs = 2
-hidden_layers = [32, 16]
-activation = "tanh"
-optimizer = "sgd"
-momentum = 0.9
-nesterov = true
-""")
+    study_file = stub_study(fixed_trials=[{
+        "label": "hand-built", "max_epochs": 2, "hidden_layers": [32, 16], "activation": "tanh",
+        "optimizer": "sgd", "momentum": 0.9, "nesterov": True}])
     result = invoke("run", str(study_file), "--storage", url, "--n-trials", "2")
     assert result.exit_code == 0 and "ran 2 trials" in result.stdout
     first = optuna.load_study(study_name="tiny", storage=url).trials[0]
@@ -387,16 +378,14 @@ def test_more_workers_than_the_machine_holds_are_capped_with_one_warning(
 
 
 def test_a_trial_the_budget_ends_before_its_first_epoch_runs_again_first_next_time(
-        write_study: Callable[..., Path], tmp_path: Path,
+        stub_study: Callable[..., Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A run's time budget can end a trial before it completes an epoch; that trial failed for
     want of time, not of its own, so the study's next run trains it again, before anything
     new, with its parameters."""
-    from conftest import TINY_STUDY
-
     from objectives import budget
 
-    study_file = write_study(TINY_STUDY.replace("seed = 3", "seed = 3\nwarm_start = false"))
+    study_file = stub_study(study={"warm_start": False})
     url = f"sqlite:///{tmp_path / 'cut.db'}"
     # The budget ends right after the first trial starts, at its first training step: not
     # left to the machine's speed (the budget counts from the command's start).
@@ -426,19 +415,15 @@ def test_a_trial_the_budget_ends_before_its_first_epoch_runs_again_first_next_ti
 
 
 def test_a_time_budget_ends_the_running_trial_at_its_best_epoch_not_after_it(
-        write_study: Callable[..., Path], tmp_path: Path) -> None:
+        stub_study: Callable[..., Path], tmp_path: Path) -> None:
     """With a timeout, a trial still training when it ends stops and is recorded at its best
     epoch (Optuna's own timeout would let it train its 400 epochs first)."""
     import time
 
-    from conftest import TINY_STUDY
-
     # no warm start: the first reference trains 18 epochs only, and on a loaded machine a
     # second trial could start and rightly fail for want of time before its first epoch
-    study_file = write_study(
-        TINY_STUDY.replace("max_epochs = 3", "max_epochs = 400").replace(
-            "early_stopping_patience = 2", "early_stopping_patience = 400").replace(
-            "seed = 3", "seed = 3\nwarm_start = false"))
+    study_file = stub_study(study={"warm_start": False},
+                            training={"max_epochs": 400, "early_stopping_patience": 400})
     url = f"sqlite:///{tmp_path / 'budget.db'}"
     started = time.monotonic()
     result = invoke("run", str(study_file), "--storage", url, "--timeout", "8")
@@ -457,17 +442,13 @@ def test_a_time_budget_ends_the_running_trial_at_its_best_epoch_not_after_it(
 
 
 def test_a_time_budget_counts_from_the_command_s_start(
-        write_study: Callable[..., Path], tmp_path: Path) -> None:
+        stub_study: Callable[..., Path], tmp_path: Path) -> None:
     """A real process: ``--timeout 20`` has the run's summary out about 20 s after the command
     started, not 10 s after TensorFlow, the data and the storage were ready (12.5 s for 8 s
     before). What follows the summary, Python and TensorFlow shutting down, is not counted."""
     import time
 
-    from conftest import TINY_STUDY
-
-    study_file = write_study(
-        TINY_STUDY.replace("max_epochs = 3", "max_epochs = 400").replace(
-            "early_stopping_patience = 2", "early_stopping_patience = 400"))
+    study_file = stub_study(training={"max_epochs": 400, "early_stopping_patience": 400})
     env = {**os.environ, "HPSEARCH_STORAGE": f"sqlite:///{tmp_path / 'budget.db'}",
            "TF_CPP_MIN_LOG_LEVEL": "3", "HPSEARCH_ARTIFACTS": str(tmp_path / "artifacts")}
     import datetime

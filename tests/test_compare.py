@@ -124,13 +124,11 @@ def test_epochs_to_95() -> None:
     assert epochs_to_95([], maximize=True) is None
 
 
-def test_compare_and_the_report_on_a_stub_study(write_study: Callable[..., Path],
+def test_compare_and_the_report_on_a_stub_study(stub_study: Callable[..., Path],
                                                 tmp_path: Path) -> None:
-    from conftest import TINY_STUDY
-
     url = f"sqlite:///{tmp_path / 'compare.db'}"
     runner = CliRunner()
-    ran = runner.invoke(cli, ["run", str(write_study(TINY_STUDY)), "--storage", url])
+    ran = runner.invoke(cli, ["run", str(stub_study()), "--storage", url])
     assert ran.exit_code == 0, ran.output
     shown = runner.invoke(cli, ["compare", "--storage", url])
     assert shown.exit_code == 0, shown.output
@@ -149,42 +147,23 @@ def test_compare_and_the_report_on_a_stub_study(write_study: Callable[..., Path]
     assert all(line in page for line in statements)
 
 
-FAILING = """
-[study]
-name = "diverges"
-n_trials = 1
-warm_start = false
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-
-[training]
-max_epochs = 3
-
-[space]
-n_layers = 1
-units = 32
-activation = "relu"
-batch_norm = false
-optimizer = "sgd"
-momentum = 0.9
-nesterov = false
-learning_rate = 1e6
-batch_size = 128
-"""
+# A study whose one trial diverges (a learning rate of 1e6): overrides of the stub study.
+FAILING: dict[str, Any] = dict(
+    study={"name": "diverges", "n_trials": 1, "seed": None, "warm_start": False},
+    sampler=None, data={"validation_fraction": None}, training={"early_stopping_patience": None},
+    space={"n_layers": 1, "units": 32, "activation": "relu", "batch_norm": False,
+           "optimizer": "sgd", "momentum": 0.9, "nesterov": False, "learning_rate": 1e6},
+)
 
 
 def test_a_study_of_failed_trials_is_read_as_it_is(
-    write_study: Callable[..., Path], tmp_path: Path
+    stub_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     """Every trial diverged: compare counts the epochs they trained, the report embeds no
     empty Optuna plot, evaluate says the trial failed (it said "trial 0 is fail")."""
     url = f"sqlite:///{tmp_path / 'd.db'}"
     runner = CliRunner()
-    ran = runner.invoke(cli, ["run", str(write_study(FAILING)), "--storage", url])
+    ran = runner.invoke(cli, ["run", str(stub_study(**FAILING)), "--storage", url])
     assert ran.exit_code == 1 and "stopped after 5 failed trials in a row" in ran.stderr
     trials = optuna.load_study(study_name="diverges", storage=url).trials
     assert {t.state for t in trials} == {TrialState.FAIL}

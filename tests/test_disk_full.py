@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import HPSEARCH, TINY_STUDY, wait_for
+from conftest import HPSEARCH, wait_for
 
 import optuna
 import pytest
@@ -56,10 +56,9 @@ def _run(study_file: Path, url: str, tmp_path: Path) -> subprocess.Popen[str]:
 
 
 def test_a_disk_that_fills_mid_trial_ends_the_run_at_once_with_the_trial_failed(
-    write_study: Callable[..., Path], tmp_path: Path, small_disk: Path
+    stub_study: Callable[..., Path], tmp_path: Path, small_disk: Path
 ) -> None:
-    study_file = write_study(TINY_STUDY.replace("max_epochs = 3", "max_epochs = 60").replace(
-        "early_stopping_patience = 2", "early_stopping_patience = 60"))
+    study_file = stub_study(training={"max_epochs": 60, "early_stopping_patience": 60})
     url = f"sqlite:///{small_disk / 'studies.db'}"
 
     def running() -> bool:
@@ -119,7 +118,7 @@ def test_postgresql_s_disk_full_is_told_from_other_errors() -> None:
 
 
 def test_a_full_artifact_store_keeps_no_partial_file(
-    write_study: Callable[..., Path], tmp_path: Path, small_disk: Path
+    stub_study: Callable[..., Path], tmp_path: Path, small_disk: Path
 ) -> None:
     """The store's disk fills while trials write their figures and models: the trials complete
     with ``artifact_error`` recorded, and every file left in the store is whole and listed (a
@@ -127,8 +126,7 @@ def test_a_full_artifact_store_keeps_no_partial_file(
     from search.artifacts.store import open_store
     from search.artifacts.dashboard_listing import artifacts_of
 
-    study_file = write_study(TINY_STUDY.replace("n_trials = 3", "n_trials = 2")
-                             + "\n[artifacts]\nkeep_models = 2\n")
+    study_file = stub_study(study={"n_trials": 2}, artifacts={"keep_models": 2})
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     store = small_disk / "store"
     store.mkdir()

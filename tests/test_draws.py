@@ -9,6 +9,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import HPSEARCH, interruptible, wait_for
 
@@ -20,41 +21,20 @@ from optuna.trial import FrozenTrial, TrialState
 from search import studyfile
 from search.cli import cli
 from search.samplers import TrialSeededSampler, draw_seed, make_sampler
+from conftest import stub_study_text
 
 
-STUDY = """
-[study]
-name = "draws"
-n_trials = {n_trials}
-seed = 7
-warm_start = false
-
-[sampler]
-type = "{sampler}"
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-
-[training]
-max_epochs = {epochs}
-early_stopping_patience = 2
-precision = "float32"
-
-[workers]
-heartbeat_interval = 1
-grace_period = 3
-
-[space]
-n_layers = {{low = 1, high = 3}}
-units = {{low = 8, high = 64, log = true}}
-activation = ["relu", "tanh", "elu"]
-batch_norm = [true, false]
-optimizer = ["adam", "sgd", "rmsprop"]
-batch_size = [32, 64, 128]
-"""
+def this_study(n_trials: int, sampler: str, epochs: int) -> dict[str, Any]:
+    """This file's study, a space of many configurations: overrides of the stub study."""
+    return dict(
+        study={"name": "draws", "n_trials": n_trials, "seed": 7, "warm_start": False},
+        sampler={"type": sampler, "n_startup_trials": None}, data={"validation_fraction": None},
+        training={"max_epochs": epochs, "early_stopping_patience": 2, "precision": "float32"},
+        workers={"heartbeat_interval": 1, "grace_period": 3},
+        space={"n_layers": {"low": 1, "high": 3}, "units": {"low": 8, "high": 64, "log": True},
+               "activation": ["relu", "tanh", "elu"], "batch_norm": [True, False],
+               "optimizer": ["adam", "sgd", "rmsprop"], "batch_size": [32, 64, 128]},
+    )
 
 
 def _configurations(trials: list[FrozenTrial]) -> dict[int, tuple[tuple[str, object], ...]]:
@@ -85,7 +65,7 @@ def test_a_study_run_in_pieces_draws_what_it_draws_in_one_go(
     """One run of 4 trials, and the same study file run as 2 then 4: the same trials, in
     order (the old per-process seed drew trials 0 and 1 again as 2 and 3)."""
     study_file = tmp_path / "draws.toml"
-    study_file.write_text(STUDY.format(n_trials=4, sampler=sampler, epochs=1))
+    study_file.write_text(stub_study_text(**this_study(4, sampler, 1)))
     whole, pieces = f"sqlite:///{tmp_path / 'whole.db'}", f"sqlite:///{tmp_path / 'pieces.db'}"
     _run(study_file, whole)
     _run(study_file, pieces, "--n-trials", "2")
@@ -117,8 +97,8 @@ def test_draw_seeds_follow_the_study_seed_and_the_number() -> None:
     assert len({d["x"] for d in _seeded_draws(7, range(50))}) == 50
 
 
-def test_make_sampler_builds_the_configured_kind(write_study: Callable[..., Path]) -> None:
-    spec = studyfile.load(write_study(STUDY.format(n_trials=2, sampler="qmc", epochs=1)))
+def test_make_sampler_builds_the_configured_kind(stub_study: Callable[..., Path]) -> None:
+    spec = studyfile.load(stub_study(**this_study(2, "qmc", 1)))
     sampler = make_sampler(spec)
     assert isinstance(sampler, TrialSeededSampler)
     assert sampler.kind is optuna.samplers.QMCSampler
@@ -147,7 +127,7 @@ def test_runs_stopped_by_sigkill_and_ctrl_c_never_draw_a_configuration_again(
     after two more, a third to the end: every configuration drawn once (a retry of the killed
     or interrupted trial keeps its first try's, as it must)."""
     study_file = tmp_path / "draws.toml"
-    study_file.write_text(STUDY.format(n_trials=7, sampler="random", epochs=3))
+    study_file.write_text(stub_study_text(**this_study(7, "random", 3)))
     url = f"sqlite:///{tmp_path / 'draws.db'}"
     for stop, after in ((signal.SIGKILL, 2), (signal.SIGINT, 4)):
         process = _start(study_file, url)

@@ -68,15 +68,12 @@ def checks_again() -> Iterator[None]:
         check.cache_clear()
 
 
-def _two_trials(write_study: Callable[..., Path], tmp_path: Path) -> optuna.Study:
-    from conftest import TINY_STUDY
-
-    from search.workers.run import run_study
+def _two_trials(stub_study: Callable[..., Path], tmp_path: Path) -> optuna.Study:
     from search.studyfile import load
+    from search.workers.run import run_study
 
-    text = TINY_STUDY.replace("n_trials = 3", "n_trials = 2").replace(
-        "max_epochs = 3", "max_epochs = 1")
-    return run_study(load(write_study(text)), f"sqlite:///{tmp_path / 'f.db'}").study
+    spec = load(stub_study(study={"n_trials": 2}, training={"max_epochs": 1}))
+    return run_study(spec, f"sqlite:///{tmp_path / 'f.db'}").study
 
 
 def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -84,14 +81,14 @@ def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 
 
 def test_a_keras_without_the_autocast_internals_trains_with_keras_s_own_update(
-        monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(speed, "AUTOCAST_SCOPE", ("keras.src.backend.common.variables",
                                                   "get_autocast_scope_renamed"))
     fused: list[object] = []
     monkeypatch.setattr(speed, "fuse_updates", lambda *args: fused.append(args))
     monkeypatch.setattr("objectives.mlp.fuse_updates", speed.fuse_updates)
-    study = _two_trials(write_study, tmp_path)
+    study = _two_trials(stub_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert fused == []
     assert _warnings(caplog, "the fused optimizer update is off") == [
@@ -113,22 +110,22 @@ def test_an_optimizer_apply_of_another_signature_turns_the_fused_update_off(
 
 
 def test_a_tensorflow_without_the_gradient_registry_keeps_its_entries_and_trains(
-        monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(session, "REGISTRY_PATH", ("tensorflow.python.framework.ops",
                                                    "_gradient_registry", "_renamed"))
-    study = _two_trials(write_study, tmp_path)
+    study = _two_trials(stub_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert len(_warnings(caplog, "gradient registry is not where hpsearch expects")) == 1
 
 
 def test_an_optuna_without_the_study_and_trial_ids_runs_trials_without_dashboard_listings(
-        monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from search.artifacts.dashboard_listing import DASHBOARD_PREFIX
 
     monkeypatch.setattr(optuna_ids, "TRIAL_ID", "_trial_id_renamed")
-    study = _two_trials(write_study, tmp_path)
+    study = _two_trials(stub_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     stored = study._storage.get_study_system_attrs(study._study_id)
     assert not [key for key in stored if key.startswith(DASHBOARD_PREFIX)]
@@ -136,14 +133,14 @@ def test_an_optuna_without_the_study_and_trial_ids_runs_trials_without_dashboard
 
 
 def test_a_keras_whose_callbacks_keep_their_state_elsewhere_trains_without_checkpoints(
-        monkeypatch: pytest.MonkeyPatch, checks_again: None, write_study: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(checkpoints, "EARLY_STOPPING_STATE",
                         (*checkpoints.EARLY_STOPPING_STATE, "patience_left"))
     saved: list[int] = []
     monkeypatch.setattr("search.artifacts.checkpoints.FolderCheckpoints.save",
                         lambda self, key, data: saved.append(key))
-    study = _two_trials(write_study, tmp_path)
+    study = _two_trials(stub_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert saved == []
     assert _warnings(caplog, "checkpoints are off") == [

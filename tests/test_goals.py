@@ -136,11 +136,10 @@ def test_objectives_and_constraints_validate_with_one_line_each(
     assert "study.constraints.n_params: Input should be greater than 0" in message
 
 
-def test_a_plain_study_keeps_its_fingerprint(write_study: Callable[..., Path]) -> None:
+def test_a_plain_study_keeps_its_fingerprint(write_study: Callable[..., Path],
+                                              stub_study: Callable[..., Path]) -> None:
     """Studies made before objectives and constraints existed resume unchanged."""
-    from conftest import TINY_STUDY
-
-    assert set(studyfile.load(write_study(TINY_STUDY)).fingerprint()) == {
+    assert set(studyfile.load(stub_study()).fingerprint()) == {
         "objective", "metric", "space"}
     spec = studyfile.load(write_study(TWO_OBJECTIVES.format(sampler="tpe")))
     assert spec.fingerprint()["objectives"] == ["val_accuracy", "n_params"]

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import HPSEARCH
 
@@ -22,34 +23,17 @@ from search.workers.fresh_start import resident_mb
 
 # benchmarks/memory.py's study, on less data: new layer shapes every trial, the fused update
 # on (what a trial leaves behind does not depend on how much data it trained on).
-STUDY = """
-[study]
-name = "memory"
-n_trials = {trials}
-seed = 0
-warm_start = false
-
-[sampler]
-type = "random"
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-train_subset = 1000
-validation_subset = 200
-
-[training]
-max_epochs = 1
-
-[space]
-n_layers = {{low = 1, high = 4}}
-units = {{low = 32, high = 512, log = true}}
-
-[workers]
-max_memory_growth = {limit}
-"""
+def this_study(trials: int, limit: int) -> dict[str, Any]:
+    """This file's study, models of very different sizes: overrides of the stub study."""
+    return dict(
+        study={"name": "memory", "n_trials": trials, "seed": 0, "warm_start": False},
+        sampler={"type": "random", "n_startup_trials": None},
+        data={"validation_fraction": None, "train_subset": 1000, "validation_subset": 200},
+        training={"max_epochs": 1, "early_stopping_patience": None},
+        space={"n_layers": {"low": 1, "high": 4}, "units": {"low": 32, "high": 512, "log": True},
+               "activation": None, "optimizer": None, "batch_size": None},
+        workers={"max_memory_growth": limit},
+    )
 TRIALS, LIMIT_MB = 30, 100
 # Without the fresh starts (max_memory_growth = 0) a worker grew by 309 MB from trial 10 to 30
 # here (about 15 MB a trial); with them by at most the limit plus one trial and a fresh start's
@@ -66,9 +50,9 @@ def _finished(url: str) -> int:
 
 
 def test_a_worker_s_memory_stays_bounded_over_a_long_study(
-        write_study: Callable[..., Path], tmp_path: Path, limit: int = LIMIT_MB) -> None:
+        stub_study: Callable[..., Path], tmp_path: Path, limit: int = LIMIT_MB) -> None:
     url = f"sqlite:///{tmp_path / 'memory.db'}"
-    study_file = write_study(STUDY.format(trials=TRIALS, limit=limit), name="memory.toml")
+    study_file = stub_study(**this_study(TRIALS, limit), name="memory.toml")
     worker = subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "2"],
                               env={**os.environ, "HPSEARCH_STORAGE": url},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -20,33 +21,16 @@ from optuna.trial import TrialState
 from conftest import HPSEARCH, wait_for
 
 
-STUDY = """
-[study]
-name = "outage"
-n_trials = 4
-seed = 2
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-
-[training]
-max_epochs = 6
-early_stopping_patience = 6
-
-[workers]
-heartbeat_interval = 1
-grace_period = 8
-storage_wait = {storage_wait}
-
-[space]
-n_layers = 1
-units = 64
-optimizer = "adam"
-batch_size = 64
-"""
+def this_study(storage_wait: int) -> dict[str, Any]:
+    """This file's study: overrides of the stub study."""
+    return dict(
+        study={"name": "outage", "n_trials": 4, "seed": 2}, sampler=None,
+        data={"validation_fraction": None},
+        training={"max_epochs": 6, "early_stopping_patience": 6},
+        workers={"heartbeat_interval": 1, "grace_period": 8, "storage_wait": storage_wait},
+        space={"n_layers": 1, "units": 64, "activation": None, "optimizer": "adam",
+               "batch_size": 64},
+    )
 
 
 class Relay:
@@ -122,18 +106,18 @@ def _finished(url: str) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
 
 
-def _start(write_study: Callable[..., Path], url: str, storage_wait: int) -> subprocess.Popen[str]:
-    study_file = write_study(STUDY.format(storage_wait=storage_wait))
+def _start(stub_study: Callable[..., Path], url: str, storage_wait: int) -> subprocess.Popen[str]:
+    study_file = stub_study(**this_study(storage_wait))
     return subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "1"],
                             env={**os.environ, "HPSEARCH_STORAGE": url},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_worker_carries_on_after_the_database_comes_back(
-    write_study: Callable[..., Path], postgres_url: str
+    stub_study: Callable[..., Path], postgres_url: str
 ) -> None:
     relay = Relay(("127.0.0.1", sqlalchemy.engine.make_url(postgres_url).port or 5432))
-    worker = _start(write_study, _through(relay, postgres_url), storage_wait=60)
+    worker = _start(stub_study, _through(relay, postgres_url), storage_wait=60)
     try:
         wait_for(lambda: _finished(postgres_url) >= 1, 120, "a first finished trial")
         relay.cut()
@@ -149,10 +133,10 @@ def test_a_worker_carries_on_after_the_database_comes_back(
 
 
 def test_a_database_that_stays_down_ends_the_worker_with_one_line(
-    write_study: Callable[..., Path], postgres_url: str
+    stub_study: Callable[..., Path], postgres_url: str
 ) -> None:
     relay = Relay(("127.0.0.1", sqlalchemy.engine.make_url(postgres_url).port or 5432))
-    worker = _start(write_study, _through(relay, postgres_url), storage_wait=5)
+    worker = _start(stub_study, _through(relay, postgres_url), storage_wait=5)
     try:
         wait_for(lambda: _finished(postgres_url) >= 1, 120, "a first finished trial")
         relay.cut()

@@ -10,6 +10,7 @@ import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import HPSEARCH, interruptible, wait_for
 
@@ -18,29 +19,14 @@ import pytest
 from optuna.trial import TrialState
 
 
-SLOW_STUDY = """
-[study]
-name = "slow"
-n_trials = 2
-seed = 1
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-
-[training]
-max_epochs = 12
-early_stopping_patience = 12
-
-[space]
-n_layers = 1
-units = 64
-optimizer = "adam"
-learning_rate = 1e-3
-batch_size = 64
-"""
+# This file's study, two trials of 12 epochs: overrides of the stub study.
+SLOW_STUDY: dict[str, Any] = dict(
+    study={"name": "slow", "n_trials": 2, "seed": 1}, sampler=None,
+    data={"validation_fraction": None},
+    training={"max_epochs": 12, "early_stopping_patience": 12},
+    space={"n_layers": 1, "units": 64, "activation": None, "optimizer": "adam",
+           "learning_rate": 1e-3, "batch_size": 64},
+)
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
@@ -53,10 +39,10 @@ def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_trial_leaves_a_resumable_study(
-    write_study: Callable[..., Path], tmp_path: Path, signum: int
+    stub_study: Callable[..., Path], tmp_path: Path, signum: int
 ) -> None:
     url = f"sqlite:///{tmp_path / 'slow.db'}"
-    study_file = write_study(SLOW_STUDY)
+    study_file = stub_study(**SLOW_STUDY)
     worker = subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=interruptible)
@@ -86,13 +72,13 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
 
 
 def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
-    write_study: Callable[..., Path], tmp_path: Path
+    stub_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     """``nohup hpsearch run ... &``: the Ctrl-C of the terminal it was started from is not for
     it (SIGTERM still stops it, see above)."""
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     worker = subprocess.Popen(
-        [HPSEARCH, "run", str(write_study(SLOW_STUDY)), "--storage", url],
+        [HPSEARCH, "run", str(stub_study(**SLOW_STUDY)), "--storage", url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import HPSEARCH, interruptible, wait_for
 
@@ -19,49 +20,23 @@ from optuna.trial import TrialState
 
 from objectives.checkpoints import CheckpointError, TrainingState
 from objectives.record import evaluations
+from conftest import stub_study_text
 
 
 # Every parameter fixed: every trial trains the same network, its seed set by its number (a
 # retry's: its first try's), so trial 0 of any run of this file is the same training.
-STUDY = """
-[study]
-name = "resume"
-n_trials = {n_trials}
-seed = 5
-warm_start = false
-
-[sampler]
-type = "random"
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-
-[training]
-max_epochs = 12
-early_stopping_patience = 12
-precision = "float32"
-
-[workers]
-heartbeat_interval = 1
-grace_period = 4
-max_retry = 1
-storage_wait = 60
-
-[space]
-n_layers = 1
-units = 256
-activation = "relu"
-batch_norm = true
-dropout = 0.1
-l2 = 1e-5
-initializer = "he_normal"
-optimizer = "adam"
-learning_rate = 0.001
-batch_size = 64
-"""
+def this_study(n_trials: int) -> dict[str, Any]:
+    """This file's study, one fixed configuration of 12 epochs: overrides of the stub study."""
+    return dict(
+        study={"name": "resume", "n_trials": n_trials, "seed": 5, "warm_start": False},
+        sampler={"type": "random", "n_startup_trials": None}, data={"validation_fraction": None},
+        training={"max_epochs": 12, "early_stopping_patience": 12, "precision": "float32"},
+        workers={"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1,
+                 "storage_wait": 60},
+        space={"n_layers": 1, "units": 256, "activation": "relu", "batch_norm": True,
+               "dropout": 0.1, "l2": 1e-5, "initializer": "he_normal", "optimizer": "adam",
+               "learning_rate": 0.001, "batch_size": 64},
+    )
 
 
 def _env(url: str, artifacts: Path) -> dict[str, str]:
@@ -103,7 +78,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]
     """Trial 0's history, run in one go."""
     folder = tmp_path_factory.mktemp("reference")
     study_file = folder / "study.toml"
-    study_file.write_text(STUDY.format(n_trials=1), encoding="utf-8")
+    study_file.write_text(stub_study_text(**this_study(1)), encoding="utf-8")
     url = f"sqlite:///{folder / 'reference.db'}"
     process = _start("run", study_file, url, folder / "artifacts")
     errors = _finish(process)
@@ -142,10 +117,10 @@ def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
 
 
 def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
-    write_study: Callable[..., Path], storage_url: str, tmp_path: Path,
+    stub_study: Callable[..., Path], storage_url: str, tmp_path: Path,
     reference: dict[str, list[float]],
 ) -> None:
-    study_file = write_study(STUDY.format(n_trials=2))
+    study_file = stub_study(**this_study(2))
     artifacts = tmp_path / "artifacts"
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
     victim = _start("worker", study_file, storage_url, artifacts)
@@ -161,12 +136,12 @@ def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
 @pytest.mark.parametrize(("command", "how", "backend"), [
     ("worker", signal.SIGTERM, "sqlite"), ("run", signal.SIGINT, "postgresql")])
 def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
-    write_study: Callable[..., Path], tmp_path: Path, command: str, how: signal.Signals,
+    stub_study: Callable[..., Path], tmp_path: Path, command: str, how: signal.Signals,
     backend: str, request: pytest.FixtureRequest, reference: dict[str, list[float]],
 ) -> None:
     url = (f"sqlite:///{tmp_path / 'studies.db'}" if backend == "sqlite"
            else request.getfixturevalue("postgres_url"))
-    study_file = write_study(STUDY.format(n_trials=1))
+    study_file = stub_study(**this_study(1))
     artifacts = tmp_path / "artifacts"
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
     first = _start(command, study_file, url, artifacts)

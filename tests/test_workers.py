@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import HPSEARCH, interruptible, wait_for
 
@@ -21,34 +22,18 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 
-STUDY = """
-[study]
-name = "shared"
-n_trials = {n_trials}
-seed = 5
-
-[pruner]
-type = "none"
-
-[data]
-dataset = "stub"
-
-[training]
-max_epochs = {epochs}
-early_stopping_patience = {epochs}
-
-[workers]
-heartbeat_interval = 1
-grace_period = 4
-max_retry = 1
-storage_wait = 60
-
-[space]
-n_layers = {{low = 1, high = 2}}
-units = {{low = 32, high = 96}}
-optimizer = ["adam", "rmsprop"]
-batch_size = 64
-"""
+def this_study(n_trials: int, epochs: int, *, grace_period: int = 4,
+          warm_start: bool | None = None) -> dict[str, Any]:
+    """This file's study, for several workers: overrides of the stub study."""
+    return dict(
+        study={"name": "shared", "n_trials": n_trials, "seed": 5, "warm_start": warm_start},
+        sampler=None, data={"validation_fraction": None},
+        training={"max_epochs": epochs, "early_stopping_patience": epochs},
+        workers={"heartbeat_interval": 1, "grace_period": grace_period, "max_retry": 1,
+                 "storage_wait": 60},
+        space={"units": {"low": 32, "high": 96}, "activation": None,
+               "optimizer": ["adam", "rmsprop"], "batch_size": 64},
+    )
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
@@ -89,9 +74,9 @@ def _finish(workers: list[subprocess.Popen[str]], seconds: float = 300) -> list[
 
 
 def test_three_workers_end_with_exactly_n_trials(
-    write_study: Callable[..., Path], storage_url: str
+    stub_study: Callable[..., Path], storage_url: str
 ) -> None:
-    study_file = write_study(STUDY.format(n_trials=7, epochs=2))
+    study_file = stub_study(**this_study(7, 2))
     workers = [_worker(study_file, storage_url) for _ in range(3)]
     errors = _finish(workers)
     assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(errors)
@@ -109,9 +94,9 @@ def test_three_workers_end_with_exactly_n_trials(
 
 
 def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
-    write_study: Callable[..., Path], storage_url: str
+    stub_study: Callable[..., Path], storage_url: str
 ) -> None:
-    study_file = write_study(STUDY.format(n_trials=3, epochs=12))
+    study_file = stub_study(**this_study(3, 12))
     victim = _worker(study_file, storage_url)
     wait_for(lambda: _mid_trial(storage_url, victim.pid), 120, "the victim mid-trial")
     victim.send_signal(signal.SIGKILL)
@@ -133,9 +118,9 @@ def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
 
 
 def test_sigterm_leaves_no_trial_running(
-    write_study: Callable[..., Path], storage_url: str
+    stub_study: Callable[..., Path], storage_url: str
 ) -> None:
-    study_file = write_study(STUDY.format(n_trials=3, epochs=12))
+    study_file = stub_study(**this_study(3, 12))
     worker = _worker(study_file, storage_url)
     wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
     worker.send_signal(signal.SIGTERM)
@@ -147,7 +132,7 @@ def test_sigterm_leaves_no_trial_running(
 @pytest.mark.parametrize(("how", "backend"), [(signal.SIGTERM, "postgresql"),
                                               (signal.SIGINT, "sqlite")])
 def test_a_stop_signal_to_run_with_workers_stops_every_worker_at_once(
-    write_study: Callable[..., Path], tmp_path: Path, how: signal.Signals, backend: str,
+    stub_study: Callable[..., Path], tmp_path: Path, how: signal.Signals, backend: str,
     request: pytest.FixtureRequest,
 ) -> None:
     """SIGTERM or Ctrl-C sent to the run's process alone reaches its workers at once (Ctrl-C
@@ -155,7 +140,7 @@ def test_a_stop_signal_to_run_with_workers_stops_every_worker_at_once(
     was running when the signal came."""
     storage_url = (f"sqlite:///{tmp_path / 'studies.db'}" if backend == "sqlite"
                    else request.getfixturevalue("postgres_url"))
-    study_file = write_study(STUDY.format(n_trials=4, epochs=12))
+    study_file = stub_study(**this_study(4, 12))
     run = subprocess.Popen([HPSEARCH, "run", str(study_file), "--workers", "2"],
                            env={**os.environ, "HPSEARCH_STORAGE": storage_url},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -185,9 +170,9 @@ def test_a_stop_signal_to_run_with_workers_stops_every_worker_at_once(
 
 
 def test_workers_carry_on_when_the_database_drops_their_connections(
-    write_study: Callable[..., Path], postgres_url: str
+    stub_study: Callable[..., Path], postgres_url: str
 ) -> None:
-    study_file = write_study(STUDY.format(n_trials=6, epochs=3))
+    study_file = stub_study(**this_study(6, 3))
     database = sqlalchemy.engine.make_url(postgres_url).database
     admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     workers = [_worker(study_file, postgres_url) for _ in range(2)]
@@ -219,11 +204,11 @@ def test_workers_carry_on_when_the_database_drops_their_connections(
 
 
 def test_run_with_local_workers_never_prints_the_password(
-    write_study: Callable[..., Path], postgres_url: str
+    stub_study: Callable[..., Path], postgres_url: str
 ) -> None:
     url = sqlalchemy.engine.make_url(postgres_url).set(password="s3cret").render_as_string(
         hide_password=False)  # trust auth: the server ignores it, hpsearch must hide it
-    study_file = write_study(STUDY.format(n_trials=4, epochs=2))
+    study_file = stub_study(**this_study(4, 2))
     done = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url, "--workers", "2"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -247,7 +232,7 @@ def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker_s_clock(
-        storage_url: str, write_study: Callable[..., Path]) -> None:
+        storage_url: str, stub_study: Callable[..., Path]) -> None:
     """A worker that died between creating its trial and the first heartbeat leaves a trial
     that Optuna's staleness check never sees; the next worker fails it once it has seen it
     unbeaten for the grace period. The trial's stored start is the creating machine's local
@@ -259,8 +244,7 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
     from search.studies import open_study
     from search.studyfile import load
 
-    text = STUDY.format(n_trials=3, epochs=1).replace("grace_period = 4", "grace_period = 2")
-    spec = load(write_study(text.replace("seed = 5", "seed = 5\nwarm_start = false")))
+    spec = load(stub_study(**this_study(3, 1, grace_period=2, warm_start=False)))
     storage = open_storage(storage_url, create=True, heartbeat=(1, 2, 0))
     study = open_study(spec, storage)
     unbeaten, beating = study.ask(), study.ask()
@@ -290,7 +274,7 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_by_this_worker
 
 
 def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with_one_warning(
-        tmp_path: Path, write_study: Callable[..., Path],
+        tmp_path: Path, stub_study: Callable[..., Path],
         caplog: pytest.LogCaptureFixture) -> None:
     """The fallback of the one read of Optuna's tables (search/storage/heartbeats.py): a schema
     without the heartbeat table gives one warning, no trial is failed, and trials still run
@@ -300,7 +284,7 @@ def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with
     from search.studyfile import load
 
     url = f"sqlite:///{tmp_path / 'changed.db'}"
-    spec = load(write_study(STUDY.format(n_trials=2, epochs=1)))
+    spec = load(stub_study(**this_study(2, 1)))
     original = UnbeatenTrials.trial_ids
 
     def after_an_upgrade(self: UnbeatenTrials, study_id: int) -> set[int]:
