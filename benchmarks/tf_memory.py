@@ -7,7 +7,7 @@ Run: .venv/bin/python benchmarks/tf_memory.py MODE [--trials 30]
 MODE: ``fused`` (hpsearch's training path) or ``plain`` (Keras's own optimizer update), each
 with new layer shapes every trial; ``fused-same`` and ``plain-same``, the same shapes every
 trial. Each trial builds, compiles and fits an MLP for 2 epochs on 2,000 stub images inside
-``objectives.session.fresh_session`` (Keras's ``clear_session`` and the gradient-registry
+``objectives.between_trials.fresh_session`` (Keras's ``clear_session`` and the gradient-registry
 cleanup), then collects garbage; prints the RSS after trials 1, 10, 20, 30 and the growth from
 trial 10. ``--clear-kernel-cache`` also clears TensorFlow's eager kernel cache and
 ``--malloc-trim`` hands freed heap back to the system after every trial; ``--reset-context``
@@ -44,7 +44,7 @@ def main() -> None:
     from objectives.data import CIFAR10_CLASSES, Dataset
     from objectives.feed import batches
     from objectives.mlp import compiled_model
-    from objectives.session import fresh_session
+    from objectives.between_trials import fresh_session
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(2000, 32, 32, 3), dtype=np.uint8)

@@ -8,7 +8,7 @@ XLA-compiled function (``tf.function(jit_compile=True)``), then drops the variab
 collects garbage:
 
 - ``new``: a new compiled function every round, closing over that round's variable, as each
-  trial's fused optimizer update is (objectives/speed.py);
+  trial's fused optimizer update is (objectives/fast_path.py);
 - ``reused``: one compiled function for every round, taking the variable as an argument.
 
 Prints the resident memory every ``--rounds / 5`` rounds and the growth per round after the

@@ -175,7 +175,7 @@ def main() -> None:
         return
 
     from _docs import command, machine, write_section
-    from objectives.speed import dtype_policy
+    from objectives.fast_path import dtype_policy
 
     print(f"machine: {machine()}")
     print(f"deep reference MLP, {N_TRAIN} training + {N_VAL} validation images, "

@@ -42,14 +42,14 @@ CASES = {"adamw, l2 1e-4": {}, "adam, no l2": {"optimizer": "adam", "l2": 0.0}}
 
 
 def kernels_update(optimizer: Any, model: Any) -> Any:
-    """``objectives.speed.fuse_updates``'s work without XLA: the same gradients, then one of
+    """``objectives.fast_path.fuse_updates``'s work without XLA: the same gradients, then one of
     TensorFlow's fused training kernels per weight."""
     import tensorflow as tf
 
-    from objectives import speed
+    from objectives import fast_path
 
-    slopes = speed._move_l2_gradients(model)
-    speed._keep_low_precision_gradients(model)
+    slopes = fast_path._move_l2_gradients(model)
+    fast_path._keep_low_precision_gradients(model)
     original = optimizer.apply
     if type(optimizer).__name__ not in ("Adam", "AdamW"):  # the two CASES below
         raise ValueError(f"the kernels update is written for Adam and AdamW only, not "
@@ -114,7 +114,7 @@ def main() -> None:
         return
 
     from _docs import machine
-    from objectives.speed import dtype_policy
+    from objectives.fast_path import dtype_policy
 
     print(f"machine: {machine()}; hidden layers compute in {dtype_policy('auto') or 'float32'}")
     epochs: dict[tuple[str, str], list[float]] = {}

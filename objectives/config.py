@@ -62,7 +62,7 @@ class TrainingConfig(BaseModel):
     reduce_lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0)
     min_learning_rate: float = Field(default=1e-6, ge=0.0)
     pruning_interval: int = Field(default=1, ge=1)
-    # How fast it runs, not what it learns (see objectives/speed.py).
+    # How fast it runs, not what it learns (see objectives/fast_path.py).
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     steps_per_execution: int = Field(default=64, ge=1)
     fused_optimizer: StrictBool = True

@@ -35,9 +35,9 @@ from objectives.model import WHITENED, build_model
 from objectives.optimizers import get_optimizer
 from objectives.preprocessing import input_layers, whiten, whitened_in_training
 from objectives.schedules import learning_rate, uses_plateau
-from objectives.session import fresh_session
+from objectives.between_trials import fresh_session
 from objectives.space import SearchSpace, suggest
-from objectives.speed import dtype_policy, fuse_updates, fused_update_supported
+from objectives.fast_path import dtype_policy, fuse_updates, fused_update_supported
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Compiled:
 
 def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingConfig, *,
                    epochs: int | None = None, x_train: np.ndarray | None = None) -> Compiled:
-    """The MLP of ``params``, compiled for fast training (see ``objectives.speed``), its input
+    """The MLP of ``params``, compiled for fast training (see ``objectives.fast_path``), its input
     preprocessing computed on ``x_train`` (default: the training split) and its learning-rate
     schedule laid over ``epochs`` (default ``training.max_epochs``) epochs of it."""
     x_train = dataset.x_train if x_train is None else x_train

@@ -25,6 +25,12 @@ import pytest
 import sqlalchemy
 import tomli_w
 
+# Under pytest-xdist (`make test` runs the suite on several test processes at once), each
+# process and every hpsearch process it starts gets one TensorFlow thread unless a test says
+# otherwise: the test processes share the machine's cores as `run --workers` shares them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("HPSEARCH_TF_THREADS", "1")
+
 # The installed command, for tests that run it as a real process.
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 

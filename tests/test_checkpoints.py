@@ -21,7 +21,7 @@ from objectives.config import TrainingConfig
 from objectives.data import CIFAR10_CLASSES, Dataset
 from objectives.keras_setup import keras
 from objectives.mlp import train
-from objectives.session import fresh_session
+from objectives.between_trials import fresh_session
 from search.artifacts.checkpoints import ArtifactCheckpoints, FolderCheckpoints
 
 PARAMS: dict[str, Any] = {

@@ -38,9 +38,12 @@ def this_study(n_trials: int, sampler: str, epochs: int) -> dict[str, Any]:
 
 
 def _configurations(trials: list[FrozenTrial]) -> dict[int, tuple[tuple[str, object], ...]]:
-    """Each lineage's configuration (a retry resumes its first try, with its parameters)."""
+    """Each lineage's configuration (a retry resumes its first try, with its parameters). A
+    trial stopped before it drew anything (a kill right after it was created) has none."""
     seen: dict[int, tuple[tuple[str, object], ...]] = {}
     for trial in trials:
+        if not trial.params:
+            continue
         lineage = int(trial.user_attrs.get("first_try", trial.number))
         configuration = tuple(sorted(trial.params.items()))
         assert seen.setdefault(lineage, configuration) == configuration

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from objectives import checkpoints, session, speed
+from objectives import between_trials, checkpoints, fast_path
 from search.artifacts import dashboard_listing
 from search.storage import optuna_ids
 from search.workers import retries
@@ -58,8 +58,9 @@ def test_the_internals_table_is_what_the_code_and_pyproject_say() -> None:
 @pytest.fixture
 def checks_again() -> Iterator[None]:
     """The start-up checks run once per process: run them again for this test and after it."""
-    checks = (speed.fused_update_supported, session._gradient_registry, optuna_ids.supported,
-              checkpoints.callback_state_supported, retries.optuna_reads_retries,
+    checks = (fast_path.fused_update_supported, between_trials._gradient_registry,
+              optuna_ids.supported, checkpoints.callback_state_supported,
+              retries.optuna_reads_retries,
               dashboard_listing.dashboard_shows_listings)
     for check in checks:
         check.cache_clear()
@@ -83,11 +84,11 @@ def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 def test_a_keras_without_the_autocast_internals_trains_with_keras_s_own_update(
         monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(speed, "AUTOCAST_SCOPE", ("keras.src.backend.common.variables",
-                                                  "get_autocast_scope_renamed"))
+    monkeypatch.setattr(fast_path, "AUTOCAST_SCOPE", ("keras.src.backend.common.variables",
+                                                      "get_autocast_scope_renamed"))
     fused: list[object] = []
-    monkeypatch.setattr(speed, "fuse_updates", lambda *args: fused.append(args))
-    monkeypatch.setattr("objectives.mlp.fuse_updates", speed.fuse_updates)
+    monkeypatch.setattr(fast_path, "fuse_updates", lambda *args: fused.append(args))
+    monkeypatch.setattr("objectives.mlp.fuse_updates", fast_path.fuse_updates)
     study = _two_trials(stub_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert fused == []
@@ -104,16 +105,16 @@ def test_an_optimizer_apply_of_another_signature_turns_the_fused_update_off(
 
     monkeypatch.setattr(keras.optimizers.Optimizer, "apply",
                         lambda self, gradients_and_variables: None)
-    assert not speed.fused_update_supported()
-    assert not speed.fused_update_supported()  # said once
+    assert not fast_path.fused_update_supported()
+    assert not fast_path.fused_update_supported()  # said once
     assert len(_warnings(caplog, "not (grads, trainable_variables)")) == 1
 
 
 def test_a_tensorflow_without_the_gradient_registry_keeps_its_entries_and_trains(
         monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(session, "REGISTRY_PATH", ("tensorflow.python.framework.ops",
-                                                   "_gradient_registry", "_renamed"))
+    monkeypatch.setattr(between_trials, "REGISTRY_PATH", ("tensorflow.python.framework.ops",
+                                                          "_gradient_registry", "_renamed"))
     study = _two_trials(stub_study, tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert len(_warnings(caplog, "gradient registry is not where hpsearch expects")) == 1

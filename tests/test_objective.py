@@ -151,7 +151,7 @@ def test_a_seeded_single_worker_study_repeats() -> None:
 
 
 def test_trials_leave_no_traced_graphs_behind() -> None:
-    from objectives.session import _gradient_registry
+    from objectives.between_trials import _gradient_registry
 
     registry = _gradient_registry()
     study = optuna.create_study(direction="maximize")
@@ -262,7 +262,7 @@ def test_the_fast_path_learns_what_plain_fit_learns(params: dict[str, object]) -
     from objectives.keras_setup import keras
     from objectives.mlp import train
     from objectives.optimizers import get_optimizer
-    from objectives.session import fresh_session
+    from objectives.between_trials import fresh_session
 
     x, y, x_test, y_test = make_stub(3, n_train=12_000, n_test=100)
     cut = 9_000

@@ -17,7 +17,7 @@ from objectives.data import CIFAR10_CLASSES, Dataset, make_stub
 from objectives.keras_setup import keras
 from objectives.mlp import train, train_on_all
 from objectives.schedules import learning_rate
-from objectives.session import fresh_session
+from objectives.between_trials import fresh_session
 from objectives.space import SearchSpace, suggest
 
 PARAMS: dict[str, Any] = {

@@ -142,7 +142,7 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, address: StorageA
     from objectives.data import DatasetError, load_dataset
     from objectives.keras_setup import keras
     from objectives.mlp import train, train_on_all
-    from objectives.session import fresh_session
+    from objectives.between_trials import fresh_session
     from objectives.space import suggest
 
     try:

@@ -14,7 +14,7 @@ from objectives.data import CIFAR10_CLASSES, Dataset
 from objectives.feed import batches
 from objectives.keras_setup import keras
 from objectives.mlp import compiled_model
-from objectives.session import fresh_session
+from objectives.between_trials import fresh_session
 
 PARAMS = {"n_layers": 2, "units_l0": 64, "units_l1": 32, "activation": "relu",
           "batch_norm": True, "dropout": 0.0, "l2": 1e-2, "initializer": "he_normal",
@@ -101,12 +101,12 @@ def test_bfloat16_gradients_reach_the_fused_update_and_move_the_weights_as_befor
     """Under mixed_bfloat16 the fused update takes the weights' gradients in bfloat16 (as the
     matrix products make them) and widens them itself: the same weights as with TensorFlow's
     cast back to float32 first, and the same as Keras's own unfused optimizer."""
-    from objectives import speed
+    from objectives import fast_path
 
     seen: list[str] = []
     narrow, narrow_loss = _trained(fused=True, l2=1e-2, precision="mixed_bfloat16", seen=seen)
     assert "bfloat16" in seen and "float32" in seen  # dense kernels; the float32 output layer
-    monkeypatch.setattr(speed, "_keep_low_precision_gradients", lambda model: None)
+    monkeypatch.setattr(fast_path, "_keep_low_precision_gradients", lambda model: None)
     widened: list[str] = []
     wide, wide_loss = _trained(fused=True, l2=1e-2, precision="mixed_bfloat16", seen=widened)
     assert "bfloat16" not in widened
