@@ -1,5 +1,5 @@
 # `make run`: set up (once) and run the smoke study on the embedded SQLite default.
-# `make test`: set up (once) and run the test suite.
+# `make test`: set up (once) and run the test suite (on several test processes at once).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 run: $(STAMP)
 	$(BIN)/hpsearch run studies/smoke.toml
 
+# The suite runs on TEST_PROCESSES test processes at once (pytest-xdist, each test given to
+# whichever process is free); TEST_PROCESSES=0 runs it in this one process.
+TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_PROCESSES)),,-n $(TEST_PROCESSES) --dist worksteal) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check search objectives tests benchmarks scripts

@@ -38,7 +38,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "HPSEARCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
-# A study of 3 stub trials of 3 epochs: a few seconds.
+# A study of 3 stub trials of 3 epochs: a few seconds. Its trials make no figures and update
+# with Keras's own optimizer step (a fifth less work a trial): the tests of figures and of the
+# fused update ask for them (tests/test_artifacts.py, test_fast_path.py, test_objective.py).
 TINY_STUDY = """
 [study]
 name = "tiny"
@@ -59,6 +61,10 @@ validation_fraction = 0.2
 [training]
 max_epochs = 3
 early_stopping_patience = 2
+fused_optimizer = false
+
+[artifacts]
+figures = false
 
 [space]
 n_layers = {low = 1, high = 2}

@@ -6,7 +6,6 @@ Needs Chromium (Debian's ``chromium`` package); without it the test is skipped, 
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import optuna
@@ -17,7 +16,7 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from screenshots import dashboard, find_chromium, render  # noqa: E402
 
-from conftest import TINY_STUDY  # noqa: E402
+from conftest import stub_study_text  # noqa: E402
 from search.cli import cli  # noqa: E402
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.skipif(find_chromium() is None,
 
 def test_a_trials_page_lists_its_artifacts(tmp_path: Path) -> None:
     study_file = tmp_path / "tiny.toml"
-    study_file.write_text(textwrap.dedent(TINY_STUDY))
+    study_file.write_text(stub_study_text(artifacts={"figures": True}))
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     result = CliRunner().invoke(cli, ["run", str(study_file), "--storage", url])
     assert result.exit_code == 0, result.output

@@ -126,7 +126,7 @@ def test_a_full_artifact_store_keeps_no_partial_file(
     from search.artifacts.store import open_store
     from search.artifacts.dashboard_listing import artifacts_of
 
-    study_file = stub_study(study={"n_trials": 2}, artifacts={"keep_models": 2})
+    study_file = stub_study(study={"n_trials": 2}, artifacts={"keep_models": 2, "figures": True})
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     store = small_disk / "store"
     store.mkdir()

@@ -38,16 +38,18 @@ def this_study(n_trials: int, sampler: str, epochs: int) -> dict[str, Any]:
 
 
 def _configurations(trials: list[FrozenTrial]) -> dict[int, tuple[tuple[str, object], ...]]:
-    """Each lineage's configuration (a retry resumes its first try, with its parameters). A
-    trial stopped before it drew anything (a kill right after it was created) has none."""
-    seen: dict[int, tuple[tuple[str, object], ...]] = {}
+    """Each lineage's configuration: a retry carries on its first try with its parameters. A
+    try killed while it drew them (or before: right after it was created) holds part of them,
+    and its retry draws the rest; such a lineage is counted by its whole configuration."""
+    seen: dict[int, dict[str, object]] = {}
     for trial in trials:
-        if not trial.params:
-            continue
         lineage = int(trial.user_attrs.get("first_try", trial.number))
-        configuration = tuple(sorted(trial.params.items()))
-        assert seen.setdefault(lineage, configuration) == configuration
-    return seen
+        known = seen.setdefault(lineage, {})
+        shared = known.keys() & trial.params.keys()
+        assert {k: known[k] for k in shared} == {k: trial.params[k] for k in shared}, trial
+        known.update(trial.params)
+    return {lineage: tuple(sorted(params.items()))
+            for lineage, params in seen.items() if params}
 
 
 def _assert_no_repeats(trials: list[FrozenTrial]) -> None:

@@ -30,7 +30,8 @@ def this_study(n_trials: int) -> dict[str, Any]:
     return dict(
         study={"name": "resume", "n_trials": n_trials, "seed": 5, "warm_start": False},
         sampler={"type": "random", "n_startup_trials": None}, data={"validation_fraction": None},
-        training={"max_epochs": 12, "early_stopping_patience": 12, "precision": "float32"},
+        training={"max_epochs": 12, "early_stopping_patience": 12, "precision": "float32",
+                  "fused_optimizer": None}, artifacts=None,
         workers={"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1,
                  "storage_wait": 60},
         space={"n_layers": 1, "units": 256, "activation": "relu", "batch_norm": True,
