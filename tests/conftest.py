@@ -119,7 +119,8 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def _postgres_database() -> Iterator[str]:
+def _postgres_database(template: str | None = None) -> Iterator[str]:
+    """A fresh database (a copy of ``template`` where given), dropped at the end."""
     admin = sqlalchemy.create_engine(
         POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
     )
@@ -134,7 +135,8 @@ def _postgres_database() -> Iterator[str]:
         pytest.skip(message)
     name = f"hpsearch_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        copied = f' TEMPLATE "{template}"' if template else ""
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"{copied}')
     # A server database's default artifact store is ./hpsearch-artifacts: keep it out of the
     # working directory (the repository), for this test and the processes it starts.
     try:

@@ -73,7 +73,9 @@ def _two_trials(stub_study: Callable[..., Path], tmp_path: Path) -> optuna.Study
     from search.studyfile import load
     from search.workers.run import run_study
 
-    spec = load(stub_study(study={"n_trials": 2}, training={"max_epochs": 1}))
+    # the fused update on, as a user's trials have it: some internals are the fused update's
+    spec = load(stub_study(study={"n_trials": 2},
+                           training={"max_epochs": 1, "fused_optimizer": None}))
     return run_study(spec, f"sqlite:///{tmp_path / 'f.db'}").study
 
 
