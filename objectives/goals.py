@@ -1,8 +1,8 @@
 """What a study asks of its trials beyond the validation metric: several objectives (accuracy
-against size or speed) or a budget on size or speed (constraints).
+against size or speed) or constraints on size or speed.
 
 The measures (``n_params``, ``latency_ms``) are known before a trial trains: its model is
-built, counted and timed first (``objectives.latency``), so that a trial over a budget is never
+built, counted and timed first (``objectives.latency``), so that a trial over a constraint is never
 trained and a cost-aware pruner can compare it with trials that cost no more. Nothing here
 imports TensorFlow.
 """

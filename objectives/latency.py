@@ -5,7 +5,7 @@ compiled ``tf.function`` on a batch of 1 and on a batch of :data:`LARGE_BATCH` z
 after warm-up calls, :data:`ROUNDS` rounds of calls are timed and the fastest round counts
 (as ``timeit`` advises: slower rounds measure what else ran, not the model), divided by the
 calls and the images. The time depends on the model's layers and shapes, not
-on its weights, so it is measured before the trial trains (a trial over a latency budget is
+on its weights, so it is measured before the trial trains (a trial over a latency constraint is
 then never trained). It is this machine's time, with whatever else it runs at that moment
 (other workers' training included): compare latencies measured in one study on one machine.
 """

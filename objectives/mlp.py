@@ -313,7 +313,7 @@ class TrialHooks(Protocol):
 
 
 class Infeasible(Exception):
-    """The trial's model breaks the study's size or latency budget: it is not trained."""
+    """The trial's model breaks the study's size or latency constraint: it is not trained."""
 
 
 def _check_space_fits(space: SearchSpace, dataset: Dataset) -> None:
@@ -342,7 +342,7 @@ class MlpObjective:
     The dataset is loaded when the objective is made, once per process, not once per trial.
     With ``goals`` that name measures (``n_params``, ``latency_ms``), the model is measured
     before it trains: the measures are recorded as user attributes, constraints as Optuna's
-    (``Trial.set_constraint``), and a trial over a budget ends pruned
+    (``Trial.set_constraint``), and a trial over a constraint ends pruned
     (``StopReason.INFEASIBLE``) without training. In a multi-objective study the objective
     returns the values in the study's order.
     """
@@ -384,7 +384,7 @@ class MlpObjective:
         return [math.nan] * len(self.goals.objectives) if self.goals.multi else math.nan
 
     def _measure(self, trial: optuna.trial.Trial, model: keras.Model) -> dict[str, float]:
-        """The model's measures before it trains, recorded; ``Infeasible`` over a budget.
+        """The model's measures before it trains, recorded; ``Infeasible`` over a constraint.
         Returns its costs among the objectives (what a cost-aware pruner compares)."""
         self._measured = {}
         if not self.goals.measures:
@@ -424,7 +424,7 @@ class MlpObjective:
                 except Infeasible as exc:
                     _record(trial, {Key.STOP_REASON: str(StopReason.INFEASIBLE),
                                     Key.INFEASIBLE: str(exc), Key.EPOCHS_RUN: 0})
-                    raise optuna.TrialPruned(f"over the study's budget: {exc}") from None
+                    raise optuna.TrialPruned(f"over the study's constraints: {exc}") from None
                 except optuna.TrialPruned as pruned:
                     outcome = pruned.outcome  # type: ignore[attr-defined]
                     self._after(trial, outcome, params)

@@ -7,7 +7,7 @@ Trial user attributes (keys of :class:`Key`): ``n_params``, ``epochs_run``, ``be
 epoch, ``history`` (per-epoch lists), ``seconds_per_epoch``, ``stop_reason`` (a
 :class:`StopReason`), ``fail_reason`` when it failed, ``test_accuracy`` / ``test_loss``
 measured after training (never used for selection); ``latency_ms``, ``latency_ms_batch256``,
-``infeasible`` and ``epoch_values`` in studies with several objectives or budgets; ``label``,
+``infeasible`` and ``epoch_values`` in studies with several objectives or constraints; ``label``,
 ``warm_start`` and ``max_epochs`` for trials queued before the sampler's; ``resumes``,
 ``first_try`` and ``resumed_at_epoch`` for a retry; ``worker`` and ``artifact_error``.
 Nothing here imports TensorFlow.
@@ -31,7 +31,7 @@ class StopReason(StrEnum):
     NAN = "nan"  # the loss diverged: failed
     TIME_BUDGET = "time_budget"  # the run's time budget ended: recorded at its best epoch
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: failed, run again first
-    INFEASIBLE = "infeasible"  # over the study's size or latency budget: never trained
+    INFEASIBLE = "infeasible"  # over the study's size or latency constraint: never trained
     ERROR = "error"  # anything else that failed the trial (out of memory, ...)
 
 

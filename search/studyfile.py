@@ -41,7 +41,7 @@ class StudySection(_Section):
     direction: Literal["maximize", "minimize"] | None = None
     # Several objectives (a multi-objective study, its Pareto front): the validation metric
     # and what the model costs, e.g. ["val_accuracy", "n_params"]; directions follow from the
-    # names. Or one objective with budgets on the costs: {n_params = 1_000_000}.
+    # names. Or one objective with constraints on the costs: {n_params = 1_000_000}.
     objectives: list[ObjectiveName] | None = Field(default=None, min_length=1)
     constraints: dict[Measure, Annotated[float, Field(gt=0)]] = {}
     n_trials: int | None = Field(default=None, ge=1)

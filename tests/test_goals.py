@@ -1,5 +1,5 @@
 """Accuracy against size or speed: studies of several objectives (their Pareto front, read back
-by Optuna's own CLI and optuna-dashboard) and studies with a size or latency budget (trials over
+by Optuna's own CLI and optuna-dashboard) and studies with a size or latency constraint (trials over
 it measured, never trained)."""
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def test_a_budget_study_never_trains_a_trial_over_it(write_study: Callable[..., 
     path = write_study(BUDGET.format(n_trials=2, constraint="n_params = 100_000"))
     result = invoke("run", str(path), "--storage", url)
     assert result.exit_code == 0, result.output
-    assert "trial 1 not trained: over the study's budget (n_params 201482 > 100000)" \
+    assert "trial 1 not trained: over the study's constraints (n_params 201482 > 100000)" \
         in result.stderr
     small, large = optuna.load_study(study_name="budget", storage=url).trials
     assert small.state == TrialState.COMPLETE and small.user_attrs["n_params"] == 49338
@@ -248,7 +248,7 @@ def test_a_budget_study_never_trains_a_trial_over_it(write_study: Callable[..., 
     best = invoke("best", "--storage", url)
     assert "best trial of budget: trial 0," in best.stdout
 
-    # over a latency budget no trial is feasible: none is trained, and `best` says so
+    # over a latency constraint no trial is feasible: none is trained, and `best` says so
     url = f"sqlite:///{tmp_path / 'fast.db'}"
     result = invoke("run", str(write_study(BUDGET.format(
         n_trials=2, constraint="latency_ms = 1e-9"), name="fast.toml")), "--storage", url)

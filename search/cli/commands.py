@@ -215,7 +215,7 @@ def trials(storage_url: str | None, study_name: str | None, output_format: str) 
 @study_opt
 def best(storage_url: str | None, study_name: str | None) -> None:
     """The best trial of a study with its parameters and metrics (with several objectives,
-    their Pareto front; with budgets, the best trial within them)."""
+    their Pareto front; with constraints, the best trial within them)."""
     from search.results.tables import pick_study, print_best
 
     print_best(pick_study(_open(storage_url), study_name), stdout())

@@ -47,7 +47,7 @@ def print_validation(study_file: Path, console: Any) -> None:
         console.print(f"several objectives: the study keeps their Pareto front (hpsearch best); "
                       f"{pruning}", markup=False)
     if goals.constraints:
-        console.print("budgets: " + ", ".join(f"{name} <= {limit:g}" for name, limit
+        console.print("constraints: " + ", ".join(f"{name} <= {limit:g}" for name, limit
                                                in goals.constraints.items())
                       + " (a trial over them is measured, not trained)", markup=False)
     for title, section in (("sampler", spec.sampler), ("pruner", spec.pruner),

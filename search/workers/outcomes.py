@@ -50,7 +50,7 @@ def describe_trial(trial: FrozenTrial, metric: str,
             f"{attrs.get(Key.STOP_REASON, StopReason.COMPLETED)}{speed_text})"
         )
     if attrs.get(Key.STOP_REASON) == StopReason.INFEASIBLE:
-        return (f"trial {trial.number} not trained: over the study's budget "
+        return (f"trial {trial.number} not trained: over the study's constraints "
                 f"({attrs.get(Key.INFEASIBLE, '?')})")
     if trial.state == TrialState.PRUNED:
         last = trial.last_step
