@@ -249,7 +249,7 @@ def dashboard(storage_url: str | None, artifacts: str | None, host: str, port: i
 
     # A database server may be empty still (workers not started yet); a SQLite file must exist.
     address = _address(storage_url)
-    storage = _open(address, create=address.backend != "sqlite")
+    storage = _open(address, create=address.server)
     studies = [optuna.load_study(study_name=s.study_name, storage=storage)
                for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     location = location_for(studies, artifacts, address)

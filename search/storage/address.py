@@ -92,6 +92,12 @@ class StorageAddress:
         return "sqlite" if self.parsed.get_backend_name() == "sqlite" else "postgresql"
 
     @property
+    def server(self) -> bool:
+        """Whether the storage is a database server (which may still be empty while workers
+        have not started), not a file beside this process."""
+        return self.backend != "sqlite"
+
+    @property
     def shown(self) -> str:
         """The URL as it may be shown (no password)."""
         return redact(self.url)
