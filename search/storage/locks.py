@@ -48,11 +48,24 @@ class StorageLock:
 
     def acquire(self) -> None:
         if self._file is not None:
-            self._handle = self._file.open("a")
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
+            handle = self._file.open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except BaseException:
+                handle.close()
+                raise
+            self._handle = handle
         elif self._engine is not None:
-            self._connection = self._engine.connect()
-            self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+            connection = self._engine.connect()
+            try:
+                connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+            except BaseException:
+                # not taken (a dropped connection, Ctrl-C while waiting): the connection goes,
+                # not back to the worker's pool with its session in doubt
+                connection.invalidate()
+                connection.close()
+                raise
+            self._connection = connection
         self._held = True
 
     def release(self) -> None:
@@ -80,7 +93,6 @@ class StorageLock:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.release()
-
 
 
 def budget_lock(address: StorageAddress, study_name: str,
