@@ -12,13 +12,17 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from search.cli.console import (STARTED, WORKERS_STOPPED, HpsearchGroup, on_stop_signals,
                                 resumable, setup_logging, stdout, worker_of_run)
 from search.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: `validate` and `--help` import no storage code
+    from search.storage.address import StorageAddress
+    from search.storage.opening import HpsearchStorage
 
 logger = logging.getLogger("search")
 
@@ -316,18 +320,21 @@ def report(storage_url: str | None, study_name: str | None, artifacts: str | Non
     console.print(f"  {written.html_path}\n  {written.markdown_path}", markup=False)
 
 
-def _address(storage_url: str | None) -> Any:
+def _address(storage_url: str | None) -> StorageAddress:
     """The storage given (``--storage``, else ``HPSEARCH_STORAGE``, else the default), parsed."""
     from search.storage.address import StorageAddress, resolve_url
 
     return StorageAddress.parse(resolve_url(storage_url))
 
 
-def _open(storage: str | None | Any, *, create: bool = False) -> Any:
+def _open(storage: str | None | StorageAddress, *, create: bool = False) -> HpsearchStorage:
+    """The storage given as ``--storage`` (or its address), opened; reading commands do not
+    create one."""
     from search.storage.opening import open_storage
 
-    return open_storage(storage if storage is not None and not isinstance(storage, str)
-                        else _address(storage), create=create)
+    address = storage if storage is not None and not isinstance(storage, str) \
+        else _address(storage)
+    return open_storage(address, create=create)
 
 
 def main() -> None:
