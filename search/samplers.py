@@ -16,10 +16,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.studyfile import (
-    CmaEsSamplerSection, GPSamplerSection, HyperbandPrunerSection, MedianPrunerSection,
-    NoPrunerSection, NSGAIIISamplerSection, NSGAIISamplerSection, PercentilePrunerSection,
-    QMCSamplerSection, RandomSamplerSection, StudyFile, SuccessiveHalvingPrunerSection,
-    TPESamplerSection, WilcoxonPrunerSection,
+    CmaEsSamplerSection,
+    GPSamplerSection,
+    HyperbandPrunerSection,
+    MedianPrunerSection,
+    NoPrunerSection,
+    NSGAIIISamplerSection,
+    NSGAIISamplerSection,
+    PercentilePrunerSection,
+    QMCSamplerSection,
+    RandomSamplerSection,
+    StudyFile,
+    SuccessiveHalvingPrunerSection,
+    TPESamplerSection,
+    WilcoxonPrunerSection,
 )
 
 

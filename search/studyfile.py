@@ -15,11 +15,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from objectives.config import (METRICS, DataConfig, Direction, Measure, Metric, ObjectiveName,
-                               TrainingConfig, direction)
+from objectives.config import (
+    METRICS,
+    DataConfig,
+    Direction,
+    Measure,
+    Metric,
+    ObjectiveName,
+    TrainingConfig,
+    direction,
+)
 from objectives.goals import Goals
 from objectives.pruning import CostAwareRule
 from objectives.space import SearchSpace

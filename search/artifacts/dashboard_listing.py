@@ -24,8 +24,8 @@ from typing import Any
 import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search.storage import optuna_ids
 from search.artifacts.store import study_system_attrs
+from search.storage import optuna_ids
 
 logger = logging.getLogger(__name__)
 

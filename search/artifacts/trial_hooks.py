@@ -17,11 +17,11 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives.record import StopReason
-from search.results import fronts
-from search.storage import optuna_ids
-from search.artifacts.store import open_store, resolve_location
 from search.artifacts.checkpoints import open_checkpoints
 from search.artifacts.dashboard_listing import attach_to_finished_trial, detach, listed
+from search.artifacts.store import open_store, resolve_location
+from search.results import fronts
+from search.storage import optuna_ids
 from search.storage.address import StorageAddress
 
 if TYPE_CHECKING:

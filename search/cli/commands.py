@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from search.cli.console import (STARTED, WORKERS_STOPPED, HpsearchGroup, on_stop_signals,
-                                resumable, setup_logging, stdout, worker_of_run)
+from search.cli.console import (
+    STARTED,
+    WORKERS_STOPPED,
+    HpsearchGroup,
+    on_stop_signals,
+    resumable,
+    setup_logging,
+    stdout,
+    worker_of_run,
+)
 from search.errors import UserError
 
 if TYPE_CHECKING:  # imported where used: `validate` and `--help` import no storage code
@@ -128,9 +136,9 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
             fresh_start.restart(ran)
         progress.print_summary(summary.study, stdout(), address.shown, ran=ran)
         return
-    from search.workers.run import start
     from search.workers.outcomes import ended
     from search.workers.processes import run_workers
+    from search.workers.run import start
 
     on_stop_signals(WORKERS_STOPPED)
     study, objective, _ = start(spec, address, artifacts=artifacts)

@@ -27,13 +27,13 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from objectives.record import Key, StopReason, evaluation_key, trial_seed
-from search.artifacts.store import location_for, open_store
-from search.storage.address import StorageAddress
 from search.artifacts.dashboard_listing import attach_to_finished_trial, detach, listed
-from search.results import fronts
-from search.storage import optuna_ids
+from search.artifacts.store import location_for, open_store
 from search.errors import UserError
+from search.results import fronts
 from search.results.output_folders import writable_folder
+from search.storage import optuna_ids
+from search.storage.address import StorageAddress
 from search.studies import STUDY_ATTR
 from search.studyfile import StudyFile
 
@@ -139,10 +139,10 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, address: StorageA
                         "--full-train")
 
     from objectives import interrupts
+    from objectives.between_trials import fresh_session
     from objectives.data import DatasetError, load_dataset
     from objectives.keras_setup import keras
     from objectives.mlp import train, train_on_all
-    from objectives.between_trials import fresh_session
     from objectives.space import suggest
 
     try:

@@ -4,13 +4,13 @@ the Pareto front of a multi-objective one, and each trial's values by their name
 from __future__ import annotations
 
 import math
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.config import METRICS
 from objectives.record import maximizes
 from search.studies import STUDY_ATTR
-
 
 
 def multi_objective(study: optuna.Study) -> bool:

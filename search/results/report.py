@@ -25,8 +25,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.record import Key, evaluations, maximizes
-from search.results import fronts
 from search.artifacts.dashboard_listing import artifacts_of, read_artifact
+from search.results import fronts
 from search.results.tables import trials_rows
 from search.studies import STUDY_ATTR
 
@@ -111,7 +111,6 @@ def _maximize(study: optuna.Study) -> bool:
 def pareto_figure(study: optuna.Study) -> str | None:
     """Optuna's own Pareto-front plot of a study of two or three objectives."""
     import matplotlib
-
     import matplotlib.figure
 
     matplotlib.use("Agg")

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from objectives.record import Key, evaluations
-from search.results import fronts
 from search.errors import UserError, shown
+from search.results import fronts
 
 if TYPE_CHECKING:
     from search.results.evaluate import EvaluationRun

@@ -30,6 +30,7 @@ from search.storage.address import StorageAddress
 from search.storage.outages import cause
 
 MIN_FREE_MB = 8.0
+RESERVE_SUFFIX = ".reserve"
 RESERVE_BYTES = 1 << 20
 # The reserve's first line: a file of that name without it is someone else's and is left alone.
 RESERVE_MARK = b"hpsearch reserve: room to record a trial's failure on a full disk\n"
@@ -61,11 +62,11 @@ def check_free_space(address: StorageAddress) -> None:
     Raises:
         DiskFull: with the free space and what to do.
     """
-    path = address.sqlite_file
-    if path is None:
+    path, reserve = address.sqlite_file, address.beside(RESERVE_SUFFIX)
+    if path is None or reserve is None:
         return
     folder = path.parent if path.parent.exists() else Path.cwd()
-    free = shutil.disk_usage(folder).free + _reserve_size(path)
+    free = shutil.disk_usage(folder).free + _reserve_size(reserve)
     if free < MIN_FREE_MB * 2**20:
         raise DiskFull(f"storage {address.shown!r}: the disk holding {path} is full "
                        f"({free / 2**20:.1f} MB free; hpsearch needs {MIN_FREE_MB:g} MB to "
@@ -74,40 +75,38 @@ def check_free_space(address: StorageAddress) -> None:
 
 def keep_reserve(address: StorageAddress) -> None:
     """Make the reserve beside a SQLite database, if it is not there and the disk has room."""
-    path = address.sqlite_file
-    if path is None or not path.parent.is_dir():
+    reserve = address.beside(RESERVE_SUFFIX)
+    if reserve is None or not reserve.parent.is_dir():
         return
-    reserve = reserve_path(path)
-    if _reserve_size(path) >= RESERVE_BYTES or (reserve.exists() and not _ours(reserve)):
+    if _reserve_size(reserve) >= RESERVE_BYTES or (reserve.exists() and not _ours(reserve)):
         return
     try:
-        if shutil.disk_usage(path.parent).free < MIN_FREE_MB * 2**20:
+        if shutil.disk_usage(reserve.parent).free < MIN_FREE_MB * 2**20:
             return
-        with open(reserve, "wb") as handle:  # written, not sparse: the blocks are taken
+        handle = open(reserve, "wb")  # absent, or hpsearch's own (checked above)
+    except OSError:
+        return
+    try:
+        with handle:  # written, not sparse: the blocks are taken
             handle.write(RESERVE_MARK + b"\0" * (RESERVE_BYTES - len(RESERVE_MARK)))
     except OSError:
-        reserve.unlink(missing_ok=True)  # our own, half written
+        reserve.unlink(missing_ok=True)  # the file this call opened, half written
 
 
 def give_up_reserve(address: StorageAddress) -> bool:
     """Delete the reserve: room for the writes that record a failure. Whether there was one."""
-    path = address.sqlite_file
-    if path is None or not _ours(reserve_path(path)):
+    reserve = address.beside(RESERVE_SUFFIX)
+    if reserve is None or not _ours(reserve):
         return False
     try:
-        os.unlink(reserve_path(path))
+        os.unlink(reserve)
     except OSError:
         return False
     return True
 
 
-def reserve_path(database: Path) -> Path:
-    return database.parent / f"{database.name}.reserve"
-
-
-def _reserve_size(database: Path) -> int:
-    """The size of hpsearch's own reserve beside ``database`` (0: none of ours)."""
-    reserve = reserve_path(database)
+def _reserve_size(reserve: Path) -> int:
+    """The size of ``reserve`` if it is hpsearch's own (0: none of ours)."""
     try:
         return reserve.stat().st_size if _ours(reserve) else 0
     except OSError:

@@ -31,6 +31,11 @@ SCHEMA_LOCK_KEY = 0x6870736561726368  # "hpsearch"
 SCHEMA_SUFFIX = ".schema.lock"
 
 
+def budget_suffix(study_name: str) -> str:
+    """The end of the budget lock's file name beside a SQLite database."""
+    return f".{study_name}.lock"
+
+
 class StorageLock:
     """An exclusive lock across processes and machines on one storage; ``release`` is
     idempotent. On PostgreSQL it takes a connection of ``engine`` (the worker's own storage
@@ -100,7 +105,7 @@ def budget_lock(address: StorageAddress, study_name: str,
     """The lock on ``study_name``'s trial budget, on the worker's storage engine."""
     key = int.from_bytes(hashlib.sha256(f"hpsearch:{study_name}".encode()).digest()[:8], "big",
                          signed=True)
-    return StorageLock(address, suffix=f".{study_name}.lock", key=key, engine=engine)
+    return StorageLock(address, suffix=budget_suffix(study_name), key=key, engine=engine)
 
 
 @contextlib.contextmanager

@@ -19,12 +19,12 @@ import optuna
 import sqlalchemy
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-from search.storage.address import StorageAddress
-from search.storage.disk_space import check_free_space
 from search.errors import UserError, database_error
-from search.storage.locks import SCHEMA_SUFFIX, schema_lock
-from search.workers.retries import RetryStaleTrials
+from search.storage.address import StorageAddress
+from search.storage.disk_space import RESERVE_SUFFIX, check_free_space
+from search.storage.locks import SCHEMA_SUFFIX, budget_suffix, schema_lock
 from search.storage.outages import lost_connection, retrying
+from search.workers.retries import RetryStaleTrials
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +96,17 @@ def _check_path(address: StorageAddress, *, create: bool) -> Path | None:
     return path
 
 
-def _check_companions(path: Path, shown: str, study_name: str | None) -> None:
+def _check_companions(address: StorageAddress, study_name: str | None) -> None:
     """The files SQLite and hpsearch keep beside a database file must be files: a folder in
     the place of one fails only once the storage and the study are written."""
-    names = [f"{path.name}{SCHEMA_SUFFIX}", f"{path.name}-wal", f"{path.name}-shm",
-             f"{path.name}-journal", f"{path.name}.reserve"]
+    suffixes = [SCHEMA_SUFFIX, "-wal", "-shm", "-journal", RESERVE_SUFFIX]
     if study_name is not None:
-        names.append(f"{path.name}.{study_name}.lock")
-    for name in names:
-        companion = path.parent / name
-        if companion.exists() and not companion.is_file():
-            raise UserError(f"storage {shown!r}: {companion} is in the way (hpsearch and "
-                            "SQLite keep a file of that name beside the database): move it")
+        suffixes.append(budget_suffix(study_name))
+    for suffix in suffixes:
+        companion = address.beside(suffix)
+        if companion is not None and companion.exists() and not companion.is_file():
+            raise UserError(f"storage {address.shown!r}: {companion} is in the way (hpsearch "
+                            "and SQLite keep a file of that name beside the database): move it")
 
 
 def check_storage(storage: str | StorageAddress, study_name: str | None = None) -> None:
@@ -122,7 +121,7 @@ def check_storage(storage: str | StorageAddress, study_name: str | None = None) 
     address = StorageAddress.of(storage)
     path = _check_path(address, create=True)
     if path is not None:
-        _check_companions(path, address.shown, study_name)
+        _check_companions(address, study_name)
         check_free_space(address)
     if path is None or path.exists():
         _inspect(address, create=True)

@@ -8,8 +8,8 @@ import os
 import socket
 import time
 import warnings
-from typing import Union
 from collections.abc import Callable
+from typing import Union
 
 import optuna
 from optuna.trial import TrialState
@@ -17,18 +17,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import budget, interrupts
 from objectives.record import Key, StopReason
-from search.storage import optuna_ids
-from search.storage.locks import budget_lock
-from search.storage.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
 from search.errors import database_error
+from search.storage import optuna_ids
+from search.storage.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
 from search.storage.heartbeats import UnbeatenTrials
+from search.storage.locks import budget_lock
+from search.storage.opening import HpsearchStorage
+from search.storage.outages import cause, retrying
+from search.studyfile import StudyFile
 from search.workers import fresh_start
 from search.workers.fresh_start import MemoryWatch
-from search.workers.retries import requeue_interrupted
-from search.storage.outages import cause, retrying
-from search.storage.opening import HpsearchStorage
-from search.studyfile import StudyFile
 from search.workers.outcomes import FINISHED, TrialReporter, count_states
+from search.workers.retries import requeue_interrupted
 
 logger = logging.getLogger(__name__)
 

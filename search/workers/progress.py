@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from objectives.record import maximizes
 from search.results import fronts
-from search.workers.retries import stopped_before_their_time
 from search.workers.outcomes import FINISHED, count_states
+from search.workers.retries import stopped_before_their_time
 
 
 class TrialProgress:

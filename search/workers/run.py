@@ -15,19 +15,18 @@ import optuna
 from objectives.data import DatasetError
 from objectives.record import Key
 from search.artifacts.store import record_location
-from search.storage.disk_space import keep_reserve
+from search.artifacts.trial_hooks import hooks_for
 from search.errors import UserError
 from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
-from search.storage.outages import retrying
 from search.storage.address import StorageAddress
+from search.storage.disk_space import keep_reserve
 from search.storage.opening import HpsearchStorage, check_storage, open_storage
+from search.storage.outages import retrying
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
-from search.artifacts.trial_hooks import hooks_for
-from search.workers.outcomes import (FINISHED, MAX_CONSECUTIVE_FAILURES, TrialReporter,
-                                 count_states)
 from search.workers.loop import ObjectiveFn, WorkerLoop, unreachable
+from search.workers.outcomes import FINISHED, MAX_CONSECUTIVE_FAILURES, TrialReporter, count_states
 
 logger = logging.getLogger(__name__)
 
