@@ -99,7 +99,7 @@ def whitening_seconds(contender: str, path: str | None) -> float | None:
     """Seconds to whiten the training images once, as a ZCA trial does before its first
     epoch (the covariance's eigendecomposition, once per process, not counted); None for the
     contenders that whiten nothing beforehand."""
-    from objectives.preprocessing import input_layers, whiten, whitened_in_training
+    from objectives.recipes.preprocessing import input_layers, whiten, whitened_in_training
 
     params = {**PARAMS, **RECIPES.get(contender, {})}
     if not whitened_in_training(params):

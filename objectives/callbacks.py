@@ -165,7 +165,7 @@ def trial_callbacks(
     )
     callbacks: list[keras.callbacks.Callback] = [StopOnRequest(), recorder, early_stopping,
                                                  StopAtBudgetEnd()]
-    if plateau:  # a learning-rate schedule (objectives.schedules) owns the rate otherwise
+    if plateau:  # a learning-rate schedule (objectives.recipes.schedule) owns the rate otherwise
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=metric, mode=mode, patience=training.reduce_lr_patience,
             factor=training.reduce_lr_factor, min_lr=training.min_learning_rate,

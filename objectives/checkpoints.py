@@ -206,7 +206,7 @@ class Checkpointer(keras.callbacks.Callback):
         for name in EARLY_STOPPING_STATE:
             setattr(self.early_stopping, name, state.early_stopping[name])
         self.early_stopping.best_weights = state.best_weights
-        if self.plateau is not None:  # None under a schedule (objectives.schedules)
+        if self.plateau is not None:  # None under a schedule (objectives.recipes.schedule)
             for name in PLATEAU_STATE:
                 setattr(self.plateau, name, state.plateau[name])
         self.recorder.history = {k: list(v) for k, v in state.history.items()}

@@ -33,8 +33,9 @@ from objectives.record import Key, StopReason, lineage as lineage_of, trial_seed
 from objectives.keras_setup import keras
 from objectives.model import WHITENED, build_model
 from objectives.optimizers import get_optimizer
-from objectives.preprocessing import input_layers, whiten, whitened_in_training
-from objectives.schedules import learning_rate, uses_plateau
+from objectives import recipes
+from objectives.recipes.preprocessing import whiten, whitened_in_training
+from objectives.recipes.schedule import uses_plateau
 from objectives.between_trials import fresh_session
 from objectives.space import SearchSpace, suggest
 from objectives.fast_path import dtype_policy, fuse_updates, fused_update_supported
@@ -100,7 +101,7 @@ class Compiled:
     saved and counted. ``fitted`` is what ``model.fit`` trains: ``model`` itself, or, with ZCA
     whitening, its layers after the whitening, trained on images whitened once per training
     (:meth:`inputs`) instead of at every step, since ZCA's fixed 3072x3072 product costs more
-    than the whole MLP's (``objectives.preprocessing``)."""
+    than the whole MLP's (``objectives.recipes.preprocessing``)."""
 
     model: keras.Model
     fitted: keras.Model
@@ -118,11 +119,12 @@ class Compiled:
 
 def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingConfig, *,
                    epochs: int | None = None, x_train: np.ndarray | None = None) -> Compiled:
-    """The MLP of ``params``, compiled for fast training (see ``objectives.fast_path``), its input
-    preprocessing computed on ``x_train`` (default: the training split) and its learning-rate
-    schedule laid over ``epochs`` (default ``training.max_epochs``) epochs of it."""
+    """The MLP of ``params``, compiled for fast training (see ``objectives.fast_path``), with
+    its training recipes (``objectives.recipes``): its input preprocessing computed on
+    ``x_train`` (default: the training split), its loss, and its learning-rate schedule laid
+    over ``epochs`` (default ``training.max_epochs``) epochs of it."""
     x_train = dataset.x_train if x_train is None else x_train
-    preprocess = input_layers(params, x_train)
+    preprocess = recipes.inputs(params, x_train)
     model = build_model(params, dataset.input_shape, dataset.n_classes,
                         dtype_policy=dtype_policy(training.precision), preprocess=preprocess)
     fitted = model
@@ -130,14 +132,11 @@ def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingC
         # The layers after the whitening, sharing their variables with ``model``.
         fitted = keras.Model(model.get_layer(WHITENED).output, model.output, name="mlp_body")
     steps = -(-len(x_train) // int(params["batch_size"]))
-    optimizer = get_optimizer(params, learning_rate(params, steps_per_epoch=steps,
-                                                    epochs=epochs or training.max_epochs))
+    optimizer = get_optimizer(params, recipes.learning_rate(
+        params, steps_per_epoch=steps, epochs=epochs or training.max_epochs))
     if training.fused_optimizer and fused_update_supported():
         fuse_updates(optimizer, fitted)
-    smoothing = float(params.get("label_smoothing", 0.0))
-    # Keras's sparse loss takes no smoothing: with it, labels come one-hot (labels_for)
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
-            else "sparse_categorical_crossentropy")
+    loss = recipes.loss(params)
     fitted.compile(
         optimizer=optimizer, loss=loss, metrics=["accuracy"],
         steps_per_execution=training.steps_per_execution,
@@ -146,20 +145,6 @@ def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingC
     if fitted is not model:  # evaluated and saved (with the optimizer's state), never fitted
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=False)
     return Compiled(model=model, fitted=fitted, preprocess=preprocess)
-
-
-def augmentation(params: dict[str, Any]) -> dict[str, Any]:
-    """The training batches' augmentation a configuration asks for (``objectives.feed``)."""
-    return {"flip": bool(params.get("augment_flip", False)),
-            "shift": int(params.get("augment_shift", 0))}
-
-
-def labels_for(params: dict[str, Any], y: np.ndarray, n_classes: int) -> np.ndarray:
-    """The labels a configuration's loss takes: class indices, or one-hot rows with label
-    smoothing."""
-    if not float(params.get("label_smoothing", 0.0)):
-        return y
-    return np.eye(n_classes, dtype=np.float32)[y]
 
 
 def train(
@@ -219,12 +204,12 @@ def train(
     try:
         model.fit(
             batches(compiled.inputs(dataset.x_train),
-                    labels_for(params, dataset.y_train, n_classes),
+                    recipes.labels(params, dataset.y_train, n_classes),
                     int(params["batch_size"]), shuffle=True, seed=seed, first_epoch=first,
-                    **augmentation(params)),
+                    **recipes.feed_options(params)),
             # inference only: any batch size gives the same result
             validation_data=batches(compiled.inputs(dataset.x_val),
-                                    labels_for(params, dataset.y_val, n_classes),
+                                    recipes.labels(params, dataset.y_val, n_classes),
                                     EVAL_BATCH, shuffle=False),
             initial_epoch=first,
             epochs=first if resume is not None and resume.stopped else epochs,
@@ -252,7 +237,7 @@ def train(
         outcome.stop_reason = StopReason.EARLY_STOPPED
     # The test split is measured after training, for the record only: nothing selects on it.
     test_loss, test_accuracy = compiled.model.evaluate(
-        batches(dataset.x_test, labels_for(params, dataset.y_test, n_classes), EVAL_BATCH,
+        batches(dataset.x_test, recipes.labels(params, dataset.y_test, n_classes), EVAL_BATCH,
                 shuffle=False), verbose=0, callbacks=[StopOnRequest()])
     outcome.extra.update(test_accuracy=round(float(test_accuracy), 6),
                          test_loss=round(float(test_loss), 6))
@@ -278,12 +263,13 @@ def train_on_all(
     learning_rates: list[float], planned_epochs: int | None = None,
 ) -> TrainingOutcome:
     """Train on train plus validation for a fixed number of epochs, as the trial trained: with
-    a schedule (``objectives.schedules``), the same schedule over the trial's
+    a schedule (``objectives.recipes.schedule``), the same schedule over the trial's
     ``planned_epochs`` (default ``training.max_epochs``), epoch for epoch, on the larger
     epochs' steps; with plateau reductions, the learning rate of each epoch as the trial had
     it, since no validation set is left to decide when to stop or to reduce."""
     x = np.concatenate([dataset.x_train, dataset.x_val])
-    y = labels_for(params, np.concatenate([dataset.y_train, dataset.y_val]), dataset.n_classes)
+    y = recipes.labels(params, np.concatenate([dataset.y_train, dataset.y_val]),
+                       dataset.n_classes)
     compiled = compiled_model(params, dataset, training, epochs=planned_epochs, x_train=x)
     recorder = EpochRecorder()
     rates = [rate for rate in learning_rates if math.isfinite(rate)]
@@ -293,7 +279,7 @@ def train_on_all(
             lambda epoch, current: rates[min(epoch, len(rates) - 1)]))
     compiled.fitted.fit(
         batches(compiled.inputs(x), y, int(params["batch_size"]), shuffle=True,
-                **augmentation(params)),
+                **recipes.feed_options(params)),
         epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False,  # shuffled batches
     )
     return TrainingOutcome(model=compiled.model, recorder=recorder, metric="val_accuracy")
@@ -314,26 +300,6 @@ class TrialHooks(Protocol):
 
 class Infeasible(Exception):
     """The trial's model breaks the study's size or latency constraint: it is not trained."""
-
-
-def _check_space_fits(space: SearchSpace, dataset: Dataset) -> None:
-    """What the space asks that only the data can refuse, before any storage is written.
-
-    Raises:
-        DatasetError: ``pca_components`` reaches past the images' values (PCA keeps at most
-            one direction per value: trials would record components they never used).
-    """
-    preprocessing, components = space.preprocessing, space.pca_components
-    if "pca" not in ([preprocessing.value] if preprocessing.value is not None
-                     else preprocessing.choices or []):
-        return
-    dimension = int(np.prod(dataset.x_train.shape[1:]))
-    largest = max([v for v in (components.value, components.high) if v is not None]
-                  + list(components.choices or []))
-    if largest > dimension:
-        raise DatasetError(
-            f"space.pca_components: reaches {largest}, but the data's images hold "
-            f"{dimension} values each (PCA keeps at most {dimension} directions)")
 
 
 class MlpObjective:
@@ -368,7 +334,10 @@ class MlpObjective:
         self._measured: dict[str, float] = {}
         self.seed = seed
         self.dataset = load_dataset(data, seed)
-        _check_space_fits(space, self.dataset)
+        # what the space asks that only the data can refuse, before any storage is written
+        problems = recipes.check_data(space, self.dataset.input_shape)
+        if problems:
+            raise DatasetError("; ".join(problems))
 
     def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
         try:

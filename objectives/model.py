@@ -19,7 +19,7 @@ def build_model(
 
     The model takes raw uint8 images: it flattens them and scales them to [-1, 1] itself, so a
     saved model needs no preprocessing. ``preprocess``
-    (``objectives.preprocessing.input_layers``) replaces that scaling by a per-channel
+    (``objectives.recipes.preprocessing.input_layers``) replaces that scaling by a per-channel
     standardization or a fixed whitening layer computed on the training split. (Augmentation
     is the training input pipeline's, ``objectives.feed``: the model never sees it.) Each
     hidden layer is Dense, then BatchNorm (when ``batch_norm``), then the activation, then

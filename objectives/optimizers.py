@@ -13,7 +13,7 @@ def get_optimizer(params: dict[str, Any], learning_rate: Any = None) -> keras.op
     ``adamw`` reads ``weight_decay``; ``sgd`` reads ``momentum`` and ``nesterov``;
     ``rmsprop`` reads ``rho``; ``nadam`` and ``lion`` take Keras's defaults beside the learning
     rate. Each falls back to Keras's default when its parameter is absent. ``learning_rate``
-    (a number or a Keras schedule, see ``objectives.schedules``) replaces
+    (a number or a Keras schedule, see ``objectives.recipes.schedule``) replaces
     ``params["learning_rate"]`` when given.
     """
     name = params["optimizer"]

@@ -10,193 +10,40 @@ plateau), sampled only when their schedule is chosen; ``label_smoothing``, ``aug
 and ``augment_shift`` (pixels); ``preprocessing`` with its ``whitening_epsilon`` (pca, zca)
 and ``pca_components`` (pca).
 
-In a study file each entry takes one of three forms::
+In a study file each entry takes one of three forms (``objectives.entries``)::
 
     activation = "relu"                                   # fixed to one value
     activation = ["relu", "tanh", "gelu"]                 # choices (also {choices = [...]})
     learning_rate = {low = 1e-4, high = 1e-2, log = true} # inclusive range (numbers only)
 
-This module imports neither Keras nor TensorFlow, so validating a study file is instant.
+The MLP's own entries are here; those of each training recipe (schedules, smoothing,
+augmentation, preprocessing) are declared by the recipe (``objectives.recipes``) and put
+together here, after the MLP's. This module imports neither Keras nor TensorFlow, so
+validating a study file is instant.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 import optuna
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import ValidationInfo, field_validator
+
+from objectives import recipes
+from objectives.entries import (BatchSize, Categorical, Depth, Entries, NonNegative, Numeric,
+                                Positive, Rate, Rho, Width)
+from objectives.recipes.augmentation import AugmentationEntries
+from objectives.recipes.preprocessing import PreprocessingEntries
+from objectives.recipes.schedule import ScheduleEntries
+from objectives.recipes.smoothing import SmoothingEntries
 
 Activation = Literal["relu", "tanh", "gelu", "selu", "elu", "swish", "sigmoid", "leaky_relu"]
 Initializer = Literal[
     "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform"
 ]
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "nadam", "lion"]
-Schedule = Literal["plateau", "cosine", "warmup_cosine", "one_cycle"]
-Preprocessing = Literal["scale", "standardize", "pca", "zca"]
-
-T = TypeVar("T")
-
-
-class _Param(BaseModel, Generic[T]):
-    """One hyperparameter: a fixed ``value``, a list of ``choices`` or a ``low``/``high`` range."""
-
-    # booleans are not numbers, and every bound is finite
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-    value: T | None = None
-    choices: list[T] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, list):
-            return {"choices": data}
-        if isinstance(data, dict):
-            return data
-        return {"value": data}
-
-    def _forms(self) -> list[str]:
-        return [name for name in ("value", "choices") if getattr(self, name) is not None]
-
-    @model_validator(mode="after")
-    def _one_form(self) -> _Param[T]:
-        forms = self._forms()
-        if len(forms) != 1:
-            raise ValueError(
-                f"give exactly one of {self._form_names()}, but got {forms or 'none of them'}"
-            )
-        if self.choices is not None and len(set(map(repr, self.choices))) != len(self.choices):
-            raise ValueError(f"choices must be distinct, but got {self.choices}")
-        return self
-
-    @classmethod
-    def _form_names(cls) -> str:
-        return "a value or `choices`"
-
-    @property
-    def fixed(self) -> bool:
-        return self.value is not None or (self.choices is not None and len(self.choices) == 1)
-
-    def describe(self) -> str:
-        if self.value is not None:
-            return f"fixed {self.value!r}"
-        return f"one of {self.choices!r}"
-
-    def contains(self, value: Any) -> bool:
-        if self.value is not None:
-            return bool(value == self.value and type(value) is type(self.value))
-        assert self.choices is not None
-        return any(value == c and type(value) is type(c) for c in self.choices)
-
-    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
-        if self.value is not None:
-            return trial.suggest_categorical(name, [self.value])  # type: ignore[list-item]
-        assert self.choices is not None
-        return trial.suggest_categorical(name, self.choices)  # type: ignore[arg-type]
-
-
-class Categorical(_Param[T], Generic[T]):
-    """A categorical hyperparameter: fixed or one of some choices."""
-
-
-class Numeric(_Param[T], Generic[T]):
-    """A numeric hyperparameter: fixed, one of some choices, or an inclusive range."""
-
-    low: T | None = None
-    high: T | None = None
-    log: StrictBool = False
-    step: T | None = None
-
-    def _forms(self) -> list[str]:
-        forms = super()._forms()
-        if self.low is not None or self.high is not None:
-            forms.append("low/high")
-        return forms
-
-    @classmethod
-    def _form_names(cls) -> str:
-        return "a value, `choices` or `low` and `high`"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _log_needs_positive_low(cls, data: Any) -> Any:
-        # Before the bounds' own checks, which would say ">= 0" for a rate although a log
-        # scale refuses 0 as well.
-        if isinstance(data, dict) and data.get("log") is True:
-            low = data.get("low")
-            if isinstance(low, (int, float)) and not isinstance(low, bool) and low <= 0:
-                raise ValueError(f"a log-scale range needs `low > 0`, but got (low={low})")
-        return data
-
-    @model_validator(mode="after")
-    def _valid_range(self) -> Numeric[T]:
-        if self.low is None and self.high is None:
-            if self.log or self.step is not None:
-                raise ValueError("`log` and `step` apply only to a `low`/`high` range")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(
-                f"a range needs both `low` and `high`, but got (low={self.low}, high={self.high})"
-            )
-        if self.low > self.high:  # type: ignore[operator]
-            raise ValueError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
-        if self.log and self.low <= 0:  # type: ignore[operator]
-            raise ValueError(f"a log-scale range needs `low > 0`, but got (low={self.low})")
-        if self.log and self.step is not None:
-            raise ValueError("`step` cannot be combined with `log = true`")
-        if self.step is not None and self.step <= 0:  # type: ignore[operator]
-            raise ValueError(f"`step > 0` must hold, but got (step={self.step})")
-        return self
-
-    @property
-    def fixed(self) -> bool:
-        return super().fixed or (self.low is not None and self.low == self.high)
-
-    def describe(self) -> str:
-        if self.low is None:
-            return super().describe()
-        scale = ", log" if self.log else ""
-        step = f", step {self.step}" if self.step is not None else ""
-        return f"[{self.low}, {self.high}]{scale}{step}"
-
-    def contains(self, value: Any) -> bool:
-        if self.low is None:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                allowed = [self.value] if self.value is not None else self.choices or []
-                return any(value == v for v in allowed)
-            return False
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if isinstance(self.low, int) and not isinstance(value, int):
-            return False
-        return self.low <= value <= self.high  # type: ignore[operator]
-
-    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
-        if self.low is None:
-            return super().suggest(trial, name)
-        low, high, step = self.low, self.high, self.step  # T is int or float here
-        step_value: Any = step
-        if isinstance(low, int) and isinstance(high, int):
-            return trial.suggest_int(name, low, high,
-                                     step=1 if step is None else int(step_value), log=self.log)
-        assert isinstance(low, (int, float)) and isinstance(high, (int, float))
-        return trial.suggest_float(name, float(low), float(high), log=self.log,
-                                   step=None if step is None else float(step_value))
-
-
-Depth = Annotated[int, Field(ge=1, le=16)]
-Width = Annotated[int, Field(ge=1, le=65536)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Positive = Annotated[float, Field(gt=0.0)]
-BatchSize = Annotated[int, Field(ge=1, le=65536)]
-Rho = Annotated[float, Field(gt=0.0, lt=1.0)]
-Epochs = Annotated[int, Field(ge=1, le=10000)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Shift = Annotated[int, Field(ge=0, le=16)]
 
 # Which optimizer each optimizer-specific parameter belongs to.
 OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
@@ -206,29 +53,19 @@ OPTIMIZER_PARAMS: dict[str, OptimizerName] = {
     "rho": "rmsprop",
 }
 
-# The parameters of one choice of another entry, and the choices they belong to: of a
-# learning-rate schedule (objectives/schedules.py) or of the input preprocessing
-# (objectives/preprocessing.py). Each follows the entry it depends on.
-CONDITIONAL_PARAMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "warmup_epochs": ("lr_schedule", ("warmup_cosine", "one_cycle")),
-    "final_lr_fraction": ("lr_schedule", ("cosine", "warmup_cosine", "one_cycle")),
-    "whitening_epsilon": ("preprocessing", ("pca", "zca")),
-    "pca_components": ("preprocessing", ("pca",)),
-}
+# The parameters of one choice of another entry, and the choices they belong to, as the
+# training recipes declare them (objectives.recipes). Each follows the entry it depends on.
+CONDITIONAL_PARAMS = recipes.CONDITIONS
 
-# Entries added after studies were first stored: left out of a stored study's fingerprint
-# while they keep their defaults, so that a study made before them still resumes; they are
-# sampled, in this order, only where the space asks for more than their defaults.
-ENTRIES_ADDED_LATER = ("lr_schedule", "warmup_epochs", "final_lr_fraction", "label_smoothing",
-                 "augment_flip", "augment_shift", "preprocessing", "whitening_epsilon",
-                 "pca_components")
+# Entries added after studies were first stored, every training recipe's: left out of a stored
+# study's fingerprint while they keep their defaults, so that a study made before them still
+# resumes; they are sampled, in this order, only where the space asks for more than their
+# defaults.
+ENTRIES_ADDED_LATER = recipes.ENTRIES
 
 
-class SearchSpace(BaseModel):
-    """The whole space; every entry has a default, so a study file overrides only what it needs."""
-
-    # strict: a boolean is not a number (`n_trials = true` is no budget); every number finite
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+class MlpEntries(Entries):
+    """The MLP's own entries: its shape, its regularization, its optimizer and batches."""
 
     n_layers: Numeric[Depth] = Numeric[Depth](low=1, high=4)
     units: Numeric[Width] = Numeric[Width](low=32, high=1024, log=True)
@@ -250,15 +87,12 @@ class SearchSpace(BaseModel):
     momentum: Numeric[Rate] = Numeric[Rate](low=0.0, high=0.99)
     nesterov: Categorical[bool] = Categorical[bool](choices=[True, False])
     rho: Numeric[Rho] = Numeric[Rho](low=0.8, high=0.99)
-    lr_schedule: Categorical[Schedule] = Categorical[Schedule](value="plateau")
-    warmup_epochs: Numeric[Epochs] = Numeric[Epochs](low=1, high=5)
-    final_lr_fraction: Numeric[Fraction] = Numeric[Fraction](low=0.0, high=0.1)
-    label_smoothing: Numeric[Rate] = Numeric[Rate](value=0.0)
-    augment_flip: Categorical[bool] = Categorical[bool](value=False)
-    augment_shift: Numeric[Shift] = Numeric[Shift](value=0)
-    preprocessing: Categorical[Preprocessing] = Categorical[Preprocessing](value="scale")
-    whitening_epsilon: Numeric[Positive] = Numeric[Positive](low=1e-3, high=1e-1, log=True)
-    pca_components: Numeric[Width] = Numeric[Width](low=128, high=1024, log=True)
+
+
+# Bases in reverse: the fields come in the MLP's order, then each recipe's, as RECIPES lists them.
+class SearchSpace(PreprocessingEntries, AugmentationEntries, SmoothingEntries, ScheduleEntries,
+                  MlpEntries):
+    """The whole space; every entry has a default, so a study file overrides only what it needs."""
 
     @field_validator(*CONDITIONAL_PARAMS)
     @classmethod
@@ -385,18 +219,15 @@ REFERENCE_WIDE: dict[str, Any] = {
 REFERENCES: tuple[tuple[dict[str, Any], int | None], ...] = ((REFERENCE, 18),
                                                              (REFERENCE_WIDE, None))
 # The training recipe the references take where a space searches the recipes (and holds these
-# values), decided by benchmarks/recipe_ablation.py on CIFAR-10 (docs/benchmarks.md): ZCA
-# whitening with flips, shifts of 2 pixels, cosine decay to 0 and label smoothing 0.1 took the
-# deep reference from 0.547 to 0.595 validation accuracy in 40 epochs, ahead of every recipe
-# alone; ZCA took the wide one to 0.614 and 0.642 (two seeds) where the seed's recipe gave
-# 0.631 and 0.534, and with the rest of the recipe to 0.612. Shifts of 4 pixels cost the deep
-# one 0.03. Where the space leaves a value of it out, the reference keeps the seed's (the
-# entry's default), or, if the space leaves that out too, the sampler chooses.
-REFERENCE_RECIPE: dict[str, Any] = {
-    "lr_schedule": "cosine", "final_lr_fraction": 0.0, "label_smoothing": 0.1,
-    "augment_flip": True, "augment_shift": 2, "preprocessing": "zca",
-    "whitening_epsilon": 0.01,
-}
+# values), as each recipe declares it (objectives.recipes), decided by
+# benchmarks/recipe_ablation.py on CIFAR-10 (docs/benchmarks.md): ZCA whitening with flips,
+# shifts of 2 pixels, cosine decay to 0 and label smoothing 0.1 took the deep reference from
+# 0.547 to 0.595 validation accuracy in 40 epochs, ahead of every recipe alone; ZCA took the
+# wide one to 0.614 and 0.642 (two seeds) where the seed's recipe gave 0.631 and 0.534, and
+# with the rest of the recipe to 0.612. Shifts of 4 pixels cost the deep one 0.03. Where the
+# space leaves a value of it out, the reference keeps the seed's (the entry's default), or, if
+# the space leaves that out too, the sampler chooses.
+REFERENCE_RECIPE = recipes.REFERENCE
 
 
 def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | None]]:

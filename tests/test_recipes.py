@@ -16,7 +16,7 @@ from objectives.config import TrainingConfig
 from objectives.data import CIFAR10_CLASSES, Dataset, make_stub
 from objectives.keras_setup import keras
 from objectives.mlp import train, train_on_all
-from objectives.schedules import learning_rate
+from objectives.recipes.schedule import learning_rate
 from objectives.between_trials import fresh_session
 from objectives.space import SearchSpace, suggest
 
@@ -172,7 +172,7 @@ def test_zca_trains_on_images_whitened_once_as_the_model_whitens_them(
         dataset: Dataset) -> None:
     from objectives.mlp import compiled_model
     from objectives.model import WHITENED
-    from objectives.preprocessing import whiten
+    from objectives.recipes.preprocessing import whiten
 
     params = {**PARAMS, "preprocessing": "zca", "whitening_epsilon": 0.05}
     with fresh_session():
@@ -251,7 +251,7 @@ def _is_shift(original: np.ndarray, result: np.ndarray, most: int) -> bool:
 
 def test_whitening_decorrelates_the_training_images_inside_the_model(dataset: Dataset) -> None:
     from objectives.model import build_model
-    from objectives.preprocessing import input_layers, spectrum
+    from objectives.recipes.preprocessing import input_layers, spectrum
 
     for kind, width in (("pca", 40), ("zca", 3072)):
         params = {**PARAMS, "preprocessing": kind, "pca_components": 40,
@@ -274,7 +274,7 @@ def test_whitening_decorrelates_the_training_images_inside_the_model(dataset: Da
 
 def test_a_cached_split_s_spectrum_is_computed_once_per_machine(
         dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from objectives import preprocessing
+    from objectives.recipes import preprocessing
     from objectives.cache import load_or_build
 
     monkeypatch.setenv("HPSEARCH_CACHE", str(tmp_path))
@@ -296,7 +296,7 @@ def test_a_cached_split_s_spectrum_is_computed_once_per_machine(
 
 
 def test_standardizing_uses_the_training_split_per_channel(dataset: Dataset) -> None:
-    from objectives.preprocessing import input_layers
+    from objectives.recipes.preprocessing import input_layers
 
     found = input_layers({"preprocessing": "standardize"}, dataset.x_train)
     channels = dataset.x_train.reshape(-1, 3).astype(np.float64)
@@ -353,3 +353,53 @@ def test_a_resolved_study_file_validates_again(space: dict[str, Any]) -> None:
 
     spec = StudyFile.model_validate({"study": {"name": "s", "n_trials": 1}, "space": space})
     assert StudyFile.model_validate(spec.model_dump(mode="json")) == spec
+
+
+def test_every_recipe_is_one_module_wired_into_the_space_and_off_at_its_defaults() -> None:
+    # What a new recipe (mixup, say) is held to: its entries are the space's, after the MLP's
+    # and in RECIPES' order; its conditions and reference values are its own entries'; and at
+    # its defaults it trains as the seed did (a study stored before it resumes unchanged).
+    from objectives import recipes
+    from objectives.space import MlpEntries
+
+    assert list(SearchSpace.model_fields) == [*MlpEntries.model_fields, *recipes.ENTRIES]
+    n = 4
+    y = np.arange(n) % 3
+    seed_params = suggest(optuna.trial.FixedTrial({**PARAMS, "batch_size": 128}), SearchSpace())
+    assert not set(seed_params) & set(recipes.ENTRIES)  # at their defaults, not even recorded
+    for recipe in recipes.RECIPES:
+        own = list(recipe.entries.model_fields)
+        assert own and issubclass(SearchSpace, recipe.entries), type(recipe).__name__
+        for name, (owner, choices) in recipe.conditions.items():
+            assert name in own and owner in own and own.index(owner) < own.index(name)
+            SearchSpace.model_validate({owner: list(choices)})  # choices the owner has
+        assert set(recipe.reference) <= set(own)
+        assert SearchSpace.model_validate(recipe.reference).check(recipe.reference) == []
+        assert not any(recipe.feed(seed_params).values())
+        assert recipe.labels(seed_params, y, 3) is y
+        assert recipe.loss(seed_params) is None
+        assert recipe.learning_rate(seed_params, steps_per_epoch=10, epochs=3) in (
+            None, seed_params["learning_rate"])
+        assert recipe.inputs(seed_params, np.zeros((2, 4, 4, 3), np.uint8)) in (
+            None, {"kind": "scale"})
+        assert recipe.check_data(SearchSpace(), (32, 32, 3)) == []
+
+
+def test_the_recipes_effects_reach_training_through_one_place() -> None:
+    from objectives import recipes
+
+    params = {**PARAMS, "lr_schedule": "cosine", "final_lr_fraction": 0.0,
+              "label_smoothing": 0.1, "augment_flip": True, "augment_shift": 2,
+              "preprocessing": "standardize"}
+    assert recipes.feed_options(params) == {"flip": True, "shift": 2}
+    assert recipes.labels(params, np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert recipes.loss(params).get_config()["label_smoothing"] == pytest.approx(0.1)
+    schedule = recipes.learning_rate(params, steps_per_epoch=10, epochs=2)
+    assert _rate(schedule, 0) == pytest.approx(3e-3) and _rate(schedule, 20) == pytest.approx(0)
+    assert recipes.inputs(params, np.full((2, 4, 4, 3), 7, np.uint8))["kind"] == "standardize"
+    assert recipes.loss(PARAMS) == "sparse_categorical_crossentropy"
+    assert recipes.learning_rate(PARAMS, steps_per_epoch=10, epochs=2) == 3e-3
+    assert recipes.check_data(SearchSpace.model_validate(
+        {"preprocessing": "pca", "pca_components": 64}), (4, 4, 3)) == [
+        "space.pca_components: reaches 64, but the data's images hold 48 values each (PCA "
+        "keeps at most 48 directions)"]

@@ -1,4 +1,5 @@
-"""``learning_rate``: the learning rate (a number or a Keras schedule) a configuration asks for.
+"""The learning-rate schedule recipe: the learning rate (a number or a Keras schedule) a
+configuration asks for.
 
 ``lr_schedule`` (a ``[space]`` entry) is one of:
 
@@ -22,11 +23,41 @@ checkpoint keeps the optimizer's step, so a resumed trial carries on with its sc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from objectives.keras_setup import keras
+from objectives.entries import Categorical, Entries, Epochs, Fraction, Numeric
+from objectives.recipes.base import Recipe
+
+if TYPE_CHECKING:
+    from objectives.keras_setup import keras
 
 ONE_CYCLE_DIVISOR = 25.0  # OneCycleLR's div_factor: where its warm-up starts
+
+Schedule = Literal["plateau", "cosine", "warmup_cosine", "one_cycle"]
+
+
+class ScheduleEntries(Entries):
+    """``lr_schedule``, and the warm-up and final rate of the schedules that have them."""
+
+    lr_schedule: Categorical[Schedule] = Categorical[Schedule](value="plateau")
+    warmup_epochs: Numeric[Epochs] = Numeric[Epochs](low=1, high=5)
+    final_lr_fraction: Numeric[Fraction] = Numeric[Fraction](low=0.0, high=0.1)
+
+
+class LearningRateSchedule(Recipe):
+    """The learning rate: constant and reduced on plateaus (the seed's), or a schedule."""
+
+    entries = ScheduleEntries
+    conditions = {
+        "warmup_epochs": ("lr_schedule", ("warmup_cosine", "one_cycle")),
+        "final_lr_fraction": ("lr_schedule", ("cosine", "warmup_cosine", "one_cycle")),
+    }
+    # cosine decay to 0 (benchmarks/recipe_ablation.py, objectives.space.REFERENCE_RECIPE)
+    reference = {"lr_schedule": "cosine", "final_lr_fraction": 0.0}
+
+    def learning_rate(self, params: dict[str, Any], *, steps_per_epoch: int,
+                      epochs: int) -> Any | None:
+        return learning_rate(params, steps_per_epoch=steps_per_epoch, epochs=epochs)
 
 
 def uses_plateau(params: dict[str, Any]) -> bool:
@@ -38,6 +69,8 @@ def learning_rate(params: dict[str, Any], *, steps_per_epoch: int,
                   epochs: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The learning rate of ``params``: ``learning_rate`` itself for ``plateau``, else a
     schedule over ``epochs`` epochs of ``steps_per_epoch`` steps."""
+    from objectives.keras_setup import keras
+
     peak = float(params["learning_rate"])
     name = params.get("lr_schedule", "plateau")
     if name == "plateau":

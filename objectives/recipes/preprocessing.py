@@ -1,4 +1,4 @@
-"""Input preprocessing computed on the training split and built into the model.
+"""The input preprocessing recipe: computed on the training split and built into the model.
 
 ``preprocessing`` (a ``[space]`` entry) is one of:
 
@@ -32,13 +32,58 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from objectives.cache import derived_key, load_or_build
+from objectives.entries import Categorical, Entries, Numeric, Positive, Width
+from objectives.recipes.base import Recipe
+
+if TYPE_CHECKING:
+    from objectives.space import SearchSpace
 
 logger = logging.getLogger(__name__)
+
+Preprocessing = Literal["scale", "standardize", "pca", "zca"]
+
+
+class PreprocessingEntries(Entries):
+    """``preprocessing``, and the whitening's epsilon and PCA's components."""
+
+    preprocessing: Categorical[Preprocessing] = Categorical[Preprocessing](value="scale")
+    whitening_epsilon: Numeric[Positive] = Numeric[Positive](low=1e-3, high=1e-1, log=True)
+    pca_components: Numeric[Width] = Numeric[Width](low=128, high=1024, log=True)
+
+
+class InputPreprocessing(Recipe):
+    """Pixels scaled (the seed's), standardized per channel, or PCA- or ZCA-whitened."""
+
+    entries = PreprocessingEntries
+    conditions = {
+        "whitening_epsilon": ("preprocessing", ("pca", "zca")),
+        "pca_components": ("preprocessing", ("pca",)),
+    }
+    # ZCA: the wide reference 0.614 and 0.642 where scaling gave 0.631 and 0.534
+    # (two seeds, benchmarks/recipe_ablation.py)
+    reference = {"preprocessing": "zca", "whitening_epsilon": 0.01}
+
+    def inputs(self, params: dict[str, Any], x_train: np.ndarray) -> dict[str, Any] | None:
+        return input_layers(params, x_train)
+
+    def check_data(self, space: SearchSpace, input_shape: tuple[int, ...]) -> list[str]:
+        """PCA keeps at most one direction per value of an image: ``pca_components`` past
+        that would be recorded on trials that never used them."""
+        kinds, components = space.preprocessing, space.pca_components
+        if "pca" not in ([kinds.value] if kinds.value is not None else kinds.choices or []):
+            return []
+        dimension = int(np.prod(input_shape))
+        largest = max([v for v in (components.value, components.high) if v is not None]
+                      + list(components.choices or []))
+        if largest <= dimension:
+            return []
+        return [f"space.pca_components: reaches {largest}, but the data's images hold "
+                f"{dimension} values each (PCA keeps at most {dimension} directions)"]
 
 
 @dataclass(frozen=True)
