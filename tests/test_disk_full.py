@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import HPSEARCH, wait_for
+from conftest import HPSEARCH, study_trials, wait_for
 
 import optuna
 import pytest
@@ -62,11 +62,8 @@ def test_a_disk_that_fills_mid_trial_ends_the_run_at_once_with_the_trial_failed(
     url = f"sqlite:///{small_disk / 'studies.db'}"
 
     def running() -> bool:
-        try:
-            trials = optuna.load_study(study_name="tiny", storage=url).trials
-        except KeyError:
-            return False
-        return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+        return any(t.state == TrialState.RUNNING and t.intermediate_values
+                   for t in study_trials(url, "tiny"))
 
     process = _run(study_file, url, tmp_path)
     try:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import HPSEARCH, interruptible, wait_for
+from conftest import HPSEARCH, interruptible, study_trials, wait_for
 
 import optuna
 import pytest
@@ -118,11 +118,7 @@ def _start(study_file: Path, url: str, *extra: str) -> subprocess.Popen[str]:
 
 
 def _finished(url: str) -> int:
-    try:
-        trials = optuna.load_study(study_name="draws", storage=url).trials
-    except KeyError:
-        return 0
-    return sum(t.state.is_finished() for t in trials)
+    return sum(t.state.is_finished() for t in study_trials(url, "draws"))
 
 
 def test_runs_stopped_by_sigkill_and_ctrl_c_never_draw_a_configuration_again(

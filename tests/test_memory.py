@@ -12,11 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import HPSEARCH
+from conftest import HPSEARCH, finished
 
-import optuna
 import pytest
-from optuna.trial import TrialState
 
 from search.workers.fresh_start import resident_mb
 
@@ -43,11 +41,7 @@ BOUND_MB = LIMIT_MB + 120
 
 
 def _finished(url: str) -> int:
-    try:
-        trials = optuna.load_study(study_name="memory", storage=url).get_trials(deepcopy=False)
-    except KeyError:
-        return 0
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    return finished(url, "memory")
 
 
 def test_a_worker_s_memory_stays_bounded_over_a_long_study(

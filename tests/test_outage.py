@@ -14,11 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 import sqlalchemy
-from optuna.trial import TrialState
 
-from conftest import HPSEARCH, wait_for
+from conftest import HPSEARCH, finished, wait_for
 
 
 def this_study(storage_wait: int) -> dict[str, Any]:
@@ -99,11 +97,7 @@ def _through(relay: Relay, url: str) -> str:
 
 
 def _finished(url: str) -> int:
-    try:
-        study = optuna.load_study(study_name="outage", storage=url)
-    except KeyError:  # not created yet
-        return 0
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    return finished(url, "outage")
 
 
 def _start(stub_study: Callable[..., Path], url: str, storage_wait: int) -> subprocess.Popen[str]:

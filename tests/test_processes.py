@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import HPSEARCH, interruptible, wait_for
+from conftest import HPSEARCH, interruptible, study_trials, wait_for
 
 import optuna
 import pytest
@@ -30,10 +30,7 @@ SLOW_STUDY: dict[str, Any] = dict(
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name="slow", storage=url).trials
-    except KeyError:
-        return []
+    return study_trials(url, "slow")
 
 
 

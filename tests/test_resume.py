@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import HPSEARCH, interruptible, wait_for
+from conftest import HPSEARCH, interruptible, study_trials, wait_for
 
 import optuna
 import pytest
@@ -61,10 +61,7 @@ def _finish(process: subprocess.Popen[str], seconds: float = 300) -> str:
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name="resume", storage=url).trials
-    except KeyError:
-        return []
+    return study_trials(url, "resume")
 
 
 def _checkpoint_epoch(path: Path) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import HPSEARCH, interruptible, wait_for
+from conftest import HPSEARCH, interruptible, study_trials, wait_for
 
 import optuna
 import pytest
@@ -37,10 +37,7 @@ def this_study(n_trials: int, epochs: int, *, grace_period: int = 4,
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name="shared", storage=url).trials
-    except KeyError:
-        return []
+    return study_trials(url, "shared")
 
 
 def _finished(url: str) -> list[optuna.trial.FrozenTrial]:
