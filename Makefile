@@ -29,8 +29,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_PROCESSES)),,-n $(TEST_PROCESSES) --dist worksteal) $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check search objectives tests benchmarks scripts
-	$(BIN)/mypy search objectives
+	$(BIN)/ruff check hpsearch search objectives tests benchmarks scripts
+	$(BIN)/mypy hpsearch search objectives
 
 # The benchmark environment: hpsearch plus the tools benchmarks/search_efficiency.py compares it
 # with (keras-tuner), kept out of hpsearch's own environment.

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 _requested = False
 _deferring = 0
@@ -65,3 +67,32 @@ def deferred() -> Iterator[None]:
     finally:
         _deferring -= 1
     check()
+
+
+def on_signal(signum: int, frame: Any) -> None:
+    """A stop signal's handler: while TensorFlow works, a request it sees at its next step;
+    else, or at a second signal, ``KeyboardInterrupt`` at once."""
+    if not request(signum):
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """A block run from Python (a notebook's cell, ``hpsearch.Study.run``) that Ctrl-C (a
+    notebook's stop button) stops as it stops the command line: at the running TensorFlow
+    work's next step. Starts with no stop requested (an earlier block's request is spent), and
+    puts the previous handler back after; where Ctrl-C is not Python's default (ignored, or
+    handled by the caller), or off the main thread, the handler is left as it is."""
+    global _requested, _signal
+    _requested, _signal = False, signal.SIGINT
+    failed_trials.clear()
+    previous = signal.getsignal(signal.SIGINT)
+    install = (previous is signal.default_int_handler
+               and threading.current_thread() is threading.main_thread())
+    if install:
+        signal.signal(signal.SIGINT, on_signal)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)

@@ -441,8 +441,8 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
     """Read and validate a study file; ``overrides`` (from the command line) win over the file.
 
     Raises:
-        UserError: the file is missing, is not TOML, or breaks any rule; the message lists
-            every problem, one per line, each naming its key.
+        UserError: the file is missing or is not TOML; ``StudyFileError`` where it breaks any
+            rule, with every problem, one per line, each naming its key.
     """
     path = Path(path)
     try:
@@ -456,19 +456,42 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
         raise UserError(f"{path}: cannot read the study file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(raw, overrides, name=path.stem, shown=str(path))
+
+
+class StudyFileError(UserError):
+    """A study's settings break rules: ``problems`` holds every one, one line each, as
+    ``hpsearch validate`` prints them (the message is those lines, each after the source)."""
+
+    def __init__(self, shown: str, problems: list[str]) -> None:
+        super().__init__("\n".join(f"{shown}: {problem}" for problem in problems))
+        self.problems = problems
+
+
+def from_dict(settings: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None, *,
+              name: str | None = None, shown: str = "study") -> StudyFile:
+    """Validate a study's settings given as a study file's tables (``{"study": {...},
+    "space": {...}, ...}``) exactly as :func:`load` validates a file; ``name`` is the study's
+    name where ``[study] name`` gives none, ``shown`` what each problem is said to be in.
+
+    Raises:
+        StudyFileError: every problem, one per line, each naming its key.
+    """
+    raw = dict(settings)
     for section, values in (overrides or {}).items():
         given = {k: v for k, v in values.items() if v is not None}
         if given:
             current = raw.get(section)
             raw[section] = {**(current if isinstance(current, dict) else {}), **given}
     study = raw.get("study")
-    if isinstance(study, dict) and "name" not in study:
-        raw["study"] = {**study, "name": path.stem}
-    elif "study" not in raw:
-        raw["study"] = {"name": path.stem}
+    if name is not None:
+        if isinstance(study, dict) and "name" not in study:
+            raw["study"] = {**study, "name": name}
+        elif "study" not in raw:
+            raw["study"] = {"name": name}
     problems = _problems(raw)
     if problems:
-        raise UserError("\n".join(f"{path}: {p}" for p in problems))
+        raise StudyFileError(shown, problems)
     return StudyFile.model_validate(raw)
 
 

@@ -48,7 +48,7 @@ def test_a_worker_s_memory_stays_bounded_over_a_long_study(
         stub_study: Callable[..., Path], tmp_path: Path, limit: int = LIMIT_MB) -> None:
     url = f"sqlite:///{tmp_path / 'memory.db'}"
     study_file = stub_study(**this_study(TRIALS, limit), name="memory.toml")
-    worker = subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "2"],
+    worker = subprocess.Popen([HPSEARCH, "worker", str(study_file), "--threads", "1"],
                               env={**os.environ, "HPSEARCH_STORAGE": url},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rss: dict[int, float] = {}

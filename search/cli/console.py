@@ -111,10 +111,8 @@ def on_stop_signals(told: str | Callable[[], str]) -> None:
 def interrupt(signum: int, frame: Any) -> None:
     """A stop signal: ``KeyboardInterrupt``, which the command turns into exit 128 + the signal
     (130 for Ctrl-C, 143 for SIGTERM; a run's running trial is failed first, the study stays
-    resumable). While TensorFlow works, it
-    stops at its next step rather than here (``objectives.interrupts``); a second signal stops
-    at once."""
+    resumable). While TensorFlow works, it stops at its next step rather than here
+    (``objectives.interrupts.on_signal``); a second signal stops at once."""
     from objectives import interrupts
 
-    if not interrupts.request(signum):
-        raise KeyboardInterrupt
+    interrupts.on_signal(signum, frame)

@@ -1,0 +1,133 @@
+"""``import hpsearch``: the Python way in, on stub data. A study from a file and from a dict
+validates alike; a bad one raises one exception naming every problem and writes nothing; a
+study runs, resumes, and reads back as the commands read it; a stop mid-trial (a real SIGINT,
+as a notebook's stop button sends) leaves the trial interrupted and the study resumable, in a
+process that goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from conftest import stub_study_text
+
+import hpsearch
+from objectives.record import Key, evaluations
+from search import studyfile
+
+
+def _settings(**sections: Any) -> dict[str, Any]:
+    return tomllib.loads(stub_study_text(**sections))
+
+
+def test_a_dict_and_a_file_validate_alike(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text(stub_study_text(), encoding="utf-8")
+    from_file = hpsearch.Study(path, storage=f"sqlite:///{tmp_path / 'a.db'}")
+    from_dict = hpsearch.Study(_settings(), storage=f"sqlite:///{tmp_path / 'a.db'}")
+    assert from_file.spec == from_dict.spec
+    assert from_file.name == from_dict.name == "tiny"
+
+    bad = {"study": {"name": "bad", "n_trials": 0, "seed": 1},
+           "sampler": {"type": "nope"}, "data": {"dataset": "stub"},
+           "space": {"n_layers": {"low": 5, "high": 2}, "momentum": 0.5,
+                     "optimizer": "adam"}}
+    with pytest.raises(hpsearch.StudyFileError) as raised:
+        hpsearch.Study(bad, storage=f"sqlite:///{tmp_path / 'bad.db'}")
+    bad_file = tmp_path / "bad.toml"
+    import tomli_w
+
+    bad_file.write_text(tomli_w.dumps(bad), encoding="utf-8")
+    with pytest.raises(hpsearch.StudyFileError) as from_a_file:
+        studyfile.load(bad_file)
+    # every problem, as `hpsearch validate` prints them for the same file
+    assert raised.value.problems == from_a_file.value.problems
+    assert len(raised.value.problems) == 4, raised.value.problems
+    assert str(raised.value).splitlines() == [f"study: {p}" for p in raised.value.problems]
+    with pytest.raises(hpsearch.StudyFileError, match="study.name: give the study a name"):
+        hpsearch.Study({"study": {"n_trials": 2}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "tiny.toml"]  # no storage
+
+
+def test_run_resume_and_read_back_as_the_commands_do(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = hpsearch.Study(_settings(study={"n_trials": 1}), storage="sqlite:///api.db")
+    with pytest.raises(hpsearch.UserError):
+        study.best()  # nothing stored yet: one clear error
+    assert study.run() == 1
+    assert study.run() == 0  # its budget is spent
+    assert study.run(n_trials=2) == 1  # the total, as --n-trials: one more
+    assert study.status() == {"complete": 2}
+    assert study.optuna.study_name == "tiny"
+
+    best = study.best()
+    assert not isinstance(best, list)
+    assert best.value == max(t.value for t in study.optuna.trials if t.value is not None)
+    frame = study.trials()
+    assert len(frame) == 2
+    assert {"number", "value", "state", "params_n_layers", "user_attrs_stop_reason",
+            "user_attrs_val_accuracy", "user_attrs_seconds_per_epoch"} <= set(frame.columns)
+
+    answers = study.compare()
+    assert answers.comparisons  # the choices the trials say something of
+    html = study.report(tmp_path / "report")
+    assert html.name == "report.html" and "tiny" in html.read_text(encoding="utf-8")
+
+    run = study.evaluate(output=tmp_path / "evaluated")
+    assert run.trial.number == best.number
+    assert (tmp_path / "evaluated").is_dir()
+    assert run.result.split == "test" and 0.0 <= run.result.accuracy <= 1.0
+    assert best.number in evaluations(study.optuna)  # recorded as `evaluate` records it
+
+
+def test_a_stop_mid_trial_leaves_it_interrupted_and_the_next_run_resumes(
+        tmp_path: Path) -> None:
+    study = hpsearch.Study(_settings(study={"n_trials": 2},
+                                     training={"max_epochs": 8, "early_stopping_patience": 8,
+                                               "checkpoint_every": 1}),
+                           storage=f"sqlite:///{tmp_path / 'stop.db'}")
+    # Ctrl-C as Python has it by default, and as a notebook's kernel has it while a cell runs
+    # (test processes of pytest-xdist ignore it)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop_when_training() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                trials = study.optuna.get_trials(deepcopy=False)
+            except hpsearch.UserError:
+                trials = []
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
+                os.kill(os.getpid(), signal.SIGINT)  # as a notebook's stop button does
+                return
+            time.sleep(0.2)
+
+    stopper = threading.Thread(target=stop_when_training, daemon=True)
+    stopper.start()
+    try:
+        assert study.run() == 1  # the interrupted trial, failed with its reason
+        stopper.join()
+        assert signal.getsignal(signal.SIGINT) is previous  # the process's own handler is back
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    stopped, *queued = study.optuna.trials
+    assert [t.state for t in queued] in ([], [TrialState.WAITING])  # its retry, if queued now
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs[Key.STOP_REASON] == "interrupted"
+    assert stopped.user_attrs[Key.FAIL_REASON] == "interrupted by Ctrl-C"
+
+    # the process goes on: the same study, run again, resumes the trial where it stopped
+    assert study.run() == 2  # the second warm-start reference, queued first, then the retry
+    retried = [t for t in study.optuna.trials if t.user_attrs.get(Key.RESUMES) == 0]
+    assert retried and retried[0].state == TrialState.COMPLETE
+    assert retried[0].user_attrs[Key.RESUMED_AT] >= 1  # from its checkpoint, not epoch 1
