@@ -166,14 +166,16 @@ def study_trials(url: str, study_name: str) -> list[Any]:
     before the study exists), for tests that poll a study while real processes run it. One
     storage per URL serves every call: making one (as ``optuna.load_study`` does) costs 30 ms
     of CPU, which, ten times a second, was a core's tenth taken from the processes under test.
-    It connects per read (no pool), so nothing holds a test database open."""
+    On a database server it connects per read (no pool), so that nothing holds a test's
+    database open when it is dropped."""
     import optuna
     from sqlalchemy.pool import NullPool
 
     storage = _watched.get(url)
     if storage is None:
+        server = not url.startswith("sqlite")
         storage = _watched[url] = optuna.storages.RDBStorage(
-            url, engine_kwargs={"poolclass": NullPool})
+            url, engine_kwargs={"poolclass": NullPool} if server else {})
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
