@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy
 
 from conftest import HPSEARCH, finished, wait_for
@@ -144,3 +145,29 @@ def test_a_database_that_stays_down_ends_the_worker_with_one_line(
     errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1
     assert errors[0].startswith("Error: the storage stayed unreachable for 5 s")
+
+
+def test_a_connection_dropped_while_a_worker_checks_the_storage_is_tried_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check before the data is loaded (search.storage.opening.check_storage) met an
+    # administrator's pg_terminate_backend once and ended the worker with a traceback; it waits
+    # within storage_wait, as opening the storage does.
+    from search.errors import UserError
+    from search.storage import opening
+
+    calls: list[bool] = []
+
+    def dropped_once(address: Any, *, create: bool) -> bool:
+        calls.append(create)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError(
+                "SELECT 1", {}, Exception("terminating connection due to administrator command"))
+        return True
+
+    monkeypatch.setattr(opening, "_inspect", dropped_once)
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/db"
+    opening.check_storage(url, "study", wait=5)
+    assert calls == [True, True]
+    calls.clear()
+    with pytest.raises(UserError, match="cannot reach storage .*: terminating connection"):
+        opening.check_storage(url, "study", wait=0)  # no wait: one line, no traceback

@@ -109,11 +109,14 @@ def _check_companions(address: StorageAddress, study_name: str | None) -> None:
                             "and SQLite keep a file of that name beside the database): move it")
 
 
-def check_storage(storage: str | StorageAddress, study_name: str | None = None) -> None:
+def check_storage(storage: str | StorageAddress, study_name: str | None = None, *,
+                  wait: float = 0.0) -> None:
     """Everything ``open_storage(url, create=True)`` would refuse that can be found without
     writing anything (a new SQLite file is not made, no table is created): for the commands
     that check their other inputs (the data) before they create a storage. With
-    ``study_name``, also what would stop that study's budget lock beside a SQLite file.
+    ``study_name``, also what would stop that study's budget lock beside a SQLite file. A
+    database that drops the connection while it is looked at is tried again for ``wait``
+    seconds, as ``open_storage`` tries it.
 
     Raises:
         UserError: as ``open_storage`` does.
@@ -124,7 +127,8 @@ def check_storage(storage: str | StorageAddress, study_name: str | None = None) 
         _check_companions(address, study_name)
         check_free_space(address)
     if path is None or path.exists():
-        _inspect(address, create=True)
+        retrying(lambda: _inspect(address, create=True), wait,
+                 f"cannot reach storage {address.shown!r}")
 
 
 def open_storage(

@@ -81,7 +81,7 @@ def start(
     # A sampler or pruner that cannot be made (a missing package) is one line before anything.
     make_sampler(spec), make_pruner(spec)
     address = StorageAddress.of(storage)
-    check_storage(address, spec.name)
+    check_storage(address, spec.name, wait=spec.workers.storage_wait)
     hooks = hooks_for(spec, address, artifacts)  # its store is made by open(), below
     try:
         objective = load_objective(spec.study.objective)(
