@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
-from objectives import stratified
 from objectives.cache import derived_key, load_or_build, source_key
 from objectives.config import DataConfig
 from objectives.sources import DatasetError, read_source
@@ -124,7 +124,7 @@ def _source(config: DataConfig) -> tuple[str, dict[str, np.ndarray], tuple[str, 
 def _split_indices(y: np.ndarray, config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation indices into the pool: stratified, seeded, subsets stratified too."""
     def too_small(indices: np.ndarray, what: str) -> DatasetError:
-        # the split's own message speaks of test_size where this is the validation split
+        # scikit-learn's own message speaks of test_size where this is the validation split
         counts = np.bincount(y[indices])
         present = counts[counts > 0]
         return DatasetError(
@@ -133,21 +133,23 @@ def _split_indices(y: np.ndarray, config: DataConfig, seed: int) -> tuple[np.nda
             "give more images or change that setting")
 
     try:
-        train, val = stratified.split(np.arange(len(y)), y, seed=seed,
-                                      test_size=config.validation_fraction)
+        train, val = train_test_split(
+            np.arange(len(y)), test_size=config.validation_fraction, stratify=y,
+            random_state=seed,
+        )
     except ValueError:
         raise too_small(np.arange(len(y)), "data.validation_fraction = "
                         f"{config.validation_fraction:g}") from None
     if config.train_subset is not None and config.train_subset < len(train):
         try:
-            train, _ = stratified.split(train, y[train], seed=seed,
-                                        train_size=config.train_subset)
+            train, _ = train_test_split(train, train_size=config.train_subset,
+                                        stratify=y[train], random_state=seed)
         except ValueError:
             raise too_small(train, f"data.train_subset = {config.train_subset}") from None
     if config.validation_subset is not None and config.validation_subset < len(val):
         try:
-            val, _ = stratified.split(val, y[val], seed=seed,
-                                      train_size=config.validation_subset)
+            val, _ = train_test_split(val, train_size=config.validation_subset,
+                                      stratify=y[val], random_state=seed)
         except ValueError:
             raise too_small(val, f"data.validation_subset = {config.validation_subset}"
                             ) from None

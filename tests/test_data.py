@@ -14,7 +14,6 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -346,35 +345,3 @@ def test_run_with_a_bad_dataset_fails_before_any_trial(tmp_path: Path) -> None:
     import optuna
 
     assert optuna.study.get_all_study_names(url) == []  # nothing written
-
-
-def test_the_stratified_split_is_scikit_learn_s_to_the_index() -> None:
-    # objectives.stratified splits without importing scikit-learn (0.65 s of every worker's
-    # start); studies made before it keep their splits only if it draws what scikit-learn drew.
-    from sklearn.model_selection import train_test_split
-
-    from objectives import stratified
-
-    rng = np.random.default_rng(0)
-    cases: list[tuple[np.ndarray, dict[str, Any]]] = [
-        (np.repeat(np.arange(10), 5000), {"test_size": 0.1}),  # CIFAR-10's 50,000
-        (np.repeat(np.arange(10), 5000), {"test_size": 0.2}),
-    ]
-    for case in range(60):
-        n, k = int(rng.integers(20, 3000)), int(rng.integers(2, 12))
-        y = rng.integers(0, k, size=n)
-        y[:2 * k] = np.repeat(np.arange(k), 2)  # two of each class at least
-        cases.append((y, {"test_size": float(rng.choice([0.1, 0.15, 0.2, 0.25, 0.33, 0.5]))}
-                      if case % 2 else {"train_size": int(rng.integers(k, n - k))}))
-    for seed, (y, size) in enumerate(cases):
-        indices = np.sort(rng.choice(10 * len(y), size=len(y), replace=False))
-        try:
-            theirs = train_test_split(indices, stratify=y, random_state=seed, **size)
-        except ValueError:  # too few of a class for one side: refused alike
-            with pytest.raises(ValueError):
-                stratified.split(indices, y, seed=seed, **size)
-            continue
-        ours = stratified.split(indices, y, seed=seed, **size)
-        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs)), (seed, size)
-    with pytest.raises(ValueError):
-        stratified.split(np.arange(5), np.array([0, 0, 1, 1, 2]), seed=0, test_size=0.4)
