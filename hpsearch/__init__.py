@@ -37,11 +37,12 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from search.results.compare import Answers
+    from search.results.dashboard import BackgroundDashboard
     from search.results.evaluate import EvaluationRun
     from search.storage.address import StorageAddress
     from search.storage.opening import HpsearchStorage
 
-__all__ = ["Study", "StudyFileError", "UserError"]
+__all__ = ["Study", "StudyFileError", "UserError", "dashboard"]
 
 logger = logging.getLogger("search")
 
@@ -285,3 +286,34 @@ class Study:
         from search.results.compare import answers
 
         return answers(self.optuna)
+
+    def dashboard(self, *, host: str = "127.0.0.1", port: int = 0) -> BackgroundDashboard:
+        """optuna-dashboard on this study's storage and artifacts, as :func:`dashboard`."""
+        return dashboard(self.address.url, artifacts=self.artifacts, host=host, port=port)
+
+
+def dashboard(storage: str | None = None, *, artifacts: str | None = None,
+              host: str = "127.0.0.1", port: int = 0) -> BackgroundDashboard:
+    """Start optuna-dashboard on ``storage`` (default as ``--storage``) in the background of
+    this process, as ``hpsearch dashboard`` serves it (each trial's figures and reports
+    listed), on ``port`` (default: a free one). In a notebook the result shows the dashboard
+    inline with its address; ``.stop()`` stops it, as the kernel's end does.
+
+    Example:
+        >>> board = hpsearch.dashboard("sqlite:///hpsearch.db")  # doctest: +SKIP
+        >>> board.url, board.stop()  # doctest: +SKIP
+    """
+    import optuna
+
+    from search.artifacts.store import location_for, open_store
+    from search.results.dashboard import serve_in_background
+    from search.storage.address import StorageAddress, resolve_url
+    from search.storage.opening import open_storage
+
+    address = StorageAddress.parse(resolve_url(storage))
+    opened = open_storage(address, create=address.server)
+    studies = [optuna.load_study(study_name=summary.study_name, storage=opened)
+               for summary in optuna.get_all_study_summaries(opened, include_best_trial=False)]
+    location = location_for(studies, artifacts, address)
+    return serve_in_background(opened, host=host, port=port,
+                               artifact_store=open_store(location))

@@ -6,11 +6,13 @@ process that goes on."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,18 @@ def test_run_resume_and_read_back_as_the_commands_do(tmp_path: Path,
     assert answers.comparisons  # the choices the trials say something of
     html = study.report(tmp_path / "report")
     assert html.name == "report.html" and "tiny" in html.read_text(encoding="utf-8")
+
+    board = study.dashboard()  # in the background of this process, on a free port
+    try:
+        with urllib.request.urlopen(f"{board.url}api/studies", timeout=10) as response:
+            (summary,) = json.loads(response.read())["study_summaries"]
+        assert summary["study_name"] == "tiny"
+        assert board.url in board._repr_html_() and "<iframe" in board._repr_html_()
+    finally:
+        board.stop()
+    assert not board.running
+    with pytest.raises(OSError):  # stopped: nothing answers there any more
+        urllib.request.urlopen(f"{board.url}api/studies", timeout=2)
 
     run = study.evaluate(output=tmp_path / "evaluated")
     assert run.trial.number == best.number
