@@ -63,7 +63,7 @@ class TrainingConfig(BaseModel):
     min_learning_rate: float = Field(default=1e-6, ge=0.0)
     pruning_interval: int = Field(default=1, ge=1)
     # How fast it runs, not what it learns (see objectives/fast_path.py).
-    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     steps_per_execution: int = Field(default=64, ge=1)
     fused_optimizer: StrictBool = True
     # A checkpoint after every this many epochs, for retries to resume from; 0: none.

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "float32", "mixed_bfloat16"]
+Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -67,9 +67,12 @@ def cpu_has_bf16() -> bool:
 
 
 def dtype_policy(precision: Precision) -> str | None:
-    """The Keras dtype policy for the hidden layers; None for Keras's default (float32)."""
+    """The Keras dtype policy for the hidden layers; None for Keras's default (float32).
+    ``auto`` goes by the device that trains (``objectives.devices``)."""
     if precision == "auto":
-        return "mixed_bfloat16" if cpu_has_bf16() else None
+        from objectives.devices import chosen_precision
+
+        precision = chosen_precision()  # type: ignore[assignment]  # one of Precision
     return None if precision == "float32" else precision
 
 
@@ -88,7 +91,13 @@ def _autocast_scope_getter() -> Any:
 
 
 def _fused_update_problem() -> str | None:
-    """What of the internals :func:`fuse_updates` relies on is not as expected; None if all is."""
+    """What of the internals :func:`fuse_updates` relies on is not as expected, or that
+    training runs on a GPU (the fused update was built and measured for CPUs); None if all is
+    as expected."""
+    from objectives.devices import trains_on_gpu
+
+    if trains_on_gpu():
+        return "training runs on a GPU (the fused update is measured on CPUs only)"
     if _autocast_scope_getter() is None:
         return f"{'.'.join(AUTOCAST_SCOPE)} is gone"
     from objectives.keras_setup import keras

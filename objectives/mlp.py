@@ -125,8 +125,9 @@ def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingC
     over ``epochs`` (default ``training.max_epochs``) epochs of it."""
     x_train = dataset.x_train if x_train is None else x_train
     preprocess = recipes.inputs(params, x_train)
+    policy = dtype_policy(training.precision)
     model = build_model(params, dataset.input_shape, dataset.n_classes,
-                        dtype_policy=dtype_policy(training.precision), preprocess=preprocess)
+                        dtype_policy=policy, preprocess=preprocess)
     fitted = model
     if whitened_in_training(params):
         # The layers after the whitening, sharing their variables with ``model``.
@@ -134,7 +135,9 @@ def compiled_model(params: dict[str, Any], dataset: Dataset, training: TrainingC
     steps = -(-len(x_train) // int(params["batch_size"]))
     optimizer = get_optimizer(params, recipes.learning_rate(
         params, steps_per_epoch=steps, epochs=epochs or training.max_epochs))
-    if training.fused_optimizer and fused_update_supported():
+    if policy == "mixed_float16":  # float16's narrow range: Keras's dynamic loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    elif training.fused_optimizer and fused_update_supported():
         fuse_updates(optimizer, fitted)
     loss = recipes.loss(params)
     fitted.compile(
