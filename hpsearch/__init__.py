@@ -134,12 +134,15 @@ class Study:
         return pick_study(self._storage, self.name)
 
     def run(self, n_trials: int | None = None, *, timeout: float | None = None,
-            workers: int = 1, threads: int | None = None) -> int:
+            workers: int | str = 1, threads: int | None = None,
+            gpus: list[int] | None = None) -> int:
         """Create the study, or resume it, and run trials until its budget is spent, as
         ``hpsearch run`` does. ``n_trials`` (the study's total finished trials) and
         ``timeout`` (seconds, counted from this call) override the study's budget;
-        ``workers`` processes share the trials (a study file only: each worker reads it);
-        ``threads`` are TensorFlow's per worker.
+        ``workers`` processes share the trials (``"auto"``: one per core, or one per GPU;
+        several read the study from its file, so a study given as a dict runs in this
+        process); ``threads`` are TensorFlow's per worker; ``gpus`` the GPUs to train on, by
+        index (default: all), as ``--workers``, ``--threads`` and ``--gpus`` take them.
 
         A stop (``KeyboardInterrupt``: Ctrl-C, a notebook's stop button) ends the run at the
         running trial's next step, records that trial as interrupted with its checkpoint
@@ -153,20 +156,30 @@ class Study:
         from objectives import interrupts
         from search.workers import progress
 
+        from search.workers.processes import layout
+
         started = time.monotonic()
         before = self._ended()
-        if workers < 1:
-            raise UserError(f"workers: must be 1 or more, not {workers}")
+        if not (workers == "auto" or (isinstance(workers, int) and workers >= 1)):
+            raise UserError(f"workers: a whole number >= 1 or 'auto', not {workers!r}")
         spec = self._load(n_trials, timeout)
         deadline = None if spec.study.timeout is None else started + spec.study.timeout
+        count, per_worker, devices = layout(str(workers), threads, gpus)
+        if count > 1 and self.source is None:
+            logger.warning("workers: %d asked, but worker processes read the study from its "
+                           "file; a study given as a dict runs in this process", count)
+            count, devices = 1, devices[:1]
         with interrupts.handled():
             try:
-                if workers > 1:
-                    return self._run_workers(spec, workers, threads, n_trials, timeout,
-                                             deadline)
+                if count > 1:
+                    return self._run_workers(spec, count, per_worker, devices, n_trials,
+                                             timeout, deadline)
                 if threads is not None:
                     os.environ["HPSEARCH_TF_THREADS"] = str(threads)
+                from objectives.devices import train_on
                 from search.workers.run import run_study
+
+                train_on(devices[0])
 
                 with progress.TrialProgress(spec.study.metric) as display:
                     summary = run_study(spec, self.address, on_start=display.start,
@@ -190,18 +203,15 @@ class Study:
         except UserError:
             return 0
 
-    def _run_workers(self, spec: StudyFile, workers: int, threads: int | None,
-                     n_trials: int | None, timeout: float | None,
+    def _run_workers(self, spec: StudyFile, count: int, per_worker: int,
+                     devices: list[str | None], n_trials: int | None, timeout: float | None,
                      deadline: float | None) -> int:
         from search.workers import progress
         from search.workers.outcomes import ended
-        from search.workers.processes import resolve_layout, run_workers
+        from search.workers.processes import run_workers
         from search.workers.run import start
 
-        if self.source is None:
-            raise UserError("workers: several workers read the study from its file; give "
-                            "Study a study file's path to run them")
-        count, per_worker = resolve_layout(str(workers), threads)
+        assert self.source is not None
         study, objective, _ = start(spec, self.address, artifacts=self.artifacts)
         before = ended(study)
         if objective is None:
@@ -213,7 +223,7 @@ class Study:
             display.start(study, spec.study.n_trials)
             codes = run_workers(self.source, self.address.url, count, per_worker,
                                 extra_args=passed, study=study, on_progress=display.update,
-                                deadline=deadline)
+                                deadline=deadline, devices=devices)
         failed = [code for code in codes if code != 0]
         if failed:
             raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "

@@ -38,7 +38,7 @@ def visible_gpus() -> list[Gpu]:
     import tensorflow as tf
 
     found = []
-    for device in tf.config.list_physical_devices("GPU"):
+    for device in tf.config.get_visible_devices("GPU"):
         details = tf.config.experimental.get_device_details(device)
         capability = details.get("compute_capability")
         found.append(Gpu(name=device.name, model=str(details.get("device_name", device.name)),
@@ -78,3 +78,28 @@ def chosen_precision() -> str:
                        for gpu in gpus) if gpus else "the CPU")
     logger.info("precision auto: %s on %s", choice, where)
     return choice
+
+
+def train_on(device: str | None) -> None:
+    """Let this process see only GPU ``device`` (an index, as ``CUDA_VISIBLE_DEVICES`` takes
+    it), before TensorFlow first uses a GPU; None leaves every GPU visible."""
+    if device is None:
+        return
+    import tensorflow as tf
+
+    listed = tf.config.list_physical_devices("GPU")
+    tf.config.set_visible_devices([listed[int(device)]], "GPU")
+    trains_on_gpu.cache_clear()
+    chosen_precision.cache_clear()
+
+
+def grow_gpu_memory() -> None:
+    """Each GPU's memory taken as it is needed, not all at once, so that several workers (or
+    a worker and a notebook) can share one."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialized: too late, and harmless
+            pass

@@ -47,5 +47,9 @@ def _size_thread_pools() -> None:
 
 
 _size_thread_pools()
+if keras.backend.backend() == "tensorflow":
+    from objectives.devices import grow_gpu_memory
+
+    grow_gpu_memory()
 
 __all__ = ["keras"]

@@ -4,6 +4,7 @@ CPU-only fast path off on a GPU; and a float16 model that trains with Keras's lo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,8 +53,9 @@ def faked_gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
                   for i in range(len(capabilities))]
         details = {device.name: {"device_name": f"GPU {i}", "compute_capability": capability}
                    for i, (device, capability) in enumerate(zip(listed, capabilities))}
-        monkeypatch.setattr(tf.config, "list_physical_devices",
-                            lambda kind=None: listed if kind in (None, "GPU") else [])
+        for lister in ("list_physical_devices", "get_visible_devices"):
+            monkeypatch.setattr(tf.config, lister,
+                                lambda kind=None: listed if kind in (None, "GPU") else [])
         monkeypatch.setattr(tf.config.experimental, "get_device_details",
                             lambda device: details[device.name])
         devices.trains_on_gpu.cache_clear()
@@ -102,3 +104,33 @@ def test_a_float16_model_trains_with_keras_s_loss_scaling() -> None:
     outcome = train(params, dataset, training, "val_accuracy")
     assert outcome.recorder.epochs == 2
     assert np.isfinite(outcome.best_value)
+
+
+def test_workers_auto_runs_one_worker_per_gpu_each_seeing_its_own(faked_gpus: Any) -> None:
+    from search.errors import UserError
+    from search.workers.processes import layout, parse_gpus, worker_environments
+
+    faked_gpus([(8, 0), (8, 0), (7, 5), (7, 5)])
+    assert layout("auto", None) == (4, max(1, (os.cpu_count() or 1) // 4),
+                                    ["0", "1", "2", "3"])
+    assert layout("auto", 3, [0, 2]) == (2, 3, ["0", "2"])  # --gpus 0,2 --threads 3
+    assert layout("3", 1, [1]) == (3, 1, ["1", "1", "1"])  # more workers than GPUs: shared
+    assert layout("1", None, [2])[2] == ["2"]
+    assert layout("2", 1) == (2, 1, [None, None])  # a number of workers, no --gpus: by core
+    with pytest.raises(UserError, match="--gpus: no GPU 7 on this machine"):
+        layout("auto", None, [0, 7])
+    with pytest.raises(UserError, match="--gpus: each GPU once"):
+        layout("auto", None, [1, 1])
+    assert parse_gpus("0, 2") == [0, 2] and parse_gpus(None) is None
+    with pytest.raises(UserError, match="--gpus: GPU indices separated by commas"):
+        parse_gpus("first")
+
+    environments = worker_environments({"PATH": "/bin"}, 2, ["0", "2"])
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in environments] == ["0", "2"]
+    assert worker_environments({"PATH": "/bin"}, 2, [None, None]) == [{"PATH": "/bin"}] * 2
+
+    faked_gpus([])  # no GPU: auto is one worker per core, as before
+    count, _, devices = layout("auto", None)
+    assert count >= 1 and devices == [None] * count
+    with pytest.raises(UserError, match=r"no GPU 0 on this machine \(it has none\)"):
+        layout("auto", None, [0])

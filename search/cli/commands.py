@@ -109,24 +109,31 @@ def _load(study_file: Path, n_trials: int | None, timeout: float | None,
               help="Worker processes on this machine (auto: one per core).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="T",
               help="TensorFlow threads per worker (default: cores / workers).")
+@click.option("--gpus", metavar="I,J,...",
+              help="The GPUs to train on, by index (default: all; with --workers auto, one "
+                   "worker each).")
 def run(study_file: Path, storage_url: str | None, n_trials: int | None,
         timeout: float | None, data_path: str | None, artifacts: str | None, workers: str,
-        threads: int | None) -> None:
+        threads: int | None, gpus: str | None) -> None:
     """Create the study of STUDY_FILE, or resume it, and run its trials."""
     from search.workers import fresh_start, progress
-    from search.workers.processes import resolve_layout
+    from search.workers.processes import layout, parse_gpus
 
     if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
         raise click.BadParameter(f"must be a whole number >= 1 or 'auto', not {workers!r}",
                                  param_hint="--workers")
+    chosen_gpus = parse_gpus(gpus)
     spec = _load(study_file, n_trials, timeout, data_path)
     address = _address(storage_url)
-    count, per_worker = resolve_layout(workers, threads)
+    count, per_worker, devices = layout(workers, threads, chosen_gpus)
     on_stop_signals(resumable)  # a terminated run ends like Ctrl-C
     if count == 1:
         if threads is not None:
             os.environ.setdefault("HPSEARCH_TF_THREADS", str(threads))
+        from objectives.devices import train_on
         from search.workers.run import run_study
+
+        train_on(devices[0])
 
         with progress.TrialProgress(spec.study.metric) as display:
             summary = run_study(spec, address, on_start=display.start, on_progress=display.update,
@@ -152,7 +159,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
             display.start(study, spec.study.n_trials)
             codes = run_workers(study_file, address.url, count, per_worker, extra_args=passed,
                                 study=study, on_progress=display.update,
-                                deadline=_deadline(spec.study.timeout))
+                                deadline=_deadline(spec.study.timeout), devices=devices)
         failed = [code for code in codes if code != 0]
         if failed:
             raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "

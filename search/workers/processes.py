@@ -77,10 +77,70 @@ def resolve_layout(workers: str, threads: int | None, cores: int | None = None,
     return count, threads if threads is not None else max(1, cores // count)
 
 
+def parse_gpus(text: str | None) -> list[int] | None:
+    """``--gpus 0,2`` as indices; None when not given.
+
+    Raises:
+        UserError: not a list of whole numbers.
+    """
+    from search.errors import UserError
+
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise UserError(f"--gpus: GPU indices separated by commas (0,2), not {text!r}")
+    return [int(part) for part in parts]
+
+
+def layout(workers: str, threads: int | None,
+           gpus: list[int] | None = None) -> tuple[int, int, list[str | None]]:
+    """(workers, threads per worker, each worker's GPU or None) for ``--workers``,
+    ``--threads`` and ``--gpus``: by GPU (:func:`gpu_layout`) where the machine has GPUs and
+    ``auto`` or ``--gpus`` asks for them, else by core (:func:`resolve_layout`)."""
+    from objectives.devices import visible_gpus
+
+    machine = list(range(len(visible_gpus()))) if workers == "auto" or gpus else []
+    if machine or gpus:
+        count, per_worker, devices = gpu_layout(workers, machine, chosen=gpus)
+        return count, threads if threads is not None else per_worker, devices
+    count, per_worker = resolve_layout(workers, threads)
+    return count, per_worker, [None] * count
+
+
+def gpu_layout(workers: str, gpus: list[int], *, chosen: list[int] | None = None,
+               cores: int | None = None) -> tuple[int, int, list[str | None]]:
+    """(workers, threads per worker, each worker's ``CUDA_VISIBLE_DEVICES``) on a machine whose
+    GPUs are ``gpus`` (indices; none: no GPU), of which ``chosen`` (``--gpus``; default all)
+    train. ``auto`` is one worker per chosen GPU, each seeing only its own, the CPU's cores
+    divided among them; more workers than GPUs share them in turn. Without GPUs: no
+    assignment (None each), and the caller's CPU layout stands.
+
+    Raises:
+        UserError: ``chosen`` names a GPU this machine does not have, or one twice.
+    """
+    from search.errors import UserError
+
+    if chosen is not None:
+        unknown = [index for index in chosen if index not in gpus]
+        if unknown:
+            have = ", ".join(map(str, gpus)) if gpus else "none"
+            raise UserError(f"--gpus: no GPU {', '.join(map(str, unknown))} on this machine "
+                            f"(it has {have})")
+        if len(set(chosen)) != len(chosen):
+            raise UserError(f"--gpus: each GPU once, but got {','.join(map(str, chosen))}")
+    use = chosen if chosen is not None else gpus
+    cores = cores or os.cpu_count() or 1
+    count = len(use) if workers == "auto" else int(workers)
+    if not use:
+        return count, max(1, cores // max(count, 1)), [None] * count
+    return count, max(1, cores // count), [str(use[i % len(use)]) for i in range(count)]
+
+
 def run_workers(
     study_file: Path, storage_url: str, count: int, threads: int, *, extra_args: list[str],
     study: optuna.Study, on_progress: Callable[[optuna.Study], None],
-    deadline: float | None = None,
+    deadline: float | None = None, devices: list[str | None] | None = None,
 ) -> list[int]:
     """Start ``count`` workers, show their combined progress, wait for them; their exit codes.
 
@@ -97,9 +157,12 @@ def run_workers(
         env[DEADLINE_ENV] = repr(deadline)
     command = [sys.executable, "-m", "search.cli", "worker", str(study_file), "--part-of-run",
                *extra_args]
-    processes = [subprocess.Popen(command, env=env, process_group=0) for _ in range(count)]
-    logger.info("started %d workers x %d TensorFlow threads (pids %s)", count, threads,
-                ", ".join(str(p.pid) for p in processes))
+    processes = [subprocess.Popen(command, env=worker_env, process_group=0)
+                 for worker_env in worker_environments(env, count, devices)]
+    logger.info("started %d workers x %d TensorFlow threads (pids %s)%s", count, threads,
+                ", ".join(str(p.pid) for p in processes),
+                f", GPUs {', '.join(str(d) for d in devices)}" if devices and any(devices)
+                else "")
 
     def on_sigterm(signum: int, frame: Any) -> None:
         from objectives import interrupts
@@ -123,3 +186,12 @@ def run_workers(
         signal.signal(signal.SIGTERM, previous)
     on_progress(study)
     return [p.returncode for p in processes]
+
+
+def worker_environments(env: dict[str, str], count: int,
+                        devices: list[str | None] | None) -> list[dict[str, str]]:
+    """Each worker's environment: ``env``, and where a GPU is assigned to it, that GPU alone
+    (``CUDA_VISIBLE_DEVICES``)."""
+    devices = devices or [None] * count
+    return [{**env, "CUDA_VISIBLE_DEVICES": device} if device is not None else dict(env)
+            for device in devices[:count]]
