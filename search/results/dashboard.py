@@ -96,7 +96,7 @@ def serve_in_background(storage: optuna.storages.BaseStorage, *, host: str = "12
     from search.artifacts.dashboard_listing import dashboard_shows_listings
 
     class QuietHandler(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # a line per request would fill the notebook
 
     dashboard_shows_listings()
