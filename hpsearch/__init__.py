@@ -172,8 +172,15 @@ class Study:
         with interrupts.handled():
             try:
                 if count > 1:
-                    return self._run_workers(spec, count, per_worker, devices, n_trials,
-                                             timeout, deadline)
+                    from search.workers.processes import run_with_workers
+
+                    assert self.source is not None
+                    return run_with_workers(
+                        spec, self.source, self.address, count=count, threads=per_worker,
+                        devices=devices, artifacts=self.artifacts, deadline=deadline,
+                        options={"--n-trials": n_trials, "--timeout": timeout,
+                                 "--data-path": self._data_path,
+                                 "--artifacts": self.artifacts})[1]
                 if threads is not None:
                     os.environ["HPSEARCH_TF_THREADS"] = str(threads)
                 from objectives.devices import train_on
@@ -202,33 +209,6 @@ class Study:
             return ended(self.optuna)
         except UserError:
             return 0
-
-    def _run_workers(self, spec: StudyFile, count: int, per_worker: int,
-                     devices: list[str | None], n_trials: int | None, timeout: float | None,
-                     deadline: float | None) -> int:
-        from search.workers import progress
-        from search.workers.outcomes import ended
-        from search.workers.processes import run_workers
-        from search.workers.run import start
-
-        assert self.source is not None
-        study, objective, _ = start(spec, self.address, artifacts=self.artifacts)
-        before = ended(study)
-        if objective is None:
-            return 0
-        passed = [arg for flag, value in (("--n-trials", n_trials), ("--timeout", timeout),
-                                          ("--artifacts", self.artifacts)) if value is not None
-                  for arg in (flag, str(value))]
-        with progress.TrialProgress(spec.study.metric) as display:
-            display.start(study, spec.study.n_trials)
-            codes = run_workers(self.source, self.address.url, count, per_worker,
-                                extra_args=passed, study=study, on_progress=display.update,
-                                deadline=deadline, devices=devices)
-        failed = [code for code in codes if code != 0]
-        if failed:
-            raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "
-                            "their errors are above")
-        return ended(study) - before
 
     def best(self) -> FrozenTrial | list[FrozenTrial]:
         """The best trial, as ``hpsearch best`` shows it: within the constraints where the
@@ -313,17 +293,8 @@ def dashboard(storage: str | None = None, *, artifacts: str | None = None,
         >>> board = hpsearch.dashboard("sqlite:///hpsearch.db")  # doctest: +SKIP
         >>> board.url, board.stop()  # doctest: +SKIP
     """
-    import optuna
-
-    from search.artifacts.store import location_for, open_store
-    from search.results.dashboard import serve_in_background
+    from search.results.dashboard import open_for_dashboard, serve_in_background
     from search.storage.address import StorageAddress, resolve_url
-    from search.storage.opening import open_storage
 
-    address = StorageAddress.parse(resolve_url(storage))
-    opened = open_storage(address, create=address.server)
-    studies = [optuna.load_study(study_name=summary.study_name, storage=opened)
-               for summary in optuna.get_all_study_summaries(opened, include_best_trial=False)]
-    location = location_for(studies, artifacts, address)
-    return serve_in_background(opened, host=host, port=port,
-                               artifact_store=open_store(location))
+    opened, store, _ = open_for_dashboard(StorageAddress.parse(resolve_url(storage)), artifacts)
+    return serve_in_background(opened, host=host, port=port, artifact_store=store)

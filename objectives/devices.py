@@ -5,8 +5,9 @@ On a CPU, ``auto`` is bfloat16 where the CPU computes it natively (``fast_path.c
 float32 elsewhere. On an NVIDIA GPU it goes by the GPU's compute capability, as NVIDIA's and
 Keras's mixed-precision guides do: ``mixed_bfloat16`` from 8.0 (Ampere on), where bfloat16 runs
 on the tensor cores at float16's rate without loss scaling; ``mixed_float16`` from 7.0 (Volta,
-Turing), where only float16 is fast (Keras's ``model.compile`` then wraps the optimizer in its
-``LossScaleOptimizer``); float32 below. With several GPUs visible, the least capable decides.
+Turing), where only float16 is fast (``objectives.mlp`` then wraps the optimizer in Keras's
+``LossScaleOptimizer``: Keras does not for a per-layer policy); float32 below. With several
+GPUs visible, the least capable decides.
 
 The fused optimizer update (``objectives.fast_path``) was built and measured on CPUs only
 (XLA's CPU kernels): on a GPU it is off, and Keras's own update runs.

@@ -143,28 +143,15 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
             fresh_start.restart(ran)
         progress.print_summary(summary.study, stdout(), address.shown, ran=ran)
         return
-    from search.workers.outcomes import ended
-    from search.workers.processes import run_workers
-    from search.workers.run import start
+    from search.workers.processes import run_with_workers
 
     on_stop_signals(WORKERS_STOPPED)
-    study, objective, _ = start(spec, address, artifacts=artifacts)
-    before = ended(study)
-    if objective is not None:
-        passed = [arg for flag, value in (("--n-trials", n_trials), ("--timeout", timeout),
-                                          ("--data-path", data_path),
-                                          ("--artifacts", artifacts)) if value is not None
-                  for arg in (flag, str(value))]
-        with progress.TrialProgress(spec.study.metric) as display:
-            display.start(study, spec.study.n_trials)
-            codes = run_workers(study_file, address.url, count, per_worker, extra_args=passed,
-                                study=study, on_progress=display.update,
-                                deadline=_deadline(spec.study.timeout), devices=devices)
-        failed = [code for code in codes if code != 0]
-        if failed:
-            raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "
-                            "their errors are above")
-    progress.print_summary(study, stdout(), address.shown, ran=ended(study) - before)
+    study, ran = run_with_workers(
+        spec, study_file, address, count=count, threads=per_worker, devices=devices,
+        options={"--n-trials": n_trials, "--timeout": timeout, "--data-path": data_path,
+                 "--artifacts": artifacts},
+        artifacts=artifacts, deadline=_deadline(spec.study.timeout))
+    progress.print_summary(study, stdout(), address.shown, ran=ran)
 
 
 @cli.command()
@@ -261,18 +248,10 @@ def compare(storage_url: str | None, study_name: str | None) -> None:
 def dashboard(storage_url: str | None, artifacts: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard on the storage, with the studies' artifact store, and print its
     address."""
-    import optuna
+    from search.results.dashboard import open_for_dashboard, serve
 
-    from search.artifacts.store import location_for, open_store
-    from search.results.dashboard import serve
-
-    # A database server may be empty still (workers not started yet); a SQLite file must exist.
-    address = _address(storage_url)
-    storage = _open(address, create=address.server)
-    studies = [optuna.load_study(study_name=s.study_name, storage=storage)
-               for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    location = location_for(studies, artifacts, address)
-    serve(storage, host=host, port=port, artifact_store=open_store(location),
+    storage, store, location = open_for_dashboard(_address(storage_url), artifacts)
+    serve(storage, host=host, port=port, artifact_store=store,
           artifacts_shown=location)
 
 

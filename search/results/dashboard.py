@@ -10,8 +10,23 @@ from typing import Any
 import optuna
 
 from search.errors import UserError
+from search.storage.address import StorageAddress
 
 logger = logging.getLogger(__name__)
+
+
+def open_for_dashboard(address: StorageAddress, artifacts: str | None
+                       ) -> tuple[optuna.storages.BaseStorage, Any, str | None]:
+    """The storage the dashboard shows (a database server may be empty still, its workers not
+    started; a SQLite file must exist), its studies' artifact store, and where that is."""
+    from search.artifacts.store import location_for, open_store
+    from search.storage.opening import open_storage
+
+    storage = open_storage(address, create=address.server)
+    studies = [optuna.load_study(study_name=summary.study_name, storage=storage)
+               for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    location = location_for(studies, artifacts, address)
+    return storage, open_store(location), location
 
 
 def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,

@@ -83,7 +83,9 @@ def keep_reserve(address: StorageAddress) -> None:
     try:
         if shutil.disk_usage(reserve.parent).free < MIN_FREE_MB * 2**20:
             return
-        handle = open(reserve, "wb")  # absent, or hpsearch's own (checked above)
+        # hpsearch's own, checked above, or absent: then made here, never over a file that
+        # appeared meanwhile
+        handle = open(reserve, "wb" if reserve.exists() else "xb")
     except OSError:
         return
     try:

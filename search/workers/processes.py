@@ -16,11 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from search.workers.fresh_start import DEADLINE_ENV
+
+if TYPE_CHECKING:
+    from search.storage.address import StorageAddress
+    from search.studyfile import StudyFile
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ def parse_gpus(text: str | None) -> list[int] | None:
     if text is None:
         return None
     parts = [part.strip() for part in text.split(",")]
-    if not parts or not all(part.isdigit() for part in parts):
+    if not all(part.isdigit() for part in parts):
         raise UserError(f"--gpus: GPU indices separated by commas (0,2), not {text!r}")
     return [int(part) for part in parts]
 
@@ -113,8 +117,7 @@ def gpu_layout(workers: str, gpus: list[int], *, chosen: list[int] | None = None
     """(workers, threads per worker, each worker's ``CUDA_VISIBLE_DEVICES``) on a machine whose
     GPUs are ``gpus`` (indices; none: no GPU), of which ``chosen`` (``--gpus``; default all)
     train. ``auto`` is one worker per chosen GPU, each seeing only its own, the CPU's cores
-    divided among them; more workers than GPUs share them in turn. Without GPUs: no
-    assignment (None each), and the caller's CPU layout stands.
+    divided among them; more workers than GPUs share them in turn.
 
     Raises:
         UserError: ``chosen`` names a GPU this machine does not have, or one twice.
@@ -130,11 +133,45 @@ def gpu_layout(workers: str, gpus: list[int], *, chosen: list[int] | None = None
         if len(set(chosen)) != len(chosen):
             raise UserError(f"--gpus: each GPU once, but got {','.join(map(str, chosen))}")
     use = chosen if chosen is not None else gpus
+    if not use:
+        raise UserError("--gpus: this machine has no GPU")
     cores = cores or os.cpu_count() or 1
     count = len(use) if workers == "auto" else int(workers)
-    if not use:
-        return count, max(1, cores // max(count, 1)), [None] * count
     return count, max(1, cores // count), [str(use[i % len(use)]) for i in range(count)]
+
+
+def run_with_workers(spec: StudyFile, study_file: Path, address: StorageAddress, *,
+                     count: int, threads: int, devices: list[str | None],
+                     options: dict[str, object | None], artifacts: str | None,
+                     deadline: float | None) -> tuple[optuna.Study, int]:
+    """Create or resume ``spec``'s study in this process, then run it on ``count`` worker
+    processes of ``study_file``, each given ``options`` (``{"--n-trials": 5, ...}``, None
+    left out) as the command line gave them, with a progress display; ``run --workers`` and
+    ``hpsearch.Study.run``. Returns the study and how many of its trials ended meanwhile.
+
+    Raises:
+        UserError: a worker failed (its own error is above).
+    """
+    from search.errors import UserError
+    from search.workers import progress
+    from search.workers.outcomes import ended
+    from search.workers.run import start
+
+    study, objective, _ = start(spec, address, artifacts=artifacts)
+    before = ended(study)
+    if objective is not None:
+        passed = [arg for flag, value in options.items() if value is not None
+                  for arg in (flag, str(value))]
+        with progress.TrialProgress(spec.study.metric) as display:
+            display.start(study, spec.study.n_trials)
+            codes = run_workers(study_file, address.url, count, threads, extra_args=passed,
+                                study=study, on_progress=display.update, deadline=deadline,
+                                devices=devices)
+        failed = [code for code in codes if code != 0]
+        if failed:
+            raise UserError(f"{len(failed)} of {count} workers failed (exit codes {failed}); "
+                            "their errors are above")
+    return study, ended(study) - before
 
 
 def run_workers(
