@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
     from search.results.compare import Answers
     from search.results.dashboard import BackgroundDashboard
+    from search.results.display import Figures
     from search.results.evaluate import EvaluationRun
+    from search.results.report import Report
     from search.storage.address import StorageAddress
     from search.storage.opening import HpsearchStorage
 
@@ -240,6 +242,34 @@ class Study:
             counts[state] = counts.get(state, 0) + 1
         return counts
 
+    def figures(self, trial: int | None = None) -> Figures:
+        """A trial's figures (default: the best trial's) as a notebook shows them: its
+        training curves, and the confusion matrix and classification report of the validation
+        split that its training left in the artifact store, with its numbers and parameters.
+        (:meth:`evaluate`'s result shows the same of the test split.)
+
+        Raises:
+            UserError: no such trial, or no finished trial yet.
+        """
+        from search.artifacts.store import location_for, open_store
+        from search.results.display import of_trial
+
+        study = self.optuna
+        if trial is None:
+            best = self.best()
+            if isinstance(best, list):
+                raise UserError(f"study {self.name!r} has several objectives: pick a trial of "
+                                "its Pareto front, figures(trial=N)")
+            picked = best
+        else:
+            trials = study.get_trials(deepcopy=False)
+            if not 0 <= trial < len(trials):
+                raise UserError(f"study {self.name!r} has no trial {trial} (it has "
+                                f"{len(trials)} trials)")
+            picked = trials[trial]
+        store = open_store(location_for([study], self.artifacts, self.address))
+        return of_trial(study, picked, store)
+
     def evaluate(self, trial: int | None = None, *, full_train: bool = False,
                  output: str | Path | None = None) -> EvaluationRun:
         """Retrain a trial's configuration from its seed (default: the best) and measure it
@@ -253,12 +283,12 @@ class Study:
                               full_train=full_train, data_path=self.spec.data.path,
                               artifacts=self.artifacts)
 
-    def report(self, output: str | Path | None = None) -> Path:
+    def report(self, output: str | Path | None = None) -> Report:
         """Write the study's report (``report.html``, images embedded, and ``report.md``)
         into ``output`` (default ``hpsearch-report-STUDY``), as ``hpsearch report`` does.
 
         Returns:
-            The HTML file's path.
+            The report written: ``html_path``, ``markdown_path``; a notebook shows it inline.
         """
         from search.artifacts.store import location_for, open_store
         from search.results.output_folders import writable_folder
@@ -267,8 +297,7 @@ class Study:
         study = self.optuna
         store = open_store(location_for([study], self.artifacts, self.address))
         folder = writable_folder(Path(output or f"hpsearch-report-{self.name}"), "output")
-        return Path(write_report(study, store, folder,
-                                 storage_shown=self.address.shown).html_path)
+        return write_report(study, store, folder, storage_shown=self.address.shown)
 
     def compare(self) -> Answers:
         """What the trials say of each choice (optimizer, activation, depth, ...), as

@@ -81,8 +81,20 @@ def test_run_resume_and_read_back_as_the_commands_do(tmp_path: Path,
 
     answers = study.compare()
     assert answers.comparisons  # the choices the trials say something of
-    html = study.report(tmp_path / "report")
-    assert html.name == "report.html" and "tiny" in html.read_text(encoding="utf-8")
+    assert "What the trials say" in answers._repr_html_()  # as a notebook shows it
+    report = study.report(tmp_path / "report")
+    assert report.html_path.name == "report.html"
+    assert "tiny" in report.html_path.read_text(encoding="utf-8")
+    shown = report._repr_html_()  # the page's body, its figures in it, without its script
+    assert "Study tiny" in shown and "<img" in shown and "<script" not in shown
+    # The best trial's figures: the stub study keeps none in its artifact store ([artifacts]
+    # figures = false), so its curves are drawn from its recorded history (the notebook's
+    # test shows those a trial's training left).
+    figures = study.figures()
+    assert [caption for caption, _ in figures.images] == ["training curves"]
+    assert figures._repr_html_().count("<img") == 1 and f"trial {best.number}" in repr(figures)
+    with pytest.raises(hpsearch.UserError, match="no trial 7"):
+        study.figures(trial=7)
 
     board = study.dashboard()  # in the background of this process, on a free port
     try:
@@ -101,6 +113,8 @@ def test_run_resume_and_read_back_as_the_commands_do(tmp_path: Path,
     assert (tmp_path / "evaluated").is_dir()
     assert run.result.split == "test" and 0.0 <= run.result.accuracy <= 1.0
     assert best.number in evaluations(study.optuna)  # recorded as `evaluate` records it
+    shown = run._repr_html_()  # the test split's figures, as a notebook shows them
+    assert "test split" in shown and shown.count("<img") == 2 and "f1-score" in shown
 
 
 def test_a_stop_mid_trial_leaves_it_interrupted_and_the_next_run_resumes(

@@ -64,6 +64,10 @@ class HpsearchGroup(click.Group):
             ) from None
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def setup_logging(verbose: bool) -> None:
     """Our own lines at INFO; Optuna's (which repeat ours) and TensorFlow's only when verbose."""
     import os
@@ -86,7 +90,13 @@ def setup_logging(verbose: bool) -> None:
         named.propagate = False
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
     # TensorFlow's Python warnings (retracing, one model per trial) are not the user's concern.
-    logging.getLogger("tensorflow").setLevel(logging.NOTSET if verbose else logging.ERROR)
+    # A filter, not only a level: in an interactive Python (a notebook's kernel) TensorFlow sets
+    # its logger's level to INFO when it is imported, after this.
+    tensorflow = logging.getLogger("tensorflow")
+    tensorflow.setLevel(logging.NOTSET if verbose else logging.ERROR)
+    tensorflow.removeFilter(_errors_only)
+    if not verbose:
+        tensorflow.addFilter(_errors_only)
     if verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
 

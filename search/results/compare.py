@@ -110,6 +110,16 @@ class Answers:
     regularization: list[Regularization] = field(default_factory=list)
     savings: Savings | None = None
 
+    def _repr_html_(self) -> str:
+        from search.results.compare_view import answers_html
+
+        return answers_html(self)
+
+    def __repr__(self) -> str:
+        compared = ", ".join(c.parameter for c in self.comparisons) or "nothing yet"
+        return (f"Answers({self.complete} complete trials by {self.metric}; compared: "
+                f"{compared})")
+
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}"

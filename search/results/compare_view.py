@@ -142,7 +142,19 @@ def html_section(study: optuna.Study, png: Any, img: Any) -> tuple[str, list[str
     import matplotlib
 
     matplotlib.use("Agg")
-    found = answers(study)
+    parts, figures = _answers_parts(answers(study), png, img)
+    optuna_figures = _optuna_figures(study)
+    if optuna_figures:
+        parts.append("<h3>Optuna's plots</h3>")
+        for title, figure in optuna_figures:
+            parts.append(f"<h4>{title}</h4>" + img(png(figure), f"Optuna's {title} plot"))
+            figures.append(f"Optuna's {title} plot")
+    return "\n".join(parts), figures
+
+
+def _answers_parts(found: Answers, png: Any, img: Any) -> tuple[list[str], list[str]]:
+    """The answers as HTML (tables, statements, each value's best curves, the gap plot), and
+    the names of the figures drawn."""
     parts = ["<h2>What the trials say</h2>",
              f"<p>{found.complete} complete trials compared by {html.escape(found.metric)}; "
              f"a group needs {MIN_TRIALS} complete trials to be compared, and a difference is "
@@ -168,10 +180,26 @@ def html_section(study: optuna.Study, png: Any, img: Any) -> tuple[str, list[str
             parts.append(img(png(gap), "gap against dropout and L2"))
             figures.append("gap against dropout and L2")
     parts.append(f"<p>{html.escape(_savings_text(found))}</p>")
-    optuna_figures = _optuna_figures(study)
-    if optuna_figures:
-        parts.append("<h3>Optuna's plots</h3>")
-        for title, figure in optuna_figures:
-            parts.append(f"<h4>{title}</h4>" + img(png(figure), f"Optuna's {title} plot"))
-            figures.append(f"Optuna's {title} plot")
-    return "\n".join(parts), figures
+    return parts, figures
+
+
+def answers_html(found: Answers) -> str:
+    """``hpsearch compare``'s answers as a notebook shows them, with the report's plots of
+    each value's best curves and of the gap."""
+    import io
+
+    import matplotlib
+
+    from search.results.display import img
+
+    matplotlib.use("Agg")
+
+    def png(figure: Any) -> bytes:
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        plt.close(figure)
+        return buffer.getvalue()
+
+    return "<div>" + "\n".join(_answers_parts(found, png, img)[0]) + "</div>"

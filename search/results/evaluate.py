@@ -67,6 +67,22 @@ class EvaluationRun:
             "folder": str(self.folder),
         }
 
+    def figures(self) -> Any:
+        """The test figures, curves, confusion matrix and classification report as a
+        notebook shows them (``search.results.display.Figures``)."""
+        from search.results.display import from_folder
+
+        return from_folder(f"trial {self.trial.number} retrained on {self.mode}, test split",
+                           self.folder, self.record())
+
+    def _repr_html_(self) -> str:
+        return str(self.figures()._repr_html_())
+
+    def __repr__(self) -> str:
+        return (f"EvaluationRun(trial {self.trial.number}, trained on {self.mode} for "
+                f"{self.epochs} epochs, test accuracy {self.result.accuracy:.4f}, "
+                f"folder {str(self.folder)!r})")
+
 
 def stored_spec(study: optuna.Study, data_path: str | None) -> StudyFile:
     """The study file the study was created from, as stored with it.

@@ -45,6 +45,15 @@ class Report:
     figures: list[str]
     rows: int
 
+    def _repr_html_(self) -> str:
+        """The report as a notebook shows it: the page's body, its figures embedded."""
+        from search.results.display import page_body
+
+        return page_body(self.html_path.read_text(encoding="utf-8"))
+
+    def __repr__(self) -> str:
+        return f"Report({str(self.html_path)!r}, {self.rows} trials, {len(self.figures)} figures)"
+
 
 def _png(figure: Any) -> str:
     import matplotlib.pyplot as plt

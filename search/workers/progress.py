@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import math
 import sys
+import time
 from types import TracebackType
 from typing import Any
 
@@ -18,10 +20,42 @@ from search.workers.outcomes import FINISHED, count_states
 from search.workers.retries import stopped_before_their_time
 
 
-class TrialProgress:
-    """A progress bar of finished trials with pruned, failed and best-so-far counts.
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where output cells show rich displays)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
 
-    Shown only on a terminal; in a pipe or a log file the per-trial log lines say the same.
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in shell.config
+
+
+class _ProgressLine:
+    """A notebook's progress display: one line, replaced in place as trials end."""
+
+    def __init__(self, done: int, target: int | None, detail: str, seconds: float) -> None:
+        self.done, self.target, self.detail, self.seconds = done, target, detail, seconds
+
+    def _elapsed(self) -> str:
+        minutes, seconds = divmod(int(self.seconds), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+    def __repr__(self) -> str:
+        total = "?" if self.target is None else str(self.target)
+        return f"trials {self.done}/{total}  {self.detail}  {self._elapsed()}"
+
+    def _repr_html_(self) -> str:
+        bar = ("" if self.target is None else
+               f'<progress value="{self.done}" max="{self.target}" '
+               'style="width:16em;vertical-align:middle"></progress> ')
+        return f"<div><code>{bar}{html.escape(repr(self))}</code></div>"
+
+
+class TrialProgress:
+    """A progress display of finished trials with pruned, failed and best-so-far counts.
+
+    On a terminal a progress bar; in a Jupyter notebook one line updated in place; in a pipe
+    or a log file nothing, since the per-trial log lines say the same.
     """
 
     def __init__(self, metric: str) -> None:
@@ -29,11 +63,21 @@ class TrialProgress:
         self.console = Console(stderr=True)
         self.progress: Progress | None = None
         self.task: Any = None
+        self.cell: Any = None  # the notebook's display handle
+        self.target: int | None = None
+        self.started = time.monotonic()
 
     def __enter__(self) -> TrialProgress:
         return self
 
     def start(self, study: optuna.Study, target: int | None) -> None:
+        self.target = target
+        if in_notebook():
+            from IPython.display import display
+
+            self.cell = display(_ProgressLine(0, target, "", 0.0), display_id=True)
+            self.update(study)
+            return
         if not self.console.is_terminal:
             return
         self.progress = Progress(
@@ -46,13 +90,18 @@ class TrialProgress:
         self.update(study)
 
     def update(self, study: optuna.Study) -> None:
-        if self.progress is None:
+        if self.progress is None and self.cell is None:
             return
         counts = count_states(study.get_trials(deepcopy=False))
         finished = sum(counts[state] for state in FINISHED)
         best = _best_value(study)
         detail = (f"pruned {counts[TrialState.PRUNED]}  failed {counts[TrialState.FAIL]}  "
                   f"best {self.metric} {'-' if best is None else f'{best:.4f}'}")
+        if self.cell is not None:
+            self.cell.update(_ProgressLine(finished, self.target, detail,
+                                           time.monotonic() - self.started))
+            return
+        assert self.progress is not None
         self.progress.update(self.task, completed=finished, detail=detail)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
