@@ -79,6 +79,7 @@ class TrainingOutcome:
             Key.SECONDS_PER_EPOCH: round(float(np.mean(self.recorder.seconds)), 4)
             if self.recorder.seconds else None,
             Key.STOP_REASON: str(self.stop_reason),
+            Key.PRECISION: trained_precision(self.model),
         }
         index = self.best_index
         if index is not None:
@@ -90,6 +91,13 @@ class TrainingOutcome:
             attrs[Key.FAIL_REASON] = self.fail_reason
         attrs.update(self.extra)
         return attrs
+
+
+def trained_precision(model: keras.Model) -> str:
+    """The dtype policy its hidden layers trained with (``precision = "auto"`` resolved):
+    ``float32``, ``mixed_bfloat16`` or ``mixed_float16``."""
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    return str(dense[0].dtype_policy.name) if dense else "float32"
 
 
 EVAL_BATCH = 1024

@@ -49,6 +49,7 @@ class Key:
     HISTORY = "history"
     SECONDS_PER_EPOCH = "seconds_per_epoch"
     STOP_REASON = "stop_reason"
+    PRECISION = "precision"  # the dtype policy it trained with ("auto" resolved)
     FAIL_REASON = "fail_reason"
     TEST_ACCURACY = "test_accuracy"
     TEST_LOSS = "test_loss"

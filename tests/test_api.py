@@ -159,3 +159,29 @@ def test_a_stop_mid_trial_leaves_it_interrupted_and_the_next_run_resumes(
     retried = [t for t in study.optuna.trials if t.user_attrs.get(Key.RESUMES) == 0]
     assert retried and retried[0].state == TrialState.COMPLETE
     assert retried[0].user_attrs[Key.RESUMED_AT] >= 1  # from its checkpoint, not epoch 1
+
+
+def test_best_of_a_two_objective_study_is_its_pareto_front(tmp_path: Path) -> None:
+    """Read back as ``hpsearch best`` reads it: with several objectives, every trial that no
+    other beats on both (trials stored through Optuna, as any worker stores them)."""
+    import warnings
+
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    url = f"sqlite:///{tmp_path / 'front.db'}"
+    stored = optuna.create_study(study_name="tiny", storage=url,
+                                 directions=["maximize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        stored.set_metric_names(["val_accuracy", "n_params"])
+    for values in ([0.5, 100], [0.6, 200], [0.4, 300]):  # the last is beaten by both others
+        stored.add_trial(create_trial(values=values, params={"n_layers": 1},
+                                      distributions={"n_layers": IntDistribution(1, 3)}))
+    study = hpsearch.Study(_settings(), storage=url)
+    front = study.best()
+    assert isinstance(front, list)
+    assert sorted(t.number for t in front) == [0, 1]
+    with pytest.raises(hpsearch.UserError, match="several objectives"):
+        study.figures()  # which of the front: the caller says

@@ -104,6 +104,7 @@ def test_a_float16_model_trains_with_keras_s_loss_scaling() -> None:
     outcome = train(params, dataset, training, "val_accuracy")
     assert outcome.recorder.epochs == 2
     assert np.isfinite(outcome.best_value)
+    assert outcome.attributes()["precision"] == "mixed_float16"  # recorded on the trial
 
 
 def test_workers_auto_runs_one_worker_per_gpu_each_seeing_its_own(faked_gpus: Any) -> None:
