@@ -361,22 +361,6 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
     assert not list(tmp_path.glob("hpsearch-evaluations*"))
 
 
-def test_more_workers_than_the_machine_holds_are_capped_with_one_warning(
-        write_study: Callable[..., Path], tmp_path: Path) -> None:
-    from search.workers.processes import most_workers
-
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    result = invoke("run", str(write_study()), "--storage", url, "--n-trials", "2",
-                    "--workers", "500")
-    assert result.exit_code == 0, result.output
-    most = most_workers(os.cpu_count() or 1, os.sysconf("SC_PHYS_PAGES")
-                        * os.sysconf("SC_PAGE_SIZE"))
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("--workers 500")]
-    assert len(warnings) == 1 and warnings[0].endswith(f"; starting {most}")
-    assert f"started {most} workers" in result.stderr
-    assert len(finished(url)) == 2
-
-
 def test_a_trial_the_budget_ends_before_its_first_epoch_runs_again_first_next_time(
         stub_study: Callable[..., Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -123,6 +123,10 @@ def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
     victim = _start("worker", study_file, storage_url, artifacts)
     stopped = _stop_mid_trial(victim, checkpoint, signal.SIGKILL)
+    (killed,) = _trials(storage_url)  # still running, as far as the storage knows
+    status = subprocess.run([HPSEARCH, "status", "--storage", storage_url], capture_output=True,
+                            text=True, timeout=60)
+    assert f"running: trial 0 on {killed.user_attrs['worker']}, " in status.stdout
     survivor = _start("worker", study_file, storage_url, artifacts)
     errors = _finish(survivor)
     assert survivor.returncode == 0, errors
@@ -153,11 +157,10 @@ def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
     assert f"trial 1 resumes trial 0 at epoch {stopped + 1} of 12" in errors
     _assert_resumed(url, artifacts, stopped, 0, reference, 1)
     if backend == "sqlite":  # once: evaluate retrains the resumed trial as it was configured
-        evaluated = subprocess.run(
-            [HPSEARCH, "evaluate", "--study", "resume", "--trial", "1", "--output",
-             str(tmp_path / "evaluated")], env=_env(url, artifacts), capture_output=True,
-            text=True, timeout=300)
-        assert evaluated.returncode == 0, evaluated.stderr
+        import hpsearch  # `hpsearch evaluate`'s own path, in this process
+
+        hpsearch.Study(study_file, storage=url, artifacts=str(artifacts)).evaluate(
+            1, output=tmp_path / "evaluated")
         retry = _trials(url)[1]
         study = optuna.load_study(study_name="resume", storage=url)
         assert evaluations(study)[1]["test_accuracy"] == pytest.approx(

@@ -90,30 +90,6 @@ def test_three_workers_end_with_exactly_n_trials(
     assert len({t.user_attrs["worker"] for t in trials}) >= 2
 
 
-def test_a_killed_worker_s_trial_is_retried_with_the_same_parameters(
-    stub_study: Callable[..., Path], storage_url: str
-) -> None:
-    study_file = stub_study(**this_study(3, 12))
-    victim = _worker(study_file, storage_url)
-    wait_for(lambda: _mid_trial(storage_url, victim.pid), 120, "the victim mid-trial")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed = next(t for t in _trials(storage_url) if t.state == TrialState.RUNNING)
-    status = subprocess.run([HPSEARCH, "status", "--storage", storage_url], capture_output=True,
-                            text=True, timeout=60)
-    assert f"running: trial {killed.number} on {killed.user_attrs['worker']}, " in status.stdout
-    survivor = _worker(study_file, storage_url)
-    errors = _finish([survivor])
-    assert survivor.returncode == 0, "\n".join(errors)
-    trials = _trials(storage_url)
-    assert trials[killed.number].state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1
-    assert retries[0].params == killed.params
-    assert retries[0].state == TrialState.COMPLETE
-    assert len(_finished(storage_url)) == 3
-
-
 def test_sigterm_leaves_no_trial_running(
     stub_study: Callable[..., Path], storage_url: str
 ) -> None:
@@ -200,17 +176,25 @@ def test_workers_carry_on_when_the_database_drops_their_connections(
     wait_for(lambda: len(_finished(postgres_url)) == 6, 60, "six finished trials")
 
 
-def test_run_with_local_workers_never_prints_the_password(
+def test_run_with_local_workers_never_prints_the_password_nor_starts_more_than_fit(
     stub_study: Callable[..., Path], postgres_url: str
 ) -> None:
+    """``run --workers 500`` on PostgreSQL: capped at what the machine holds with one warning,
+    and the password of the storage URL never printed."""
+    from search.workers.processes import most_workers
+
     url = sqlalchemy.engine.make_url(postgres_url).set(password="s3cret").render_as_string(
         hide_password=False)  # trust auth: the server ignores it, hpsearch must hide it
     study_file = stub_study(**this_study(4, 2))
-    done = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url, "--workers", "2"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url,
+                           "--workers", "500"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "s3cret" not in done.stdout + done.stderr
-    assert "started 2 workers x 1 TensorFlow threads" in done.stderr
+    most = most_workers(os.cpu_count() or 1, os.sysconf("SC_PHYS_PAGES")
+                        * os.sysconf("SC_PAGE_SIZE"))
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("--workers 500")]
+    assert len(warnings) == 1 and warnings[0].endswith(f"; starting {most}")
+    assert f"started {most} workers x 1 TensorFlow threads" in done.stderr
     assert "postgres:***@" in done.stdout
     assert len(_finished(postgres_url)) == 4
 
