@@ -9,6 +9,8 @@ failure.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -119,8 +121,36 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def _postgres_database(template: str | None = None) -> Iterator[str]:
-    """A fresh database (a copy of ``template`` where given), dropped at the end."""
+# The local PostgreSQL's connections (100 by default) are shared by the tests that run at once
+# (test processes, and pytest runs beside each other). A test that needs nearly all of them
+# (tests/test_connections.py: 90 workers) has the server to itself: a lock across processes,
+# shared by every other test's database, that such a test takes alone. The gate lets no new
+# test in while one waits to be alone, so it is not starved.
+_SERVER_LOCKS = Path(tempfile.gettempdir()) / "hpsearch-tests-postgres"
+
+
+@contextlib.contextmanager
+def _server_lock(alone: bool) -> Iterator[None]:
+    _SERVER_LOCKS.mkdir(exist_ok=True)
+    with open(_SERVER_LOCKS / "gate", "a") as gate, open(_SERVER_LOCKS / "users", "a") as users:
+        if alone:
+            fcntl.flock(gate, fcntl.LOCK_EX)  # no newcomer from now on
+            fcntl.flock(users, fcntl.LOCK_EX)  # those inside have left
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)
+            fcntl.flock(users, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # both released as the files close
+
+
+def _postgres_database(template: str | None = None, *, alone: bool = False) -> Iterator[str]:
+    """A fresh database (a copy of ``template`` where given), dropped at the end; with
+    ``alone``, no other test uses the server meanwhile (:func:`_server_lock`)."""
+    with _server_lock(alone):
+        yield from _new_postgres_database(template)
+
+
+def _new_postgres_database(template: str | None) -> Iterator[str]:
     admin = sqlalchemy.create_engine(
         POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
     )

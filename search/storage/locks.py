@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +41,7 @@ def budget_suffix(study_name: str) -> str:
 class StorageLock:
     """An exclusive lock across processes and machines on one storage; ``release`` is
     idempotent. On PostgreSQL it takes a connection of ``engine`` (the worker's own storage
-    engine: no engine of its own) for as long as it is held."""
+    engine: no engine of its own) for as long as it is held, and none while it waits."""
 
     def __init__(self, address: StorageAddress, *, suffix: str, key: int,
                  engine: sqlalchemy.Engine | None) -> None:
@@ -61,17 +63,34 @@ class StorageLock:
                 raise
             self._handle = handle
         elif self._engine is not None:
-            connection = self._engine.connect()
+            self._connection = self._advisory_lock(self._engine)
+        self._held = True
+
+    def _advisory_lock(self, engine: sqlalchemy.Engine) -> sqlalchemy.Connection:
+        """The advisory lock, on a connection of ``engine`` kept until :meth:`release`.
+
+        Tried, not waited for on the server: between tries the connection goes back to the
+        worker's pool, so a worker waiting for the lock holds no connection beyond the one its
+        pool keeps (``StorageAddress.engine_kwargs``), and a hundred waiting workers need a
+        hundred connections, not two hundred. Pauses grow from 5 to 100 ms, jittered, so that
+        waiting workers do not try in step."""
+        pause = 0.005
+        while True:
+            connection = engine.connect()
             try:
-                connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+                taken = connection.exec_driver_sql(
+                    f"SELECT pg_try_advisory_lock({self._key})").scalar()
             except BaseException:
-                # not taken (a dropped connection, Ctrl-C while waiting): the connection goes,
+                # not known to be taken (a dropped connection, Ctrl-C): the connection goes,
                 # not back to the worker's pool with its session in doubt
                 connection.invalidate()
                 connection.close()
                 raise
-            self._connection = connection
-        self._held = True
+            if taken:
+                return connection
+            connection.close()  # back to the pool, its transaction rolled back
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.1)
 
     def release(self) -> None:
         with self._guard:
@@ -111,8 +130,9 @@ def budget_lock(address: StorageAddress, study_name: str,
 @contextlib.contextmanager
 def schema_lock(address: StorageAddress) -> Iterator[StorageLock]:
     """The lock on creating Optuna's tables, held in the ``with`` block: taken before Optuna's
-    storage (and its engine) exists, so on a connection of its own, closed at the end."""
-    engine = address.scratch_engine() if address.backend == "postgresql" else None
+    storage (and its engine) exists, so on a connection of its own (one, kept while the lock is
+    tried again), closed at the end."""
+    engine = address.scratch_engine(one_kept=True) if address.backend == "postgresql" else None
     try:
         with StorageLock(address, suffix=SCHEMA_SUFFIX, key=SCHEMA_LOCK_KEY,
                          engine=engine) as lock:

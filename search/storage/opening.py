@@ -60,8 +60,10 @@ class HpsearchStorage(optuna.storages.RDBStorage):
     failed 10 of Optuna's 236 storage tests and depended on Optuna's internals.
     """
 
-    def __init__(self, address: StorageAddress, **options: Any) -> None:
-        super().__init__(address.url, engine_kwargs=address.engine_kwargs(), **options)
+    def __init__(self, address: StorageAddress, *, worker: bool = False,
+                 **options: Any) -> None:
+        super().__init__(address.url, engine_kwargs=address.engine_kwargs(worker=worker),
+                         **options)
         self.address = address
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -210,7 +212,7 @@ def _open(address: StorageAddress, *, create: bool, heartbeat: tuple[int, int, i
                     heartbeat_stale_trial_callback=RetryStaleTrials(retries, drop_checkpoint),
                 )
             with _schema_lock(address, needed=create):
-                return HpsearchStorage(address, **options)
+                return HpsearchStorage(address, worker=heartbeat is not None, **options)
     except SQLAlchemyError as exc:
         if lost_connection(exc):
             raise

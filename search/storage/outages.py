@@ -31,17 +31,21 @@ def cause(error: BaseException,
 
 def lost_connection(error: BaseException) -> BaseException | None:
     """The error behind ``error``, if any, that says the database dropped a connection it had
-    accepted (a server restarting, an administrator ending it): worth trying again. A refused
-    connection, a wrong password or an unknown database are not."""
+    accepted (a server restarting, an administrator ending it) or refused one for want of free
+    connections: worth trying again. A connection refused for any other reason, a wrong
+    password or an unknown database are not."""
     return cause(error, lambda seen: isinstance(seen, sqlalchemy.exc.DBAPIError)
                  and _dropped(seen))
 
 
 # SQLSTATE classes: operator intervention (terminated, shutting down, starting up) and
-# connection exceptions. A connection a new engine is still setting up carries no state and is
-# not marked invalidated by SQLAlchemy, hence the server's own words too.
-_DROPPED_STATES = ("57P", "08")
-_DROPPED_TEXT = ("server closed the connection unexpectedly", "terminating connection")
+# connection exceptions; and too_many_connections (53300: the server's, a role's or a
+# database's connection limit reached). A connection a new engine is still setting up carries
+# no state and is not marked invalidated by SQLAlchemy, hence the server's own words too.
+_DROPPED_STATES = ("57P", "08", "53300")
+_DROPPED_TEXT = ("server closed the connection unexpectedly", "terminating connection",
+                 "too many clients already", "too many connections for",
+                 "remaining connection slots are reserved")
 
 
 def _dropped(error: sqlalchemy.exc.DBAPIError) -> bool:
