@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,11 @@ def main() -> None:
                 ran = child(study_file, url)
                 Path(f"{study_file}.{index}.ran").write_text(str(ran))
                 code = 0
-            except UserError as error:
+            except UserError as error:  # one line, as hpsearch worker says it
                 print(f"worker {index}: {error}", file=sys.stderr, flush=True)
+            except BaseException:  # anything else: the whole story
+                traceback.print_exc()
+                sys.stderr.flush()
             finally:
                 os._exit(code)
         children[pid] = index
