@@ -14,7 +14,8 @@ stale-trial check. Side by side, for each storage and number of workers:
 - plain Optuna: ``study.optimize(objective, n_trials=1)`` in a loop on Optuna's RDB storage,
   no heartbeat, until the study has N finished trials (``MaxTrialsCallback``'s rule).
 
-Prints trials per minute and the median and 95th percentile of the overhead per trial.
+Prints trials per minute, the median and 95th percentile of the overhead per trial, and on
+PostgreSQL the most connections the workers held at once (``pg_stat_activity``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,49 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
     Path(out).write_text(json.dumps(overheads))
 
 
+class PeakConnections:
+    """The most connections to a PostgreSQL database at any 50-ms look (``pg_stat_activity``),
+    from a connection of its own to the server's ``postgres`` database; 0 for SQLite."""
+
+    def __init__(self, url: str, admin_url: str) -> None:
+        import threading
+
+        import sqlalchemy
+
+        self.most = 0
+        self.database = (sqlalchemy.engine.make_url(url).database
+                         if url.startswith("postgresql") else None)
+        self.admin_url = admin_url
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.admin_url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                while not self.stop.is_set():
+                    now = connection.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                        (self.database,)).scalar() or 0
+                    self.most = max(self.most, int(now))
+                    connection.rollback()
+                    time.sleep(0.05)
+        finally:
+            engine.dispose()
+
+    def __enter__(self) -> PeakConnections:
+        if self.database is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(10)
+
+
 def measure(kind: str, url: str, n_workers: int, trials: int, folder: Path
             ) -> tuple[float, list[float]]:
     study_file = folder / f"study-{uuid.uuid4().hex[:6]}.toml"
@@ -154,6 +198,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--postgres",
                         default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--backends", nargs="+", default=["postgresql", "sqlite"],
+                        choices=["postgresql", "sqlite"])
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -164,12 +210,12 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"{args.trials} trials of 0.5 s with 5 reports; overhead per trial in ms")
-    print(f"{'storage':<11}{'workers':>8}  {'hpsearch: trials/min  p50  p95':>31}  "
-          f"{'plain Optuna: trials/min  p50  p95':>35}  (trials run by each)")
+    print(f"{'storage':<11}{'workers':>8}  {'hpsearch: trials/min  p50  p95 conns':>37}  "
+          f"{'plain Optuna: trials/min  p50  p95 conns':>41}  (trials run by each)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for backend in ("postgresql", "sqlite"):
+        for backend in args.backends:
             for n_workers in args.workers:
                 cells = []
                 for kind in ("hpsearch", "optuna"):
@@ -180,19 +226,24 @@ def main() -> None:
                         if kind == "optuna":  # a lock timeout, as any user of SQLite sets
                             url += "?timeout=60"
                     try:
-                        rate, overheads = measure(kind, url, n_workers, args.trials, folder)
+                        with PeakConnections(url, args.postgres) as peak:
+                            rate, overheads = measure(kind, url, n_workers, args.trials,
+                                                      folder)
                     finally:
                         if handle is not None:
                             drop_postgres(handle)
                     p50 = statistics.median(overheads) * 1000
                     p95 = statistics.quantiles(overheads, n=20)[-1] * 1000
-                    cells.append((rate, p50, p95, len(overheads)))
-                (hr, h50, h95, hn), (orate, o50, o95, on) = cells
-                print(f"{backend:<11}{n_workers:>8}  {hr:>20.1f}{h50:>5.0f}{h95:>5.0f}  "
-                      f"{orate:>24.1f}{o50:>5.0f}{o95:>5.0f}  (trials run: {hn}, {on})",
-                      flush=True)
+                    cells.append((rate, p50, p95, len(overheads), peak.most))
+                (hr, h50, h95, hn, hc), (orate, o50, o95, on, oc) = cells
+                hc_shown, oc_shown = ((str(hc), str(oc)) if backend == "postgresql"
+                                      else ("-", "-"))
+                print(f"{backend:<11}{n_workers:>8}  {hr:>20.1f}{h50:>5.0f}{h95:>5.0f}"
+                      f"{hc_shown:>6}  {orate:>24.1f}{o50:>5.0f}{o95:>5.0f}{oc_shown:>6}  "
+                      f"(trials run: {hn}, {on})", flush=True)
                 rows.append(f"| {backend} | {n_workers} | {hr:.1f} | {h50:.0f} | **{h95:.0f}** "
-                            f"| {orate:.1f} | {o50:.0f} | {o95:.0f} | {on} |")
+                            f"| {hc_shown} | {orate:.1f} | {o50:.0f} | {o95:.0f} | {oc_shown} "
+                            f"| {on} |")
     if args.no_docs:
         return
     body = "\n".join([
@@ -211,9 +262,11 @@ def main() -> None:
         "N (last column); hpsearch's end with exactly N, the idle ones polling every second "
         "for a running trial that might still fail and free its slot, which costs trials per "
         "minute at the end of a study this short.", "",
-        "| storage | workers | hpsearch trials/min | p50 ms | p95 ms | plain Optuna trials/min "
-        "| p50 ms | p95 ms | plain Optuna trials run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Connections: the most to the study's database at any 50-ms look at "
+        "`pg_stat_activity` while the workers ran (PostgreSQL only).", "",
+        "| storage | workers | hpsearch trials/min | p50 ms | p95 ms | connections "
+        "| plain Optuna trials/min | p50 ms | p95 ms | connections | plain Optuna trials run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
     ])
     print(f"written to {write_section('coordination', body)}")

@@ -267,8 +267,10 @@ class Study:
                 raise UserError(f"study {self.name!r} has no trial {trial} (it has "
                                 f"{len(trials)} trials)")
             picked = trials[trial]
-        store = open_store(location_for([study], self.artifacts, self.address))
-        return of_trial(study, picked, store)
+        location = location_for([study], self.artifacts, self.address)
+        # only read: a store folder that is not there is not made (the curves are drawn)
+        missing = not location.startswith("s3://") and not Path(location).is_dir()
+        return of_trial(study, picked, None if missing else open_store(location))
 
     def evaluate(self, trial: int | None = None, *, full_train: bool = False,
                  output: str | Path | None = None) -> EvaluationRun:

@@ -124,29 +124,45 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
 # The local PostgreSQL's connections (100 by default) are shared by the tests that run at once
 # (test processes, and pytest runs beside each other). A test that needs nearly all of them
 # (tests/test_connections.py: 90 workers) has the server to itself: a lock across processes,
-# shared by every other test's database, that such a test takes alone. The gate lets no new
-# test in while one waits to be alone, so it is not starved.
+# shared by every other test's database while the test runs, that such a test takes alone. The
+# gate lets no newcomer in while one waits to be alone, so it is not starved; a process that
+# already shares the server (a test with two databases) does not queue at the gate again.
 _SERVER_LOCKS = Path(tempfile.gettempdir()) / "hpsearch-tests-postgres"
+_sharing = 0  # this process's databases that share the server now
 
 
 @contextlib.contextmanager
 def _server_lock(alone: bool) -> Iterator[None]:
+    global _sharing
     _SERVER_LOCKS.mkdir(exist_ok=True)
     with open(_SERVER_LOCKS / "gate", "a") as gate, open(_SERVER_LOCKS / "users", "a") as users:
         if alone:
+            assert _sharing == 0, "a test alone on the server cannot share it as well"
             fcntl.flock(gate, fcntl.LOCK_EX)  # no newcomer from now on
             fcntl.flock(users, fcntl.LOCK_EX)  # those inside have left
-        else:
+            yield  # both released as the files close
+            return
+        if _sharing == 0:
             fcntl.flock(gate, fcntl.LOCK_SH)
-            fcntl.flock(users, fcntl.LOCK_SH)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        yield  # both released as the files close
+        fcntl.flock(users, fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        _sharing += 1
+        try:
+            yield
+        finally:
+            _sharing -= 1
 
 
-def _postgres_database(template: str | None = None, *, alone: bool = False) -> Iterator[str]:
-    """A fresh database (a copy of ``template`` where given), dropped at the end; with
-    ``alone``, no other test uses the server meanwhile (:func:`_server_lock`)."""
-    with _server_lock(alone):
+def _postgres_database(template: str | None = None, *,
+                       lock: str = "shared") -> Iterator[str]:
+    """A fresh database (a copy of ``template`` where given), dropped at the end. ``lock``:
+    ``shared`` with the other tests' databases while it lives, ``alone`` on the server
+    (:func:`_server_lock`), or ``none`` for a database no connection stays open to (a
+    template, made once)."""
+    if lock == "none":
+        yield from _new_postgres_database(template)
+        return
+    with _server_lock(alone=lock == "alone"):
         yield from _new_postgres_database(template)
 
 

@@ -77,7 +77,7 @@ class Peak:
 def postgres_alone() -> Iterator[str]:
     """A fresh database on a server no other test uses meanwhile: its connections are all this
     test's."""
-    yield from _postgres_database(alone=True)
+    yield from _postgres_database(lock="alone")
 
 
 def test_ninety_workers_share_a_stock_postgresql_one_connection_each(

@@ -35,7 +35,7 @@ def empty_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def empty_postgres() -> Iterator[str]:
     """A PostgreSQL database holding Optuna's tables and nothing else, made by
     ``open_storage``: the template of each test's database."""
-    for url in _postgres_database():
+    for url in _postgres_database(lock="none"):  # no connection stays open to it
         open_storage(url, create=True).engine.dispose()
         yield sqlalchemy.engine.make_url(url).database or ""
 
