@@ -46,9 +46,8 @@ def _objective(space: Any) -> Any:
     return objective
 
 
-def child(study_file: str, url: str) -> int:
+def child(spec: studyfile.StudyFile, url: str) -> int:
     """One worker: its own storage, engine and loop; the trials it ran."""
-    spec = studyfile.load(Path(study_file))
     storage, existing, _ = prepare(spec, url)
     study = existing or open_study(spec, storage)
     reporter = TrialReporter(spec.study.metric, None)
@@ -73,7 +72,7 @@ def main() -> None:
         if pid == 0:  # the child: never returns into the parent's code
             code = 1
             try:
-                ran = child(study_file, url)
+                ran = child(spec, url)
                 Path(f"{study_file}.{index}.ran").write_text(str(ran))
                 code = 0
             except UserError as error:  # one line, as hpsearch worker says it

@@ -11,9 +11,8 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -24,53 +23,14 @@ from optuna.trial import TrialState
 from conftest import POSTGRES_ADMIN_URL, _postgres_database
 
 HELPER = Path(__file__).with_name("sleeping_workers.py")
+# The benchmark's watch on pg_stat_activity, measuring here what it measures there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from coordination import PeakConnections  # noqa: E402
 WORKERS, TRIALS = 90, 90
-STUDY = f"""
-[study]
-name = "many"
-n_trials = {TRIALS}
-seed = 0
-warm_start = false
-[sampler]
-type = "random"
-[pruner]
-type = "none"
-[workers]
-heartbeat_interval = 5
-grace_period = 60
-storage_wait = 120
-"""
-
-
-class Peak:
-    """The most connections to one database at any 50-ms look, from a connection of its own."""
-
-    def __init__(self, url: str) -> None:
-        self.database = sqlalchemy.engine.make_url(url).database
-        self.engine = sqlalchemy.create_engine(POSTGRES_ADMIN_URL,
-                                               poolclass=sqlalchemy.pool.NullPool)
-        self.most = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        with self.engine.connect() as connection:
-            while not self.stop.is_set():
-                now = connection.exec_driver_sql(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                    (self.database,)).scalar() or 0
-                self.most = max(self.most, int(now))
-                connection.rollback()  # a fresh snapshot of pg_stat_activity each look
-                time.sleep(0.05)
-
-    def __enter__(self) -> Peak:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        self.engine.dispose()
+# The stub study, its trials sleeping (tests/sleeping_workers.py) instead of training.
+STUDY = dict(study={"name": "many", "n_trials": TRIALS, "warm_start": False},
+             sampler={"type": "random", "n_startup_trials": None},
+             workers={"heartbeat_interval": 5, "grace_period": 60, "storage_wait": 120})
 
 
 @pytest.fixture
@@ -81,11 +41,10 @@ def postgres_alone() -> Iterator[str]:
 
 
 def test_ninety_workers_share_a_stock_postgresql_one_connection_each(
-        postgres_alone: str, tmp_path: Path) -> None:
+        postgres_alone: str, stub_study: Callable[..., Path]) -> None:
     postgres_url = postgres_alone
-    study_file = tmp_path / "many.toml"
-    study_file.write_text(STUDY, encoding="utf-8")
-    with Peak(postgres_url) as peak:
+    study_file = stub_study(**STUDY, name="many.toml")
+    with PeakConnections(postgres_url, POSTGRES_ADMIN_URL) as peak:
         done = subprocess.run([sys.executable, str(HELPER), str(study_file), postgres_url,
                                str(WORKERS)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from search.results import fronts
 from search.results.compare import MIN_TRIALS, Answers, Comparison, answers
+from search.results.display import img, png
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +137,12 @@ def _optuna_figures(study: optuna.Study) -> list[tuple[str, Any]]:
     return found
 
 
-def html_section(study: optuna.Study, png: Any, img: Any) -> tuple[str, list[str]]:
-    """The report's section and the names of its figures; ``png`` and ``img`` are the
-    report's own (a figure to base64, base64 to an <img>)."""
+def html_section(study: optuna.Study) -> tuple[str, list[str]]:
+    """The report's section and the names of its figures."""
     import matplotlib
 
     matplotlib.use("Agg")
-    parts, figures = _answers_parts(answers(study), png, img)
+    parts, figures = _answers_parts(answers(study))
     optuna_figures = _optuna_figures(study)
     if optuna_figures:
         parts.append("<h3>Optuna's plots</h3>")
@@ -152,7 +152,7 @@ def html_section(study: optuna.Study, png: Any, img: Any) -> tuple[str, list[str
     return "\n".join(parts), figures
 
 
-def _answers_parts(found: Answers, png: Any, img: Any) -> tuple[list[str], list[str]]:
+def _answers_parts(found: Answers) -> tuple[list[str], list[str]]:
     """The answers as HTML (tables, statements, each value's best curves, the gap plot), and
     the names of the figures drawn."""
     parts = ["<h2>What the trials say</h2>",
@@ -186,20 +186,7 @@ def _answers_parts(found: Answers, png: Any, img: Any) -> tuple[list[str], list[
 def answers_html(found: Answers) -> str:
     """``hpsearch compare``'s answers as a notebook shows them, with the report's plots of
     each value's best curves and of the gap."""
-    import io
-
     import matplotlib
 
-    from search.results.display import img
-
     matplotlib.use("Agg")
-
-    def png(figure: Any) -> bytes:
-        import matplotlib.pyplot as plt
-
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        plt.close(figure)
-        return buffer.getvalue()
-
-    return "<div>" + "\n".join(_answers_parts(found, png, img)[0]) + "</div>"
+    return "<div>" + "\n".join(_answers_parts(found)[0]) + "</div>"

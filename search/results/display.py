@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ from objectives.record import Key
 # The files a trained model leaves (objectives/figures.py), in the order they are shown.
 IMAGES = (("training curves", "curves.png"), ("confusion matrix", "confusion_matrix.png"))
 TEXTS = (("classification report", "classification_report.txt"),)
+
+
+def png(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (100 dpi); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def img(data: bytes, alt: str) -> str:

@@ -8,10 +8,8 @@ Images are embedded as data URIs, so the one file can be mailed.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import logging
 import math
 import os
@@ -27,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.record import Key, evaluations, maximizes
 from search.artifacts.dashboard_listing import artifacts_of, read_artifact
 from search.results import fronts
+from search.results.display import img, png
 from search.results.tables import trials_rows
 from search.studies import STUDY_ATTR
 
@@ -55,20 +54,7 @@ class Report:
         return f"Report({str(self.html_path)!r}, {self.rows} trials, {len(self.figures)} figures)"
 
 
-def _png(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _img(data: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def history_figure(study: optuna.Study) -> str | None:
+def history_figure(study: optuna.Study) -> bytes | None:
     """Each complete trial's value, the best so far, and the hand-built experiments marked."""
     import matplotlib
 
@@ -109,7 +95,7 @@ def history_figure(study: optuna.Study) -> str | None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    return _png(figure)
+    return png(figure)
 
 
 def _maximize(study: optuna.Study) -> bool:
@@ -117,7 +103,7 @@ def _maximize(study: optuna.Study) -> bool:
     return maximizes(study, fronts.metric_index(study))
 
 
-def pareto_figure(study: optuna.Study) -> str | None:
+def pareto_figure(study: optuna.Study) -> bytes | None:
     """Optuna's own Pareto-front plot of a study of two or three objectives."""
     import matplotlib
     import matplotlib.figure
@@ -134,7 +120,7 @@ def pareto_figure(study: optuna.Study) -> str | None:
     assert isinstance(figure, matplotlib.figure.Figure)
     figure.set_size_inches(8, 5)
     figure.tight_layout()
-    return _png(figure)
+    return png(figure)
 
 
 def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
@@ -160,7 +146,7 @@ def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     return found
 
 
-def importance_figure(found: dict[str, dict[str, float]]) -> str | None:
+def importance_figure(found: dict[str, dict[str, float]]) -> bytes | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +169,7 @@ def importance_figure(found: dict[str, dict[str, float]]) -> str | None:
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3, axis="x")
     figure.tight_layout()
-    return _png(figure)
+    return png(figure)
 
 
 def _best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -210,20 +196,19 @@ def best_trial_section(study: optuna.Study, store: Any) -> tuple[str, list[str]]
             path = plot_curves(history, Path(tmp) / "curves.png",
                                best_epoch=best.user_attrs.get(Key.BEST_EPOCH),
                                title=f"trial {best.number}")
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(_img(data, "training curves"))
+            data = path.read_bytes()
+        parts.append(img(data, "training curves"))
         figures.append("training curves")
     metas = {m["filename"]: m for m in artifacts_of(study, best)} if store is not None else {}
     for filename, title in (("confusion_matrix.png", "confusion matrix (validation)"),
                             ("test_confusion_matrix.png", "confusion matrix (test, evaluated)")):
         if filename in metas:
             try:
-                data = base64.b64encode(read_artifact(store, metas[filename]["artifact_id"])
-                                        ).decode("ascii")
+                data = read_artifact(store, metas[filename]["artifact_id"])
             except Exception as exc:  # a store that lost a file: say so, keep the report
                 parts.append(f"<p>{title}: not readable ({html.escape(str(exc))})</p>")
                 continue
-            parts.append(f"<h3>{title}</h3>" + _img(data, title))
+            parts.append(f"<h3>{title}</h3>" + img(data, title))
             figures.append(title)
     for filename, title in (("classification_report.txt", "classification report (validation)"),
                             ("test_classification_report.txt",
@@ -313,15 +298,15 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
             "<h2>Pareto front</h2><p>Trials that no other trial beats on every objective: "
             + ", ".join(f"trial {t.number} ({html.escape(fronts.values_text(study, t))})"
                         for t in fronts.best_trials(study)) + ".</p>"
-            + _img(pareto, "Pareto front"))
+            + img(pareto, "Pareto front"))
         figures.append("Pareto front")
     if history:
-        sections.append("<h2>Optimization history</h2>" + _img(history, "optimization history"))
+        sections.append("<h2>Optimization history</h2>" + img(history, "optimization history"))
         figures.append("optimization history")
     if importance:
         sections.append("<h2>Hyperparameter importances</h2>"
                         f"<p>Optuna's {' and '.join(found)} evaluators over the complete "
-                        "trials.</p>" + _img(importance, "hyperparameter importances"))
+                        "trials.</p>" + img(importance, "hyperparameter importances"))
         figures.append("hyperparameter importances")
     else:
         sections.append("<h2>Hyperparameter importances</h2><p>Too few complete trials to "
@@ -330,7 +315,7 @@ def write_report(study: optuna.Study, store: Any, output: Path, *, storage_shown
     try:
         from search.results.compare_view import html_section
 
-        compared, compared_figures = html_section(study, _png, _img)
+        compared, compared_figures = html_section(study)
         sections.append(compared)
         figures += compared_figures
     except Exception as exc:  # the comparison is an addition: the report stands without it
