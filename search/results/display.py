@@ -108,15 +108,25 @@ def of_trial(study: optuna.Study, trial: FrozenTrial, store: Any | None) -> Figu
                     (folder / name).write_bytes(read_artifact(store, str(stored[name])))
                 except (OSError, KeyError, optuna.exceptions.OptunaError):
                     pass  # removed from the store since: drawn below where it can be
-        history = trial.user_attrs.get(Key.HISTORY)
-        if not (folder / "curves.png").exists() and isinstance(history, dict) and history:
-            from objectives.figures import plot_curves
-
-            best = trial.user_attrs.get(Key.BEST_EPOCH)
-            plot_curves(history, folder / "curves.png",
-                        best_epoch=best if isinstance(best, int) else None,
-                        title=f"trial {trial.number}")
+        if not (folder / "curves.png").exists():
+            drawn = curves_png(trial)
+            if drawn is not None:
+                (folder / "curves.png").write_bytes(drawn)
         return from_folder(title, folder, numbers)
+
+
+def curves_png(trial: FrozenTrial) -> bytes | None:
+    """A trial's training curves drawn from its recorded history; None without one."""
+    history = trial.user_attrs.get(Key.HISTORY)
+    if not (isinstance(history, dict) and history.get("loss")):
+        return None
+    from objectives.figures import plot_curves
+
+    best = trial.user_attrs.get(Key.BEST_EPOCH)
+    with tempfile.TemporaryDirectory(prefix="hpsearch-curves-") as scratch:
+        return plot_curves(history, Path(scratch) / "curves.png",
+                           best_epoch=best if isinstance(best, int) else None,
+                           title=f"trial {trial.number}").read_bytes()
 
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S | re.I)

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.record import Key, evaluations, maximizes
 from search.artifacts.dashboard_listing import artifacts_of, read_artifact
 from search.results import fronts
-from search.results.display import img, png
+from search.results.display import curves_png, img, png
 from search.results.tables import trials_rows
 from search.studies import STUDY_ATTR
 
@@ -181,8 +181,6 @@ def _best_trial(study: optuna.Study) -> FrozenTrial | None:
 def best_trial_section(study: optuna.Study, store: Any) -> tuple[str, list[str]]:
     """The best trial's curves (from its recorded history), confusion matrix and report (from
     its artifacts), and the test figures of its evaluation if any."""
-    from objectives.figures import plot_curves
-
     best = _best_trial(study)
     if best is None:
         return "<p>No complete trial yet.</p>", []
@@ -190,14 +188,9 @@ def best_trial_section(study: optuna.Study, store: Any) -> tuple[str, list[str]]
              "<p>" + ", ".join(f"<code>{html.escape(k)}={html.escape(_short(v))}</code>"
                                for k, v in best.params.items()) + "</p>"]
     figures = []
-    history = best.user_attrs.get("history")
-    if isinstance(history, dict) and history.get("loss"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = plot_curves(history, Path(tmp) / "curves.png",
-                               best_epoch=best.user_attrs.get(Key.BEST_EPOCH),
-                               title=f"trial {best.number}")
-            data = path.read_bytes()
-        parts.append(img(data, "training curves"))
+    curves = curves_png(best)
+    if curves is not None:
+        parts.append(img(curves, "training curves"))
         figures.append("training curves")
     metas = {m["filename"]: m for m in artifacts_of(study, best)} if store is not None else {}
     for filename, title in (("confusion_matrix.png", "confusion matrix (validation)"),
