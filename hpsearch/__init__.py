@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from search.results.evaluate import EvaluationRun
     from search.results.report import Report
     from search.storage.address import StorageAddress
-    from search.storage.opening import HpsearchStorage
+    from search.storage.opening import Storage
 
 __all__ = ["Study", "StudyFileError", "UserError", "dashboard"]
 
@@ -98,7 +98,7 @@ class Study:
         self.spec: StudyFile = self._load()
         self.address: StorageAddress = StorageAddress.parse(resolve_url(storage))
         self.artifacts = artifacts
-        self._storage: HpsearchStorage | None = None
+        self._storage: Storage | None = None
 
     def _load(self, n_trials: int | None = None, timeout: float | None = None) -> StudyFile:
         """The study's settings, validated, with a run's budget over the study's own."""

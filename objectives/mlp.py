@@ -495,10 +495,12 @@ class MlpObjective:
         try:
             self.hooks.after_training(trial, outcome, self.dataset, params)
         except Exception as exc:
-            logger.warning("trial %d: artifacts not stored: %s: %s", trial.number,
-                           type(exc).__name__, exc)
+            details = getattr(exc, "details", None)  # a gRPC error's own words (a proxy's)
+            told = str(details() if callable(details) else exc).strip().splitlines()
+            error = f"{type(exc).__name__}: {told[0] if told else ''}"
+            logger.warning("trial %d: artifacts not stored: %s", trial.number, error)
             logger.debug("artifacts of trial %d", trial.number, exc_info=True)
-            outcome.extra[Key.ARTIFACT_ERROR] = f"{type(exc).__name__}: {exc}"
+            outcome.extra[Key.ARTIFACT_ERROR] = error
 
 
 def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:
@@ -527,12 +529,12 @@ def _drop(store: CheckpointStore | None, lineage: int) -> None:
 
 
 def _storage_failure(error: BaseException) -> bool:
-    """Whether ``error`` comes from the study's storage (a database that went away), by its
-    causes and contexts."""
+    """Whether ``error`` comes from the study's storage (a database that went away, or the
+    proxy in front of it: a gRPC error), by its causes and contexts."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, optuna.exceptions.StorageInternalError) or \
-                type(seen).__module__.startswith("sqlalchemy"):
+                type(seen).__module__.startswith(("sqlalchemy", "grpc")):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

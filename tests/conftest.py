@@ -237,6 +237,15 @@ def finished(url: str, study_name: str) -> int:
                for t in study_trials(url, study_name))
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
     """Poll ``condition`` until it holds; fail after ``seconds``, naming what was awaited."""
     deadline = time.monotonic() + seconds

@@ -106,12 +106,12 @@ BAD_RUNS = [
      "storage 'sqlite:///{dir}/no/such/folder/x.db': the folder {dir}/no/such/folder does not "
      "exist"),
     (["run", "{study}", "--storage", "not a url"],
-     "malformed storage URL 'not a url': expected e.g. sqlite:///hpsearch.db or "
+     "malformed storage URL 'not a url': expected e.g. sqlite:///hpsearch.db, "
      "postgresql+psycopg://user@host:5432/db"),
     (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@host:port/db"],
      "malformed storage URL 'postgresql+psycopg://u:***@host:port/db': expected e.g."),
     (["run", "{study}", "--storage", "oracle://u@h/db"],
-     "unsupported storage 'oracle' in 'oracle://u@h/db': use sqlite or postgresql"),
+     "unsupported storage 'oracle' in 'oracle://u@h/db': use sqlite, postgresql or grpc"),
     (["run", "{study}", "--storage", "postgresql+psycopg://u:s3cret@127.0.0.1:1/db"],
      "cannot reach storage 'postgresql+psycopg://u:***@127.0.0.1:1/db': connection failed:"),
     (["status", "--storage", "sqlite:///{dir}/absent.db"],

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from objectives import between_trials, checkpoints, fast_path
 from search.artifacts import dashboard_listing
-from search.storage import optuna_ids
+from search.storage import optuna_ids, proxy_client
 from search.workers import retries
 
 
@@ -61,7 +61,7 @@ def checks_again() -> Iterator[None]:
     checks = (fast_path.fused_update_supported, between_trials._gradient_registry,
               optuna_ids.supported, checkpoints.callback_state_supported,
               retries.optuna_reads_retries,
-              dashboard_listing.dashboard_shows_listings)
+              dashboard_listing.dashboard_shows_listings, proxy_client.heartbeats_supported)
     for check in checks:
         check.cache_clear()
     yield
@@ -77,6 +77,37 @@ def _two_trials(stub_study: Callable[..., Path], tmp_path: Path) -> optuna.Study
     spec = load(stub_study(study={"n_trials": 2},
                            training={"max_epochs": 1, "fused_optimizer": None}))
     return run_study(spec, f"sqlite:///{tmp_path / 'f.db'}").study
+
+
+def test_an_optuna_whose_heartbeat_interface_moved_runs_through_a_proxy_without_heartbeats(
+        monkeypatch: pytest.MonkeyPatch, checks_again: None, stub_study: Callable[..., Path],
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Workers through ``hpsearch proxy`` (a real one, on a SQLite file) run their trials
+    without heartbeats: none recorded, and one warning."""
+    import sqlalchemy
+
+    from conftest import free_port
+    from search.studyfile import load
+    from search.workers.run import run_study
+    from test_proxy import _proxy
+
+    monkeypatch.setattr(proxy_client, "HEARTBEAT_INTERFACE",
+                        ("optuna.storages._heartbeat", "BaseHeartbeatRenamed"))
+    database, port = f"sqlite:///{tmp_path / 'behind.db'}", free_port()
+    proxy = _proxy(database, port)
+    try:
+        spec = load(stub_study(study={"n_trials": 2}, training={"max_epochs": 1}))
+        study = run_study(spec, f"grpc://127.0.0.1:{port}").study
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    finally:
+        proxy.kill()
+        proxy.communicate()
+    engine = sqlalchemy.create_engine(database)
+    with engine.connect() as connection:
+        beats = connection.exec_driver_sql("SELECT COUNT(*) FROM trial_heartbeats").scalar()
+    engine.dispose()
+    assert beats == 0
+    assert len(_warnings(caplog, "heartbeat interface is not where hpsearch expects")) == 1
 
 
 def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

@@ -57,6 +57,10 @@ class Relay:
     def cut(self) -> None:
         with self._lock:
             if self._listener is not None:
+                try:  # wakes the thread blocked in accept(), which would accept on otherwise
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._listener.close()
                 self._listener = None
             for connection in self._open:

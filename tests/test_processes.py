@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import HPSEARCH, interruptible, study_trials, wait_for
+from conftest import HPSEARCH, free_port, interruptible, study_trials, wait_for
 
 import optuna
 import pytest
@@ -89,12 +88,6 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
     assert [t.state for t in _trials(url)] == [TrialState.COMPLETE] * 2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_dashboard_answers_on_its_address(
     write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -102,7 +95,7 @@ def test_dashboard_answers_on_its_address(
     made = subprocess.run([HPSEARCH, "run", str(write_study()), "--storage", url,
                            "--n-trials", "1"], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=interruptible)

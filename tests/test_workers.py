@@ -260,21 +260,21 @@ def test_where_optuna_s_tables_are_not_as_expected_unbeaten_trials_are_left_with
     """The fallback of the one read of Optuna's tables (search/storage/heartbeats.py): a schema
     without the heartbeat table gives one warning, no trial is failed, and trials still run
     to the study's end."""
-    from search.storage.heartbeats import UnbeatenTrials
+    from search.storage.heartbeats import HeartbeatAges
     from search.workers.run import run_study
     from search.studyfile import load
 
     url = f"sqlite:///{tmp_path / 'changed.db'}"
     spec = load(stub_study(**this_study(2, 1)))
-    original = UnbeatenTrials.trial_ids
+    original = HeartbeatAges.of
 
-    def after_an_upgrade(self: UnbeatenTrials, study_id: int) -> set[int]:
+    def after_an_upgrade(self: HeartbeatAges, study_id: int) -> dict[int, float | None]:
         with self._engine.begin() as connection:  # as if Optuna had renamed its table
             connection.execute(sqlalchemy.text("DROP TABLE IF EXISTS trial_heartbeats"))
         return original(self, study_id)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(UnbeatenTrials, "trial_ids", after_an_upgrade)
+        patch.setattr(HeartbeatAges, "of", after_an_upgrade)
         patch.setattr("search.workers.loop.WorkerLoop._counts", _budget_always_spent_once())
         summary = run_study(spec, url)
     assert summary.ran == 2

@@ -30,7 +30,7 @@ from search.errors import UserError
 
 if TYPE_CHECKING:  # imported where used: `validate` and `--help` import no storage code
     from search.storage.address import StorageAddress
-    from search.storage.opening import HpsearchStorage
+    from search.storage.opening import Storage
 
 logger = logging.getLogger("search")
 
@@ -256,6 +256,23 @@ def dashboard(storage_url: str | None, artifacts: str | None, host: str, port: i
 
 
 @cli.command()
+@click.option("--storage", "storage_url", metavar="URL",
+              help="The database the proxy serves (default: $HPSEARCH_STORAGE, else "
+                   "sqlite:///hpsearch.db).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: all of this machine's).")
+@click.option("--port", default=13000, show_default=True, type=click.IntRange(1, 65535))
+def proxy(storage_url: str | None, host: str, port: int) -> None:
+    """Serve a database to workers through Optuna's gRPC storage proxy, with hpsearch's
+    heartbeats and trial budget: workers, and every other command, then take
+    --storage grpc://HOST:PORT and need no database connection of their own."""
+    from search.storage.proxy_server import serve
+
+    on_stop_signals("")
+    serve(_address(storage_url), host=host, port=port)
+
+
+@cli.command()
 @storage_opt
 @study_opt
 @artifacts_opt
@@ -321,7 +338,7 @@ def _address(storage_url: str | None) -> StorageAddress:
     return StorageAddress.parse(resolve_url(storage_url))
 
 
-def _open(storage: str | None | StorageAddress, *, create: bool = False) -> HpsearchStorage:
+def _open(storage: str | None | StorageAddress, *, create: bool = False) -> Storage:
     """The storage given as ``--storage`` (or its address), opened; reading commands do not
     create one."""
     from search.storage.opening import open_storage

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
 from typing import Any
 
 import optuna
@@ -36,23 +34,9 @@ def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
     import optuna_dashboard
 
     from search.artifacts.dashboard_listing import dashboard_shows_listings
+    from search.listening import check_address
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except socket.gaierror as exc:
-            raise UserError(f"--host {host}: no such host ({exc.strerror})") from None
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"address {host}:{port} is in use; pick another with --port"
-                                ) from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise UserError(f"--host {host}: not an address of this machine; pick one of "
-                                "its own with --host (0.0.0.0: all of them)") from None
-            if exc.errno == errno.EACCES:
-                raise UserError(f"--port {port}: not allowed for this user (ports below 1024 "
-                                "need root); pick another with --port") from None
-            raise UserError(f"address {host}:{port} cannot be used ({exc.strerror})") from None
+    check_address(host, port)
     shown = f"[{host}]" if ":" in host else host
     logger.info("optuna-dashboard at http://%s:%d/ (Ctrl-C to stop)", shown, port)
     if artifacts_shown:

@@ -24,7 +24,9 @@ from search.errors import UserError
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 CONNECT_TIMEOUT_S = 10
 
-Backend = Literal["sqlite", "postgresql"]
+PROXY_PORT = 13000  # Optuna's own default for its gRPC storage proxy
+
+Backend = Literal["sqlite", "postgresql", "grpc"]
 
 
 def resolve_url(given: str | None) -> str:
@@ -61,13 +63,16 @@ class StorageAddress:
             parsed = make_url(url)
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise UserError(
-                f"malformed storage URL {redact(url)!r}: expected e.g. sqlite:///hpsearch.db "
-                "or postgresql+psycopg://user@host:5432/db"
+                f"malformed storage URL {redact(url)!r}: expected e.g. sqlite:///hpsearch.db, "
+                "postgresql+psycopg://user@host:5432/db or grpc://proxy-host:13000"
             ) from None
         backend = parsed.get_backend_name()
+        if backend == "grpc":
+            _check_proxy(url, parsed)
+            return cls(url=url, parsed=parsed)
         if backend not in ("sqlite", "postgresql"):
-            raise UserError(f"unsupported storage {backend!r} in {redact(url)!r}: use sqlite "
-                            "or postgresql")
+            raise UserError(f"unsupported storage {backend!r} in {redact(url)!r}: use sqlite, "
+                            "postgresql or grpc (an hpsearch proxy)")
         if backend == "postgresql" and parsed.get_driver_name() == "psycopg2":
             raise UserError(
                 f"storage {redact(url)!r}: use the psycopg 3 driver, postgresql+psycopg://...")
@@ -89,7 +94,16 @@ class StorageAddress:
 
     @property
     def backend(self) -> Backend:
-        return "sqlite" if self.parsed.get_backend_name() == "sqlite" else "postgresql"
+        name = self.parsed.get_backend_name()
+        return name if name in ("sqlite", "grpc") else "postgresql"  # type: ignore[return-value]
+
+    @property
+    def proxy(self) -> tuple[str, int] | None:
+        """The host and port of an hpsearch proxy (``grpc://host:port``); None for a
+        database."""
+        if self.backend != "grpc":
+            return None
+        return self.parsed.host or "", self.parsed.port or PROXY_PORT
 
     @property
     def server(self) -> bool:
@@ -118,6 +132,8 @@ class StorageAddress:
         server (the local socket where the URL names no host); never a password."""
         if self.sqlite_file is not None:
             return f"the SQLite file {self.sqlite_file.resolve()}"
+        if self.proxy is not None:
+            return "the hpsearch proxy at {}:{}".format(*self.proxy)
         server = (f"{self.parsed.host}:{self.parsed.port or 5432}" if self.parsed.host
                   else "this machine's local socket")
         return f"database {self.parsed.database!r} on the PostgreSQL server at {server}"
@@ -130,6 +146,8 @@ class StorageAddress:
         one at once (the budget lock's holder writing its new trial; a heartbeat beside a
         report) and closed after. So as many workers as the server has connections for can run
         on one study (90 on a stock PostgreSQL's 100)."""
+        if self.backend == "grpc":
+            raise ValueError("a proxy's workers open no database engine")
         if self.backend == "sqlite":
             # Several workers on one machine wait for the write lock instead of failing at once.
             return {"connect_args": {"timeout": 60}}
@@ -159,6 +177,19 @@ class StorageAddress:
             return Path("hpsearch-artifacts").resolve()
         database = path.resolve()
         return database.with_name(f"{database.stem}-artifacts")
+
+
+def _check_proxy(url: str, parsed: URL) -> None:
+    """A proxy URL is ``grpc://host[:port]``: no user, password, database or options (the
+    proxy holds the database's)."""
+    example = "e.g. grpc://proxy-host:13000 (started with `hpsearch proxy`)"
+    if not parsed.host:
+        raise UserError(f"storage {redact(url)!r} names no host: {example}")
+    if parsed.username or parsed.password or parsed.database or parsed.query:
+        raise UserError(f"storage {redact(url)!r}: a proxy URL is only a host and a port "
+                        f"(the proxy holds the database's own URL), {example}")
+    if "+" in parsed.drivername:
+        raise UserError(f"storage {redact(url)!r}: {example}")
 
 
 def _in_memory(parsed: URL) -> bool:

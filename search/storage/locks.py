@@ -54,43 +54,59 @@ class StorageLock:
         self._connection: sqlalchemy.Connection | None = None
 
     def acquire(self) -> None:
+        """Wait until the lock is this process's. On PostgreSQL it is tried, not waited for on
+        the server: between tries the connection goes back to the worker's pool, so a worker
+        waiting for the lock holds no connection beyond the one its pool keeps
+        (``StorageAddress.engine_kwargs``), and a hundred waiting workers need a hundred
+        connections, not two hundred. Pauses grow from 5 to 100 ms, jittered, so that waiting
+        workers do not try in step."""
+        pause = 0.005
+        while not self._take(wait=True):
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.1)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; whether this process now holds it."""
+        return self._take(wait=False)
+
+    def _take(self, *, wait: bool) -> bool:
+        if self._held:
+            return True
         if self._file is not None:
             handle = self._file.open("a")
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
             except BaseException:
                 handle.close()
                 raise
             self._handle = handle
         elif self._engine is not None:
             self._connection = self._advisory_lock(self._engine)
+            if self._connection is None:
+                return False
         self._held = True
+        return True
 
-    def _advisory_lock(self, engine: sqlalchemy.Engine) -> sqlalchemy.Connection:
-        """The advisory lock, on a connection of ``engine`` kept until :meth:`release`.
-
-        Tried, not waited for on the server: between tries the connection goes back to the
-        worker's pool, so a worker waiting for the lock holds no connection beyond the one its
-        pool keeps (``StorageAddress.engine_kwargs``), and a hundred waiting workers need a
-        hundred connections, not two hundred. Pauses grow from 5 to 100 ms, jittered, so that
-        waiting workers do not try in step."""
-        pause = 0.005
-        while True:
-            connection = engine.connect()
-            try:
-                taken = connection.exec_driver_sql(
-                    f"SELECT pg_try_advisory_lock({self._key})").scalar()
-            except BaseException:
-                # not known to be taken (a dropped connection, Ctrl-C): the connection goes,
-                # not back to the worker's pool with its session in doubt
-                connection.invalidate()
-                connection.close()
-                raise
-            if taken:
-                return connection
-            connection.close()  # back to the pool, its transaction rolled back
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 0.1)
+    def _advisory_lock(self, engine: sqlalchemy.Engine) -> sqlalchemy.Connection | None:
+        """The advisory lock, tried once on a connection of ``engine`` that is kept until
+        :meth:`release` if it was taken; None (the connection back to the pool) if not."""
+        connection = engine.connect()
+        try:
+            taken = connection.exec_driver_sql(
+                f"SELECT pg_try_advisory_lock({self._key})").scalar()
+        except BaseException:
+            # not known to be taken (a dropped connection, Ctrl-C): the connection goes,
+            # not back to the worker's pool with its session in doubt
+            connection.invalidate()
+            connection.close()
+            raise
+        if taken:
+            return connection
+        connection.close()  # back to the pool, its transaction rolled back
+        return None
 
     def release(self) -> None:
         with self._guard:
@@ -121,7 +137,9 @@ class StorageLock:
 
 def budget_lock(address: StorageAddress, study_name: str,
                 engine: sqlalchemy.Engine) -> StorageLock:
-    """The lock on ``study_name``'s trial budget, on the worker's storage engine."""
+    """The lock on ``study_name``'s trial budget, on the worker's storage engine (or, in
+    ``hpsearch proxy``, the proxy's: workers on the database and workers through a proxy of it
+    share one lock)."""
     key = int.from_bytes(hashlib.sha256(f"hpsearch:{study_name}".encode()).digest()[:8], "big",
                          signed=True)
     return StorageLock(address, suffix=budget_suffix(study_name), key=key, engine=engine)

@@ -13,7 +13,7 @@ import sqlite3
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import optuna
 import sqlalchemy
@@ -22,9 +22,13 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from search.errors import UserError, database_error
 from search.storage.address import StorageAddress
 from search.storage.disk_space import RESERVE_SUFFIX, check_free_space
-from search.storage.locks import SCHEMA_SUFFIX, budget_suffix, schema_lock
+from search.storage.heartbeats import UnbeatenTrials
+from search.storage.locks import SCHEMA_SUFFIX, StorageLock, budget_lock, budget_suffix, schema_lock
 from search.storage.outages import lost_connection, retrying
 from search.workers.retries import RetryStaleTrials
+
+if TYPE_CHECKING:
+    from search.storage.proxy_client import ProxyStorage
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +64,23 @@ class HpsearchStorage(optuna.storages.RDBStorage):
     failed 10 of Optuna's 236 storage tests and depended on Optuna's internals.
     """
 
+    POOL: tuple[int, int] | None = None  # the engine's pool size and overflow, if not the default
+
     def __init__(self, address: StorageAddress, *, worker: bool = False,
                  **options: Any) -> None:
-        super().__init__(address.url, engine_kwargs=address.engine_kwargs(worker=worker),
-                         **options)
+        engine_kwargs = address.engine_kwargs(worker=worker)
+        if self.POOL is not None and address.backend == "postgresql":
+            engine_kwargs.update(pool_size=self.POOL[0], max_overflow=self.POOL[1])
+        super().__init__(address.url, engine_kwargs=engine_kwargs, **options)
         self.address = address
+
+    def budget_lock(self, study_name: str) -> StorageLock:
+        """The lock on ``study_name``'s trial budget, on this storage's own engine."""
+        return budget_lock(self.address, study_name, self.engine)
+
+    def unbeaten(self) -> UnbeatenTrials:
+        """The running trials that never beat, read on this storage's own engine."""
+        return UnbeatenTrials(self.engine)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -72,6 +88,11 @@ class HpsearchStorage(optuna.storages.RDBStorage):
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
             logger.warning("heartbeat of trial %d not recorded: %s", trial_id,
                            database_error(exc))
+
+
+# What open_storage gives: a database, or an hpsearch proxy in front of one. Both have
+# ``address``, ``budget_lock(study_name)`` and ``unbeaten()``.
+Storage = Union[HpsearchStorage, "ProxyStorage"]
 
 
 def _use_wal(path: Path) -> None:
@@ -124,6 +145,10 @@ def check_storage(storage: str | StorageAddress, study_name: str | None = None, 
         UserError: as ``open_storage`` does.
     """
     address = StorageAddress.of(storage)
+    if address.proxy is not None:
+        retrying(lambda: _open_proxy(address, create=True, heartbeat=None).close(), wait,
+                 f"cannot reach storage {address.shown!r}")
+        return
     path = _check_path(address, create=True)
     if path is not None:
         _check_companions(address, study_name)
@@ -136,8 +161,11 @@ def check_storage(storage: str | StorageAddress, study_name: str | None = None, 
 def open_storage(
     storage: str | StorageAddress, *, create: bool, heartbeat: tuple[int, int, int] | None = None,
     wait: float = 0.0, drop_checkpoint: Callable[[int], None] | None = None,
-) -> HpsearchStorage:
-    """Open the storage at ``storage`` (a URL or its address) after checking that it can be reached.
+    storage_class: type[HpsearchStorage] = HpsearchStorage,
+) -> Storage:
+    """Open the storage at ``storage`` (a URL or its address) after checking that it can be
+    reached: a database (as ``storage_class``), or an hpsearch proxy in front of one
+    (``grpc://host:port``: ``search.storage.proxy_client``).
 
     With ``create=False`` (reading commands) a storage that does not exist yet is an error
     rather than being created empty. ``heartbeat`` is (interval, grace period, retries): a
@@ -153,10 +181,23 @@ def open_storage(
             SQLite file or its folder is read-only; the message never shows a password.
     """
     address = StorageAddress.of(storage)
+    if address.proxy is not None:
+        return retrying(lambda: _open_proxy(address, create=create, heartbeat=heartbeat,
+                                            drop_checkpoint=drop_checkpoint),
+                        wait, f"cannot reach storage {address.shown!r}")
     _check_path(address, create=create)
     return retrying(lambda: _open(address, create=create, heartbeat=heartbeat,
-                                  drop_checkpoint=drop_checkpoint),
+                                  drop_checkpoint=drop_checkpoint, storage_class=storage_class),
                     wait, f"cannot open storage {address.shown!r}")
+
+
+def _open_proxy(address: StorageAddress, *, create: bool,
+                heartbeat: tuple[int, int, int] | None,
+                drop_checkpoint: Callable[[int], None] | None = None) -> ProxyStorage:
+    from search.storage.proxy_client import open_proxy
+
+    callback = None if heartbeat is None else RetryStaleTrials(heartbeat[2], drop_checkpoint)
+    return open_proxy(address, create=create, heartbeat=heartbeat, callback=callback)
 
 
 def _inspect(address: StorageAddress, *, create: bool) -> bool:
@@ -196,7 +237,8 @@ def _inspect(address: StorageAddress, *, create: bool) -> bool:
 
 
 def _open(address: StorageAddress, *, create: bool, heartbeat: tuple[int, int, int] | None,
-          drop_checkpoint: Callable[[int], None] | None = None) -> HpsearchStorage:
+          drop_checkpoint: Callable[[int], None] | None = None,
+          storage_class: type[HpsearchStorage] = HpsearchStorage) -> HpsearchStorage:
     shown = address.shown
     _inspect(address, create=create)
     if address.sqlite_file is not None:
@@ -212,7 +254,7 @@ def _open(address: StorageAddress, *, create: bool, heartbeat: tuple[int, int, i
                     heartbeat_stale_trial_callback=RetryStaleTrials(retries, drop_checkpoint),
                 )
             with _schema_lock(address, needed=create):
-                return HpsearchStorage(address, worker=heartbeat is not None, **options)
+                return storage_class(address, worker=heartbeat is not None, **options)
     except SQLAlchemyError as exc:
         if lost_connection(exc):
             raise

@@ -4,6 +4,7 @@ and trying an action again with backoff while the database is away."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,8 +35,27 @@ def lost_connection(error: BaseException) -> BaseException | None:
     accepted (a server restarting, an administrator ending it) or refused one for want of free
     connections: worth trying again. A connection refused for any other reason, a wrong
     password or an unknown database are not."""
-    return cause(error, lambda seen: isinstance(seen, sqlalchemy.exc.DBAPIError)
-                 and _dropped(seen))
+    return cause(error, lambda seen: (isinstance(seen, sqlalchemy.exc.DBAPIError)
+                                      and _dropped(seen)) or _proxy_away(seen))
+
+
+def proxy_error(error: BaseException) -> bool:
+    """Whether ``error`` is an hpsearch proxy's (``grpc://``) failure to answer a request."""
+    grpc = sys.modules.get("grpc")  # not imported: no proxy was asked anything
+    return grpc is not None and isinstance(error, grpc.RpcError)
+
+
+def _proxy_away(error: BaseException) -> bool:
+    """A proxy that does not answer (stopped, restarting, unreachable), or that failed to
+    answer: Optuna's proxy passes any error of its storage on as UNKNOWN, and the storage's
+    errors are its database's (the proxy's log has each one's own words)."""
+    if not proxy_error(error):
+        return False
+    import grpc
+
+    return error.code() in (  # type: ignore[attr-defined]
+        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNKNOWN)
 
 
 # SQLSTATE classes: operator intervention (terminated, shutting down, starting up) and

@@ -20,10 +20,8 @@ from objectives.record import Key, StopReason
 from search.errors import database_error
 from search.storage import optuna_ids
 from search.storage.disk_space import DiskFull, check_free_space, disk_full, give_up_reserve
-from search.storage.heartbeats import UnbeatenTrials
-from search.storage.locks import budget_lock
-from search.storage.opening import HpsearchStorage
-from search.storage.outages import cause, retrying
+from search.storage.opening import Storage
+from search.storage.outages import cause, proxy_error, retrying
 from search.studyfile import StudyFile
 from search.workers import fresh_start
 from search.workers.fresh_start import MemoryWatch
@@ -60,7 +58,7 @@ class WorkerLoop:
     slot. An unreachable storage is retried with backoff for ``storage_wait`` seconds.
     """
 
-    def __init__(self, spec: StudyFile, storage: HpsearchStorage, study: optuna.Study,
+    def __init__(self, spec: StudyFile, storage: Storage, study: optuna.Study,
                  objective: ObjectiveFn, reporter: TrialReporter, *,
                  deadline: float | None = None) -> None:
         self.spec = spec
@@ -68,12 +66,13 @@ class WorkerLoop:
         self.study = study
         self.objective = objective
         self.reporter = reporter
-        # The lock and the stale-trial check use the storage's own engine: one per worker.
+        # The lock and the stale-trial check use the storage's own engine (one per worker), or
+        # ask the proxy it goes through.
         self.address = storage.address
-        self.lock = budget_lock(storage.address, spec.name, storage.engine)
+        self.lock = storage.budget_lock(spec.name)
         self.memory = MemoryWatch(spec.workers.max_memory_growth)
         self.restart = False  # this process should start afresh (search.workers.fresh_start)
-        self.unbeaten = UnbeatenTrials(storage.engine)
+        self.unbeaten = storage.unbeaten()
         self._unbeaten_since: dict[int, float] = {}  # trial id -> when first seen unbeaten
         self.running: int | None = None  # the number of this worker's running trial
 
@@ -232,7 +231,7 @@ def _storage_failure(error: BaseException) -> BaseException | None:
     """
     if disk_full(error):
         return None  # not waited out: said at once (WorkerLoop._out_of_space)
-    return cause(error, lambda seen: isinstance(seen, STORAGE_ERRORS))
+    return cause(error, lambda seen: isinstance(seen, STORAGE_ERRORS) or proxy_error(seen))
 
 
 def disk_error(error: BaseException) -> BaseException:

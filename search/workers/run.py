@@ -21,7 +21,7 @@ from search.registry import load_objective
 from search.samplers import make_pruner, make_sampler
 from search.storage.address import StorageAddress
 from search.storage.disk_space import keep_reserve
-from search.storage.opening import HpsearchStorage, check_storage, open_storage
+from search.storage.opening import Storage, check_storage, open_storage
 from search.storage.outages import retrying
 from search.studies import find_study, open_study
 from search.studyfile import StudyFile
@@ -40,7 +40,7 @@ class RunSummary:
 
 def prepare(spec: StudyFile, storage: str | StorageAddress, *,
             drop_checkpoint: Callable[[int], None] | None = None) -> tuple[
-    HpsearchStorage, optuna.Study | None, int
+    Storage, optuna.Study | None, int
 ]:
     """Check everything that can be checked before trials run: sampler, pruner, storage,
     stored space. Returns the storage, the existing study (if any) and its finished trials.
@@ -69,7 +69,7 @@ def prepare(spec: StudyFile, storage: str | StorageAddress, *,
 def start(
     spec: StudyFile, storage: str | StorageAddress, *, artifacts: str | None = None,
     announce: bool = True,
-) -> tuple[optuna.Study, ObjectiveFn | None, HpsearchStorage]:
+) -> tuple[optuna.Study, ObjectiveFn | None, Storage]:
     """Create or resume the study, with its objective ready (none when nothing is left), and
     the storage it is on.
 
