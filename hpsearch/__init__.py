@@ -1,10 +1,10 @@
 """hpsearch from Python: a notebook's way in, the same studies as the command line's.
 
 A study is described by a study file or by the same settings as a dict; it lives in a
-storage (SQLite by default, ``sqlite:///hpsearch.db``, or PostgreSQL), where the command line,
-the dashboard and other workers see it too. Each method is named as the command that does
-the same (``hpsearch run``, ``best``, ``trials``, ``status``, ``evaluate``, ``report``,
-``compare``)::
+storage (SQLite by default, ``sqlite:///hpsearch.db``, PostgreSQL, or ``grpc://host:port``
+through ``hpsearch proxy``), where the command line, the dashboard and other workers see it
+too. Each method is named as the command that does the same (``hpsearch run``, ``best``,
+``trials``, ``status``, ``evaluate``, ``report``, ``compare``)::
 
     import hpsearch
 

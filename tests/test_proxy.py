@@ -101,6 +101,36 @@ def test_workers_through_a_proxy_survive_a_killed_worker_and_a_proxy_restart(
     assert sorted(retry.intermediate_values) == list(range(12))
     assert list((artifacts / "checkpoints").rglob("*.npz")) == []
     assert _checkpoint_epoch(checkpoint) == 0
+    _read_back_through(grpc, artifacts, tmp_path, retry.number)
+
+
+def _read_back_through(grpc: str, artifacts: Path, tmp_path: Path, number: int) -> None:
+    """Every reading command, and the dashboard, on the study through the proxy."""
+    import json
+    import urllib.request
+
+    from search.results.dashboard import open_for_dashboard, serve_in_background
+    from test_cli import invoke
+
+    assert "complete 3" in invoke("status", "--storage", grpc).stdout
+    assert invoke("trials", "--storage", grpc, "--format", "csv").stdout.count(",complete,") == 3
+    assert "best trial of resume: trial " in invoke("best", "--storage", grpc).stdout
+    assert invoke("compare", "--storage", grpc).exit_code == 0
+    report = invoke("report", "--storage", grpc, "--artifacts", str(artifacts), "--output",
+                    str(tmp_path / "report"))
+    assert report.exit_code == 0 and (tmp_path / "report" / "report.html").exists()
+    evaluated = invoke("evaluate", "--storage", grpc, "--artifacts", str(artifacts),
+                       "--trial", str(number), "--output", str(tmp_path / "evaluated"))
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"trial {number} retrained on" in evaluated.stdout
+    storage, store, _ = open_for_dashboard(StorageAddress.parse(grpc), str(artifacts))
+    dashboard = serve_in_background(storage, artifact_store=store)
+    try:
+        with urllib.request.urlopen(f"{dashboard.url}api/studies", timeout=30) as answer:
+            (summary,) = json.loads(answer.read())["study_summaries"]
+        assert summary["study_name"] == "resume"
+    finally:
+        dashboard.stop()
 
 
 def test_the_budget_lock_through_a_proxy_is_the_database_s_and_its_lease_runs_out(

@@ -10,7 +10,7 @@ program makes, each named by a prefix no study file can give a study (a study's 
 - ``get_study_id_from_name(HELLO)``: the protocol's version (Optuna's own proxy answers
   "no such study": it is not hpsearch's).
 - ``get_study_id_from_name(LOCK + request)``: take the study's budget lock for a holder, for
-  a lease of some seconds; 1 if the holder has it now, "no such study" if another holds it.
+  a lease of some seconds; 1 if the holder has it now, 0 if another holds it.
 - ``get_study_id_from_name(UNLOCK + request)``: give it back.
 - ``set_trial_system_attr(trial_id, HEARTBEAT, None)``: the trial's heartbeat, recorded by the
   database's clock (nothing is stored as an attribute).

@@ -114,9 +114,7 @@ class ProxyBackend(HpsearchStorage):
         if study_name == protocol.HELLO:
             return protocol.VERSION
         if study_name.startswith(protocol.LOCK):
-            if self.leases.take(protocol.LockRequest.decode(study_name, protocol.LOCK)):
-                return 1
-            raise KeyError("held by another worker")  # Optuna's proxy: NOT_FOUND
+            return int(self.leases.take(protocol.LockRequest.decode(study_name, protocol.LOCK)))
         if study_name.startswith(protocol.UNLOCK):
             self.leases.give_back(protocol.LockRequest.decode(study_name, protocol.UNLOCK))
             return 1
