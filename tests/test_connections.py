@@ -40,6 +40,7 @@ def postgres_alone() -> Iterator[str]:
     yield from _postgres_database(lock="alone")
 
 
+@pytest.mark.long(65)
 def test_ninety_workers_share_a_stock_postgresql_one_connection_each(
         postgres_alone: str, stub_study: Callable[..., Path]) -> None:
     postgres_url = postgres_alone

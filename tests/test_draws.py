@@ -121,6 +121,7 @@ def _finished(url: str) -> int:
     return sum(t.state.is_finished() for t in study_trials(url, "draws"))
 
 
+@pytest.mark.long(77)
 def test_runs_stopped_by_sigkill_and_ctrl_c_never_draw_a_configuration_again(
     tmp_path: Path,
 ) -> None:

@@ -44,6 +44,7 @@ def _finished(url: str) -> int:
     return finished(url, "memory")
 
 
+@pytest.mark.long(266)
 def test_a_worker_s_memory_stays_bounded_over_a_long_study(
         stub_study: Callable[..., Path], tmp_path: Path, limit: int = LIMIT_MB) -> None:
     url = f"sqlite:///{tmp_path / 'memory.db'}"

@@ -53,6 +53,7 @@ def _html(rich: list[dict[str, Any]]) -> str:
     return "\n".join(data.get("text/html", "") for data in rich)
 
 
+@pytest.mark.long(79)
 def test_the_example_notebook_runs_in_a_real_kernel_and_shows_its_results(
         kernel: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -252,6 +252,7 @@ def test_a_stop_request_is_left_to_tensorflow_work_once_and_raised_when_it_ends(
     assert not interrupts.request()  # no TensorFlow work running: the handler raises
 
 
+@pytest.mark.long(120)  # deep-adamw; adam 43
 @pytest.mark.parametrize("params", [GOOD, DEEP], ids=["adam", "deep-adamw"])
 def test_the_fast_path_learns_what_plain_fit_learns(params: dict[str, object]) -> None:
     """hpsearch's training (uint8 input through its own batches, many steps per call, fused

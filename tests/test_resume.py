@@ -114,6 +114,7 @@ def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
     assert list((artifacts / "checkpoints").rglob("*.npz")) == []
 
 
+@pytest.mark.long(85)
 def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     stub_study: Callable[..., Path], storage_url: str, tmp_path: Path,
     reference: dict[str, list[float]],
@@ -135,6 +136,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     _assert_resumed(storage_url, artifacts, stopped, 0, reference, 2)
 
 
+@pytest.mark.long(74)
 @pytest.mark.parametrize(("command", "how", "backend"), [
     ("worker", signal.SIGTERM, "sqlite"), ("run", signal.SIGINT, "postgresql")])
 def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
