@@ -42,6 +42,7 @@ THREADS = 16  # requests served at once, and the database connections they use a
 class _Lease:
     holder: str
     lock: StorageLock
+    seconds: float  # the lease asked for
     until: float  # time.monotonic()
 
 
@@ -71,14 +72,15 @@ class BudgetLeases:
                 if now < lease.until:
                     return False
                 logger.warning("budget lock of study %r taken back from %s: it held it for "
-                               "%.0f s without giving it back", request.study, lease.holder,
-                               request.lease)
+                               "its lease of %g s without a word", request.study, lease.holder,
+                               lease.seconds)
                 del self._held[request.study]
                 lease.lock.release()
             lock = budget_lock(self._address, request.study, self._engine)  # type: ignore[arg-type]
             if not lock.try_acquire():
                 return False
-            self._held[request.study] = _Lease(request.holder, lock, now + request.lease)
+            self._held[request.study] = _Lease(request.holder, lock, request.lease,
+                                               now + request.lease)
             return True
 
     def give_back(self, request: protocol.LockRequest) -> None:
