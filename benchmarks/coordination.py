@@ -73,12 +73,19 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
     from search import studyfile
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    spec = studyfile.load(study_file)
+    Path(out).write_text(json.dumps(run_loop(kind, studyfile.load(study_file), url)))
+
+
+def run_loop(kind: str, spec: Any, storage: Any) -> list[float]:
+    """One worker's loop on ``storage`` (hpsearch: a URL; plain Optuna: a URL or a storage
+    object) until the study has its N finished trials; the overhead of each trial it ran."""
+    import optuna
+
     sleeps: list[float] = []
     overheads: list[float] = []
     objective = _objective(spec.space, sleeps)
     if kind == "optuna":
-        study = optuna.load_study(study_name=spec.name, storage=url,
+        study = optuna.load_study(study_name=spec.name, storage=storage,
                                   sampler=optuna.samplers.TPESampler(
                                       seed=os.getpid(), multivariate=True, group=True),
                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
@@ -94,9 +101,9 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
         from search.workers.loop import WorkerLoop
         from search.studies import open_study
 
-        storage, existing, _ = prepare(spec, url)
-        study = existing or open_study(spec, storage)
-        loop = WorkerLoop(spec, storage, study, objective, TrialReporter("val_accuracy", None))
+        opened, existing, _ = prepare(spec, storage)
+        study = existing or open_study(spec, opened)
+        loop = WorkerLoop(spec, opened, study, objective, TrialReporter("val_accuracy", None))
         one_trial = loop._one_trial
 
         def timed(target: int | None) -> bool:
@@ -108,7 +115,7 @@ def worker(kind: str, study_file: str, url: str, out: str) -> None:
 
         loop._one_trial = timed  # type: ignore[method-assign]
         loop.run()
-    Path(out).write_text(json.dumps(overheads))
+    return overheads
 
 
 class PeakConnections:

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from coordination import STUDY, PeakConnections, _objective, drop_postgres, fresh_postgres  # noqa: E402,I001
+from coordination import STUDY, PeakConnections, drop_postgres, fresh_postgres, run_loop  # noqa: E402,I001
 
 HPSEARCH = str(Path(sys.executable).parent / "hpsearch")
 
@@ -82,48 +82,15 @@ def _is_postgres(pid: int) -> bool:
 
 
 def _child(kind: str, route: str, spec: Any, target: str, out: Path) -> None:
-    """One worker's loop; writes the overhead of each trial it ran."""
-    import optuna
+    """One worker's loop (``coordination.run_loop``) on the route's storage; writes the
+    overhead of each trial it ran."""
+    storage: Any = target
+    if kind == "optuna" and route == "proxy":
+        import optuna
 
-    sleeps: list[float] = []
-    overheads: list[float] = []
-    objective = _objective(spec.space, sleeps)
-    if kind == "optuna":
-        storage: Any = target
-        if route == "proxy":
-            host, port = target.rsplit(":", 1)
-            storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
-        study = optuna.load_study(study_name=spec.name, storage=storage,
-                                  sampler=optuna.samplers.TPESampler(
-                                      seed=os.getpid(), multivariate=True, group=True),
-                                  pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        while len(study.get_trials(deepcopy=False, states=finished)) < spec.study.n_trials:
-            before, started = len(sleeps), time.perf_counter()
-            study.optimize(objective, n_trials=1, gc_after_trial=False)
-            if len(sleeps) > before:
-                overheads.append(time.perf_counter() - started - sleeps[-1])
-    else:
-        from search.studies import open_study
-        from search.workers.loop import WorkerLoop
-        from search.workers.outcomes import TrialReporter
-        from search.workers.run import prepare
-
-        storage, existing, _ = prepare(spec, target)
-        study = existing or open_study(spec, storage)
-        loop = WorkerLoop(spec, storage, study, objective, TrialReporter("val_accuracy", None))
-        one_trial = loop._one_trial
-
-        def timed(limit: int | None) -> bool:
-            before, started = len(sleeps), time.perf_counter()
-            more = one_trial(limit)
-            if len(sleeps) > before:
-                overheads.append(time.perf_counter() - started - sleeps[-1])
-            return more
-
-        loop._one_trial = timed  # type: ignore[method-assign]
-        loop.run()
-    out.write_text(json.dumps(overheads))
+        host, port = target.rsplit(":", 1)
+        storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    out.write_text(json.dumps(run_loop(kind, spec, storage)))
 
 
 def run_workers(kind: str, route: str, study_file: str, target: str, count: int,
