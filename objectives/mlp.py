@@ -33,7 +33,7 @@ from objectives.record import Key, StopReason, lineage as lineage_of, trial_seed
 from objectives.keras_setup import keras
 from objectives.model import WHITENED, build_model
 from objectives.optimizers import get_optimizer
-from objectives import recipes
+from objectives import cost, recipes
 from objectives.recipes.preprocessing import whiten, whitened_in_training
 from objectives.recipes.schedule import uses_plateau
 from objectives.between_trials import fresh_session
@@ -101,6 +101,8 @@ def trained_precision(model: keras.Model) -> str:
 
 
 EVAL_BATCH = 1024
+# The trials whose seconds per epoch a prediction learns from.
+MEASURED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 @dataclass
@@ -169,13 +171,13 @@ def train(
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     save_checkpoint: Callable[[bytes], None] | None = None,
     resume: TrainingState | None = None,
-    measure: Callable[[keras.Model], dict[str, float] | None] | None = None,
+    measure: Callable[[Compiled], dict[str, float] | None] | None = None,
     cost_aware: CostAwareRule | None = None,
 ) -> TrainingOutcome:
     """Build, compile and fit one configuration with early stopping, LR reduction and pruning;
     with ``save_checkpoint``, its state after every ``training.checkpoint_every`` epochs; from
-    ``resume``'s epoch on, with its state, when given. ``measure`` sees the model (as it is
-    saved) before it trains, and may end the trial there (raising ``Infeasible``); with
+    ``resume``'s epoch on, with its state, when given. ``measure`` sees the compiled model
+    before it trains, and may end the trial there (raising ``Infeasible``); with
     ``cost_aware``, a multi-objective trial is pruned by that rule against the costs
     ``measure`` returned.
 
@@ -185,7 +187,7 @@ def train(
     """
     epochs = max_epochs or training.max_epochs
     compiled = compiled_model(params, dataset, training, epochs=epochs)
-    costs = measure(compiled.model) if measure is not None else None
+    costs = measure(compiled) if measure is not None else None
     model = compiled.fitted
     restored: list[float] | None = None
     if resume is not None:
@@ -363,10 +365,14 @@ class MlpObjective:
         """What a failed trial returns: NaN, which Optuna records as a failure."""
         return [math.nan] * len(self.goals.objectives) if self.goals.multi else math.nan
 
-    def _measure(self, trial: optuna.trial.Trial, model: keras.Model) -> dict[str, float]:
-        """The model's measures before it trains, recorded; ``Infeasible`` over a constraint.
-        Returns its costs among the objectives (what a cost-aware pruner compares)."""
+    def _measure(self, trial: optuna.trial.Trial, params: dict[str, Any],
+                 compiled: Compiled) -> dict[str, float]:
+        """The model's measures before it trains, recorded with its predicted seconds per
+        epoch; ``Infeasible`` over a constraint. Returns its costs among the objectives (what a
+        cost-aware pruner compares)."""
+        self._predict_cost(trial, params, compiled)
         self._measured = {}
+        model = compiled.model
         if not self.goals.measures:
             return {}
         measured: dict[str, float] = {Key.N_PARAMS: float(model.count_params())}
@@ -386,6 +392,27 @@ class MlpObjective:
         if over:
             raise Infeasible(", ".join(over))
         return {name: measured[name] for name in self.goals.cost_objectives}
+
+    def _predict_cost(self, trial: optuna.trial.Trial, params: dict[str, Any],
+                      compiled: Compiled) -> None:
+        """Record the work of the trial's epoch and the seconds it is predicted to take,
+        learnt from the study's trials that have trained (``objectives.cost``)."""
+        layers = cost.dense_layers(compiled.fitted)
+        work = cost.features(
+            flops_per_example=sum(2 * inputs * outputs for inputs, outputs in layers),
+            n_layers=len(layers),
+            n_train=len(self.dataset.x_train), n_val=len(self.dataset.x_val),
+            batch_size=int(params["batch_size"]),
+            augmented=any(recipes.feed_options(params).values()))
+        study = getattr(trial, "study", None)  # none for a FixedTrial
+        trials = study.get_trials(deepcopy=False, states=MEASURED) if study is not None else []
+        predicted = cost.predict(work, [
+            (t.user_attrs[Key.EPOCH_WORK], t.user_attrs[Key.SECONDS_PER_EPOCH]) for t in trials
+            if Key.EPOCH_WORK in t.user_attrs and t.number != trial.number
+            and t.user_attrs.get(Key.SECONDS_PER_EPOCH) is not None])
+        _record(trial, {Key.EPOCH_WORK: work})
+        if predicted is not None:
+            _record(trial, {Key.PREDICTED_EPOCH_SECONDS: round(predicted, 4)})
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
         params = suggest(trial, self.space)
@@ -468,7 +495,7 @@ class MlpObjective:
                resume: TrainingState | None) -> TrainingOutcome:
         max_epochs = trial.user_attrs.get(Key.MAX_EPOCHS) or self.training.max_epochs
         save = None if store is None else functools.partial(store.save, lineage)
-        measure = functools.partial(self._measure, trial)
+        measure = functools.partial(self._measure, trial, params)
         keras.utils.set_random_seed(trial_seed(self.seed, trial))
         if resume is not None:
             try:

@@ -14,6 +14,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.equal_time_pruner import EqualTimePruner
 from search.errors import UserError
 from search.studyfile import (
     CmaEsSamplerSection,
@@ -165,6 +166,15 @@ def _make_sampler(spec: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
 
 def _make_pruner(spec: StudyFile) -> optuna.pruners.BasePruner:
     config = spec.pruner
+    if isinstance(config, MedianPrunerSection) and config.compare_at == "seconds":
+        return EqualTimePruner(  # Optuna's median rule: 50 %, judged against one trial
+            50.0, n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps)
+    if isinstance(config, PercentilePrunerSection) and config.compare_at == "seconds":
+        return EqualTimePruner(
+            config.percentile, n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps,
+            n_min_trials=config.n_min_trials)
     if isinstance(config, MedianPrunerSection):
         return optuna.pruners.MedianPruner(
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps,

@@ -188,7 +188,12 @@ SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 MULTI_OBJECTIVE_PRUNERS = ("percentile", "median", "none")
 
 
-# Pruners: epochs are the steps they see.
+# Pruners: epochs are the steps they see. The percentile and median rules compare a trial with
+# the completed trials at the same epoch (Optuna's way), or after the same seconds of training
+# (search.equal_time_pruner).
+CompareAt = Literal["epoch", "seconds"]
+
+
 class MedianPrunerSection(_Section):
     type: Literal["median"]
     # Two complete trials (the warm start's, by default) set the bar: with 40 epochs per trial,
@@ -196,6 +201,7 @@ class MedianPrunerSection(_Section):
     n_startup_trials: int = Field(default=2, ge=0)
     n_warmup_steps: int = Field(default=2, ge=0)
     interval_steps: int = Field(default=1, ge=1)
+    compare_at: CompareAt = "epoch"
 
 
 class PercentilePrunerSection(_Section):
@@ -217,6 +223,7 @@ class PercentilePrunerSection(_Section):
     # is held to that trial's curve: the benchmark lost one at 0.58 after 24 epochs, stopped
     # against the only completed trial that had trained that long.
     n_min_trials: int = Field(default=3, ge=1)
+    compare_at: CompareAt = "epoch"
 
 
 class SuccessiveHalvingPrunerSection(_Section):
@@ -383,6 +390,10 @@ class StudyFile(_Section):
                 f"pruner.type: {self.pruner.type!r} cannot prune a study of several objectives "
                 "(Optuna refuses their intermediate values); take percentile or median, which "
                 "hpsearch applies among trials of no larger cost, or none")
+        if self.study.multi_objective and getattr(self.pruner, "compare_at", "epoch") != "epoch":
+            raise ValueError(
+                "pruner.compare_at: 'seconds' judges a study of one objective; a study of "
+                "several compares trials of no larger cost at the same epoch: leave it 'epoch'")
         return self
 
     @property

@@ -84,7 +84,8 @@ def from_folder(title: str, folder: Path, numbers: dict[str, Any]) -> Figures:
 
 # A trial's numbers worth a glance: its last metrics (named as Keras names them) and record.
 TRIAL_NUMBERS = ("train_accuracy", "val_accuracy", "val_loss", Key.TEST_ACCURACY, Key.N_PARAMS,
-                 Key.EPOCHS_RUN, Key.BEST_EPOCH, Key.SECONDS_PER_EPOCH, Key.STOP_REASON)
+                 Key.EPOCHS_RUN, Key.BEST_EPOCH, Key.SECONDS_PER_EPOCH, Key.PREDICTED_EPOCH_SECONDS,
+                 Key.STOP_REASON)
 
 
 def of_trial(study: optuna.Study, trial: FrozenTrial, store: Any | None) -> Figures:

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 TABLE_COLUMNS = ("number", "label", "state", "value", "train_accuracy", "train_loss",
                  "val_accuracy", "val_loss", "test_accuracy", "test_loss",
                  "evaluated_test_accuracy",
-                 "n_params", "epochs", "seconds", "ended", "resumes")
+                 "n_params", "epochs", "seconds", Key.SECONDS_PER_EPOCH,
+                 Key.PREDICTED_EPOCH_SECONDS, "ended", "resumes")
 
 
 @dataclass(frozen=True)

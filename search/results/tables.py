@@ -91,8 +91,9 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     objectives = [] if fronts.multi_objective(study) else ["value"]
     costs = [name for name in LATENCY_ATTRS if any(name in t.user_attrs for t in trials)]
     header = ["number", "label", "state", *objectives, *METRIC_ATTRS,
-              "evaluated_test_accuracy", "n_params", *costs, "epochs", "seconds", "ended",
-              "resumes", *param_names]
+              "evaluated_test_accuracy", "n_params", *costs, "epochs", "seconds",
+              Key.SECONDS_PER_EPOCH, Key.PREDICTED_EPOCH_SECONDS, "ended", "resumes",
+              *param_names]
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
@@ -103,6 +104,7 @@ def trials_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
             _fmt(evaluated.get(trial.number, {}).get("test_accuracy")),
             _fmt(attrs.get("n_params")), *(_fmt(attrs.get(name)) for name in costs),
             _fmt(attrs.get(Key.EPOCHS_RUN)), _age(trial),
+            _fmt(attrs.get(Key.SECONDS_PER_EPOCH)), _fmt(attrs.get(Key.PREDICTED_EPOCH_SECONDS)),
             _how_ended(trial), _resumed(attrs),
             *(_fmt(trial.params.get(name)) for name in param_names),
         ])
@@ -167,7 +169,7 @@ def print_best(study: optuna.Study, console: Console) -> None:
         console.print(f"  {name} = {_fmt(value, 6)}", markup=False)
     console.print("metrics:", markup=False)
     for name in (*METRIC_ATTRS, Key.N_PARAMS, *LATENCY_ATTRS, Key.BEST_EPOCH, Key.EPOCHS_RUN,
-                 Key.SECONDS_PER_EPOCH, Key.STOP_REASON):
+                 Key.SECONDS_PER_EPOCH, Key.PREDICTED_EPOCH_SECONDS, Key.STOP_REASON):
         if name in best.user_attrs:
             console.print(f"  {name} = {_fmt(best.user_attrs[name])}", markup=False)
     evaluation = evaluations(study).get(best.number)
