@@ -13,6 +13,8 @@ Measure = Literal["n_params", "latency_ms"]
 ObjectiveName = Literal["val_accuracy", "val_loss", "n_params", "latency_ms"]
 Direction = Literal["maximize", "minimize"]
 METRICS: tuple[Metric, ...] = ("val_accuracy", "val_loss")
+# Datasets that are tables of results, for the tabular objective (objectives.tabular).
+TABULAR = ("hpobench", "fcnet")
 MEASURES: tuple[Measure, ...] = ("n_params", "latency_ms")
 
 
@@ -29,13 +31,16 @@ class DataConfig(BaseModel):
     ``cifar10`` without a path is Keras's download; with a path, CIFAR-10's pickled batches
     (archive or folder) or an image-folder tree. ``images`` is any image-folder tree
     (``train/<class>/...``, ``test/<class>/...``), as a folder or a .tar.gz/.zip archive.
+    ``hpobench`` and ``fcnet`` are tables of MLPs trained beforehand, for the ``tabular-mlp``
+    objective (``objectives.tabular``); ``task`` names the table's dataset.
     """
 
     # strict: a boolean is not a number (`n_trials = true` is no budget); every number finite
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    dataset: Literal["stub", "cifar10", "images"] = "stub"
+    dataset: Literal["stub", "cifar10", "images", "hpobench", "fcnet"] = "stub"
     path: str | None = Field(default=None, min_length=1)
+    task: str | None = Field(default=None, min_length=1)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     train_subset: int | None = Field(default=None, ge=10)
     validation_subset: int | None = Field(default=None, ge=10)
@@ -47,7 +52,26 @@ class DataConfig(BaseModel):
             raise ValueError("dataset 'images' needs `path`: an image-folder tree or its archive")
         if self.dataset == "stub" and self.path is not None:
             raise ValueError("dataset 'stub' is generated and takes no `path`")
+        if self.dataset in TABULAR:
+            self._check_task()
+        elif self.task is not None:
+            raise ValueError(f"`task` names a table's dataset (hpobench, fcnet); dataset "
+                             f"{self.dataset!r} takes none")
         return self
+
+    def _check_task(self) -> None:
+        from objectives.tabular import TableMissing, tasks
+
+        if self.path is not None:
+            raise ValueError(f"dataset {self.dataset!r} ships in its package and takes no "
+                             "`path`")
+        try:
+            known = tasks(self.dataset)
+        except TableMissing as exc:
+            raise ValueError(str(exc)) from None
+        if self.task not in known:
+            raise ValueError(f"dataset {self.dataset!r} needs `task`, one of {known}, but got "
+                             f"{self.task!r}")
 
 
 class TrainingConfig(BaseModel):

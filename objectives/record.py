@@ -73,6 +73,10 @@ class Key:
     RESUMED_AT = "resumed_at_epoch"
     WORKER = "worker"
     ARTIFACT_ERROR = "artifact_error"
+    # the tabular objective's (objectives.tabular): the configuration looked up and the
+    # seconds the table says it trained for
+    CONFIGURATION = "configuration"
+    SIMULATED_SECONDS = "simulated_seconds"
 
 
 # The attributes a trial is queued with; a retry keeps them, the rest are results.

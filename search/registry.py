@@ -15,6 +15,8 @@ from objectives.space import SearchSpace
 # name -> "module:factory"; the factory takes the keyword arguments of ``ObjectiveFactory``.
 OBJECTIVES: dict[str, str] = {
     "keras-mlp": "objectives.mlp:create_objective",
+    # a table of MLPs trained beforehand, for judging a search strategy in seconds
+    "tabular-mlp": "objectives.tabular:create_objective",
 }
 
 

@@ -84,8 +84,9 @@ def open_study(
 
 def warm_starts(spec: StudyFile) -> list[tuple[dict[str, Any], int]]:
     """The reference trials a new study of ``spec`` tries first, with the epochs each trains:
-    none with fixed trials or ``warm_start = false``, and none past the study's budget."""
-    if spec.fixed_trials or not spec.study.warm_start:
+    none with fixed trials, ``warm_start = false`` or a table's objective (the references are
+    Keras MLPs), and none past the study's budget."""
+    if spec.fixed_trials or not spec.study.warm_start or spec.tabular:
         return []
     starts = [(params, min(epochs or spec.training.max_epochs, spec.training.max_epochs))
               for params, epochs in reference_trials(spec.space)]

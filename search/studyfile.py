@@ -27,6 +27,7 @@ from pydantic import (
 
 from objectives.config import (
     METRICS,
+    TABULAR,
     DataConfig,
     Direction,
     Measure,
@@ -415,6 +416,41 @@ class StudyFile(_Section):
         return Goals(goals.objectives, goals.constraints, rule)
 
     @model_validator(mode="after")
+    def _objective_fits_data(self) -> StudyFile:
+        """The tabular objective takes a table's dataset, metric and space; the Keras MLP any
+        other dataset."""
+        tabular = self.study.objective == "tabular-mlp"
+        if tabular != (self.data.dataset in TABULAR):
+            raise ValueError(
+                f"data.dataset: objective {self.study.objective!r} cannot take dataset "
+                f"{self.data.dataset!r}: the tables (hpobench, fcnet) are the tabular-mlp "
+                "objective's, the others the keras-mlp objective's")
+        if not tabular:
+            return self
+        from objectives.tabular import TABLES
+
+        metric = TABLES[self.data.dataset].metric
+        given = self.model_fields_set
+        problems = [problem for problem, broken in [
+            (f"study.metric: dataset {self.data.dataset!r} records {metric}, so the study's "
+             f"metric is {metric}", self.study.metric != metric),
+            ("study.objectives, study.constraints: the tabular objective has one objective and "
+             "no measures", self.study.multi_objective or bool(self.study.constraints)),
+            ("space: the tabular objective's space is its table's: leave [space] out",
+             "space" in given),
+            ("study.warm_start: the reference configurations are the Keras MLP's: leave it "
+             "out", "warm_start" in self.study.model_fields_set and self.study.warm_start),
+        ] if broken]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def tabular(self) -> bool:
+        """Whether the study looks its trials up in a table (``objectives.tabular``)."""
+        return self.data.dataset in TABULAR
+
+    @model_validator(mode="after")
     def _fixed_trials_fit_the_space(self) -> StudyFile:
         problems = [
             f"fixed_trials[{i}].{problem}"
@@ -445,6 +481,8 @@ class StudyFile(_Section):
             fingerprint["objectives"] = list(self.study.goals.objectives)
         if self.study.constraints:
             fingerprint["constraints"] = dict(self.study.constraints)
+        if self.tabular:
+            fingerprint["table"] = f"{self.data.dataset}:{self.data.task}"
         return fingerprint
 
 
@@ -523,6 +561,10 @@ def _problems(raw: dict[str, Any]) -> list[str]:
             space = None
     if fixed is None:
         return problems
+    study = raw.get("study")
+    if isinstance(study, dict) and study.get("objective") == "tabular-mlp":
+        return problems + ["fixed_trials: the tabular objective's configurations are its "
+                           "table's: leave [[fixed_trials]] out"]
     if not isinstance(fixed, list) or not all(isinstance(t, dict) for t in fixed):
         return problems + ["fixed_trials: must be tables, [[fixed_trials]]"]
     for index, table in enumerate(fixed):

@@ -37,7 +37,7 @@ BAD_FILES = [
      ["study.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', but got "
       f"'{'n' * 59}... (5000 characters)"]),
     (BUDGET + 'objective = "xgboost"\n',
-     ["study: objective must be one of ['keras-mlp'], but got 'xgboost'"]),
+     ["study: objective must be one of ['keras-mlp', 'tabular-mlp'], but got 'xgboost'"]),
     (BUDGET + '[sampler]\ntype = "bayes"\n',
      ["sampler.type: must be one of 'tpe', 'random', 'cmaes', 'gp', 'qmc', 'nsga2', 'nsga3', "
       "but got 'bayes'"]),
@@ -50,7 +50,8 @@ BAD_FILES = [
      ["pruner.max_resource: `min_resource < max_resource <= training.max_epochs` must hold, but "
       "got (min_resource=1, max_resource=50, max_epochs=40)"]),
     (BUDGET + '[data]\ndataset = "mnist"\n',
-     ["data.dataset: Input should be 'stub', 'cifar10' or 'images', but got 'mnist'"]),
+     ["data.dataset: Input should be 'stub', 'cifar10', 'images', 'hpobench' or 'fcnet', "
+      "but got 'mnist'"]),
     (BUDGET + "[data]\nvalidation_fraction = 1.0\n",
      ["data.validation_fraction: Input should be less than 1, but got 1.0"]),
     (BUDGET + '[training]\nmax_epochs = "ten"\n',

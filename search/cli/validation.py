@@ -50,14 +50,20 @@ def print_validation(study_file: Path, console: Any) -> None:
         console.print("constraints: " + ", ".join(f"{name} <= {limit:g}" for name, limit
                                                in goals.constraints.items())
                       + " (a trial over them is measured, not trained)", markup=False)
-    for title, section in (("sampler", spec.sampler), ("pruner", spec.pruner),
-                           ("data", spec.data), ("training", spec.training)):
+    sections: list[tuple[str, Any]] = [("sampler", spec.sampler), ("pruner", spec.pruner),
+                                       ("data", spec.data)]
+    if not spec.tabular:  # a table's trials do not train
+        sections.append(("training", spec.training))
+    for title, section in sections:
         values = ", ".join(f"{k}={v}" for k, v in section.model_dump().items() if k != "type")
         kind = getattr(section, "type", "")
         console.print(f"{title}: {kind}{' ' if kind and values else ''}{values}", markup=False)
     if spec.fixed_trials:
         console.print("first trials: " + ", ".join(f.label for f in spec.fixed_trials),
                       markup=False)
+    elif spec.tabular:
+        console.print("first trials: sampled (the reference configurations are the Keras "
+                      "MLP's)", markup=False)
     elif study.warm_start:
         from search.studies import warm_starts
 
@@ -69,9 +75,16 @@ def print_validation(study_file: Path, console: Any) -> None:
             console.print(f"first trials: a reference configuration (warm_start, {epochs} "
                           "epochs), " + ", ".join(f"{k}={v}" for k, v in start.items()),
                           markup=False)
-    table = Table(title="search space")
+    table = Table(title="search space" + (f" (the {spec.data.dataset} table's)"
+                                          if spec.tabular else ""))
     for column in ("parameter", "distribution", "sampled when"):
         table.add_column(column)
-    for row in spec.space.describe():
+    if spec.tabular:
+        from objectives.tabular import describe
+
+        rows = describe(spec.data.dataset)
+    else:
+        rows = spec.space.describe()
+    for row in rows:
         table.add_row(*row)
     console.print(table)

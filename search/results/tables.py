@@ -169,7 +169,8 @@ def print_best(study: optuna.Study, console: Console) -> None:
         console.print(f"  {name} = {_fmt(value, 6)}", markup=False)
     console.print("metrics:", markup=False)
     for name in (*METRIC_ATTRS, Key.N_PARAMS, *LATENCY_ATTRS, Key.BEST_EPOCH, Key.EPOCHS_RUN,
-                 Key.SECONDS_PER_EPOCH, Key.PREDICTED_EPOCH_SECONDS, Key.STOP_REASON):
+                 Key.SECONDS_PER_EPOCH, Key.PREDICTED_EPOCH_SECONDS, Key.SIMULATED_SECONDS,
+                 Key.CONFIGURATION, Key.STOP_REASON):
         if name in best.user_attrs:
             console.print(f"  {name} = {_fmt(best.user_attrs[name])}", markup=False)
     evaluation = evaluations(study).get(best.number)

@@ -42,11 +42,15 @@ def describe_trial(trial: FrozenTrial, metric: str,
         else:
             value = trial.values[0] if trial.values else math.nan
             shown = f"{metric} {value:.4f}"
-        epochs = f"best epoch {attrs.get(Key.BEST_EPOCH)}/{attrs.get(Key.EPOCHS_RUN)}"
+        epochs = (f"best epoch {attrs.get(Key.BEST_EPOCH)}/{attrs.get(Key.EPOCHS_RUN)}, "
+                  if Key.BEST_EPOCH in attrs else "")
         speed = attrs.get(Key.SECONDS_PER_EPOCH)
         speed_text = f", {speed:.2f} s/epoch" if isinstance(speed, (int, float)) else ""
+        simulated = attrs.get(Key.SIMULATED_SECONDS)  # a table's trial (objectives.tabular)
+        if isinstance(simulated, (int, float)):
+            speed_text += f", {simulated:g} s of training in the table"
         return (
-            f"trial {trial.number} complete: {shown} ({epochs}, "
+            f"trial {trial.number} complete: {shown} ({epochs}"
             f"{attrs.get(Key.STOP_REASON, StopReason.COMPLETED)}{speed_text})"
         )
     if attrs.get(Key.STOP_REASON) == StopReason.INFEASIBLE:
