@@ -16,6 +16,15 @@ studies/cifar10-mlp.toml --data-path ...``) and prints:
   the trial's best value): the ground on which epochs serve as the cheap fidelity that a
   pruner judges trials by.
 
+- both rules of the percentile pruner side by side, each replayed for every finished trial
+  against every other: at the same epoch (Optuna's way, ``compare_at = "epoch"``) and after
+  the same seconds of training (``compare_at = "seconds"``): the trials each would stop, the
+  training seconds that would save (of what those trials trained past that epoch), and
+  whether it would stop any of the five best;
+- how well the seconds per epoch predicted before each trial trained
+  (``predicted_epoch_seconds``) matched those it measured: the median and largest factor
+  between them, and the share within a factor of 1.5.
+
 For a study of several objectives (pruned by hpsearch's cost-aware rule,
 ``objectives.pruning``), instead of the best trial: whether the rule would have stopped any
 trial of the final Pareto front at any of its epochs, replayed against every other completed
@@ -44,7 +53,8 @@ from search.results.tables import pick_study  # noqa: E402
 from search.samplers import make_pruner  # noqa: E402
 from search.storage.address import redact, resolve_url  # noqa: E402
 from search.storage.opening import open_storage  # noqa: E402
-from search.studyfile import StudyFile  # noqa: E402
+from search.studyfile import (MedianPrunerSection, PercentilePrunerSection,  # noqa: E402
+                              StudyFile)
 
 
 def epochs_saved(study: optuna.Study, max_epochs: int) -> tuple[int, int, int]:
@@ -77,15 +87,8 @@ def would_be_pruned(study: optuna.Study, best: optuna.trial.FrozenTrial,
     replay = optuna.create_study(direction=study.direction)
     for trial in others:
         replay.add_trial(trial)
-    steps = sorted(best.intermediate_values)
-    for step in steps:
-        running = copy.deepcopy(best)
-        running.state = TrialState.RUNNING
-        running.values = None  # type: ignore[assignment]
-        running.datetime_complete = None
-        running.intermediate_values = {s: v for s, v in best.intermediate_values.items()
-                                       if s <= step}
-        if pruner.prune(replay, running):
+    for step in sorted(best.intermediate_values):
+        if pruner.prune(replay, running_copy(best, step)):
             return step
     return None
 
@@ -98,6 +101,80 @@ def top_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner,
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)[:count]
     return [(trial.number, would_be_pruned(study, trial, pruner)) for trial in ranked]
+
+
+def running_copy(trial: optuna.trial.FrozenTrial, step: int) -> optuna.trial.FrozenTrial:
+    """``trial`` as it stood at ``step``, running; its predicted seconds per epoch (what the
+    equal-time rule reads of a running trial) its measured ones where none were predicted."""
+    running = copy.deepcopy(trial)
+    running.state = TrialState.RUNNING
+    running.values = None  # type: ignore[assignment]
+    running.datetime_complete = None
+    running.intermediate_values = {s: v for s, v in trial.intermediate_values.items()
+                                   if s <= step}
+    if Key.PREDICTED_EPOCH_SECONDS not in running.user_attrs:
+        running.user_attrs[Key.PREDICTED_EPOCH_SECONDS] = running.user_attrs.get(
+            Key.SECONDS_PER_EPOCH)
+    return running
+
+
+def rules_side_by_side(study: optuna.Study, spec: StudyFile) -> list[str]:
+    """The percentile rule at equal epochs and at equal seconds, each replayed for every
+    finished trial against every other finished trial."""
+    if not isinstance(spec.pruner, (PercentilePrunerSection, MedianPrunerSection)):
+        return []  # the rules with an equal-time variant
+    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                    TrialState.PRUNED))
+                if t.intermediate_values and t.user_attrs.get(Key.SECONDS_PER_EPOCH)]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.value, reverse=maximize)
+    top = {t.number for t in complete[:5]}
+    trained = sum(len(t.intermediate_values) * t.user_attrs[Key.SECONDS_PER_EPOCH]
+                  for t in finished)
+    lines = [f"the two rules of the {spec.pruner.type} pruner, each replayed for the "
+             f"{len(finished)} finished trials against all others ({trained:,.0f} s of "
+             "training in all):"]
+    for compare_at in ("epoch", "seconds"):
+        rule = make_pruner(spec.model_copy(update={"pruner": spec.pruner.model_copy(
+            update={"compare_at": compare_at})}))
+        stopped, saved, top_hit = [], 0.0, []
+        for trial in finished:
+            others = optuna.create_study(direction=study.direction)
+            for other in finished:
+                if other.number != trial.number:
+                    others.add_trial(other)
+            step = next((s for s in sorted(trial.intermediate_values)
+                         if rule.prune(others, running_copy(trial, s))), None)
+            if step is None:
+                continue
+            stopped.append(trial.number)
+            saved += (len(trial.intermediate_values) - step - 1) * \
+                trial.user_attrs[Key.SECONDS_PER_EPOCH]
+            if trial.number in top:
+                top_hit.append(f"{trial.number} at epoch {step + 1}")
+        lines.append(
+            f"  at the same {'epoch' if compare_at == 'epoch' else 'seconds of training'}: "
+            f"{len(stopped)} trials stopped, {saved:,.0f} s saved ({saved / trained:.0%}); "
+            + ("none of the five best stopped" if not top_hit
+               else "of the five best, stopped: " + ", ".join(top_hit)))
+    return lines
+
+
+def prediction_error(study: optuna.Study) -> str | None:
+    """How the seconds per epoch predicted before each trial matched those it measured."""
+    pairs = [(t.user_attrs[Key.SECONDS_PER_EPOCH], t.user_attrs[Key.PREDICTED_EPOCH_SECONDS])
+             for t in study.get_trials(deepcopy=False)
+             if t.user_attrs.get(Key.SECONDS_PER_EPOCH)
+             and t.user_attrs.get(Key.PREDICTED_EPOCH_SECONDS)]
+    if not pairs:
+        return None
+    factors = sorted(max(m / p, p / m) for m, p in pairs)
+    median = factors[len(factors) // 2]
+    within = sum(f <= 1.5 for f in factors) / len(factors)
+    return (f"seconds per epoch predicted before training against measured, {len(pairs)} "
+            f"trials: median factor {median:.2f}, largest {factors[-1]:.2f}, "
+            f"{within:.0%} within a factor of 1.5")
 
 
 def rank_correlations(study: optuna.Study, epochs: tuple[int, ...] = (1, 2, 5, 10, 20)
@@ -191,6 +268,10 @@ def main() -> None:
                  + "; ".join(f"trial {number} "
                              + ("never pruned" if step is None else f"PRUNED at epoch {step + 1}")
                              for number, step in top))
+    lines += rules_side_by_side(study, spec)
+    error = prediction_error(study)
+    if error is not None:
+        lines.append(error)
     correlations = rank_correlations(study)
     if correlations:
         lines.append("rank correlation of a completed trial's value at an epoch with its best "

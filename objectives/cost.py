@@ -52,6 +52,16 @@ def dense_flops(model: Any) -> int:
     return sum(2 * inputs * outputs for inputs, outputs in dense_layers(model))
 
 
+def epoch_work(model: Any, *, n_train: int, n_val: int, batch_size: int,
+               augmented: bool) -> dict[str, float]:
+    """The :func:`features` of an epoch of ``model`` (what ``fit`` trains) on ``n_train``
+    training and ``n_val`` validation examples."""
+    layers = dense_layers(model)
+    return features(flops_per_example=sum(2 * inputs * outputs for inputs, outputs in layers),
+                    n_layers=len(layers), n_train=n_train, n_val=n_val,
+                    batch_size=batch_size, augmented=augmented)
+
+
 def features(*, flops_per_example: int, n_layers: int, n_train: int, n_val: int,
              batch_size: int, augmented: bool) -> dict[str, float]:
     """An epoch's work: the training examples' forward and backward passes (three times the

@@ -397,11 +397,8 @@ class MlpObjective:
                       compiled: Compiled) -> None:
         """Record the work of the trial's epoch and the seconds it is predicted to take,
         learnt from the study's trials that have trained (``objectives.cost``)."""
-        layers = cost.dense_layers(compiled.fitted)
-        work = cost.features(
-            flops_per_example=sum(2 * inputs * outputs for inputs, outputs in layers),
-            n_layers=len(layers),
-            n_train=len(self.dataset.x_train), n_val=len(self.dataset.x_val),
+        work = cost.epoch_work(
+            compiled.fitted, n_train=len(self.dataset.x_train), n_val=len(self.dataset.x_val),
             batch_size=int(params["batch_size"]),
             augmented=any(recipes.feed_options(params).values()))
         study = getattr(trial, "study", None)  # none for a FixedTrial
