@@ -95,6 +95,7 @@ def run_hpsearch(family: str, task: str, seed: int, trials: int) -> list[Any]:
                                      if Path("/dev/shm").is_dir() else None) as folder:
         study = hpsearch.Study(_settings(family, task, seed, trials),
                                storage=f"sqlite:///{folder}/study.db")
+        _quiet()  # a Study sets up hpsearch's logging as it is made
         study.run()
         return sorted(study.optuna.get_trials(deepcopy=False), key=lambda t: t.number)
 
@@ -145,15 +146,18 @@ def at(points: list[tuple[float, float]], seconds: float) -> float:
     return found
 
 
-def job(args: tuple[str, str, int, int, str]) -> tuple[str, str, int, str, list[Any], float]:
-    family, task, seed, trials, method = args
+def _quiet() -> None:
+    """hpsearch's and Optuna's warnings only: a line per trial is thousands of lines here."""
     import logging
 
-    import hpsearch  # noqa: F401 (it sets up its logging on import: quieted after)
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    for name in ("search", "objectives", "hpsearch"):
+    for name in ("search", "objectives"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def job(args: tuple[str, str, int, int, str]) -> tuple[str, str, int, str, list[Any], float]:
+    family, task, seed, trials, method = args
+    _quiet()
     started = time.perf_counter()
     found = RUNNERS[method](family, task, seed, trials)
     light = [(t.value, t.user_attrs[Key.SIMULATED_SECONDS], t.user_attrs[Key.CONFIGURATION])
