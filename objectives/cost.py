@@ -10,6 +10,9 @@ rate on an assumed mix of arithmetic, steps and fixed cost; after three, the ari
 the fixed cost per layer fitted to the study; after ten, every part of the mix
 (non-negative least squares on the relative error). Recorded on the trial as
 ``predicted_epoch_seconds`` beside the measured ``seconds_per_epoch`` (``objectives.record``).
+Machines differ (a GPU beside CPUs, more threads, bfloat16 or float32): each trial also records
+what it trained on (``trained_on``), and a prediction learns from the trials of its own
+machine once there are a few of them.
 
 Nothing here imports TensorFlow.
 """
@@ -35,6 +38,14 @@ FEW = ("flops", "layers")
 FIT_FROM = 2 * len(FEATURES) + 2
 # The latest this many measured trials are what a prediction learns from.
 WINDOW = 200
+
+
+def machine(*, threads: int, device: str, precision: str) -> str:
+    """What a trial trains on, as far as its speed goes: this host, its thread count, the
+    device and the compute precision."""
+    import socket
+
+    return f"{socket.gethostname()}, {threads} threads, {device}, {precision}"
 
 
 def dense_layers(model: Any) -> list[tuple[int, int]]:
@@ -86,11 +97,17 @@ def _vector(values: Mapping[str, Any]) -> np.ndarray | None:
 
 
 def predict(work: Mapping[str, float],
-            measured: Sequence[tuple[Mapping[str, Any], float]]) -> float | None:
-    """Seconds per epoch of an epoch of ``work``, from ``measured`` (earlier trials' work and
-    seconds per epoch, oldest first); None before any trial has been measured."""
+            measured: Sequence[tuple[Mapping[str, Any], float, str | None]],
+            machine: str | None = None) -> float | None:
+    """Seconds per epoch of an epoch of ``work`` on ``machine``, from ``measured`` (earlier
+    trials' work, seconds per epoch and the machine they trained on, oldest first): from the
+    trials of the same machine once there are :data:`FIT_FEW_FROM` of them, else from all;
+    None before any trial has been measured."""
     target = _vector(work)
-    rows = [(vector, float(seconds)) for values, seconds in measured[-WINDOW:]
+    same = [row for row in measured if machine is not None and row[2] == machine]
+    if len(same) >= FIT_FEW_FROM:
+        measured = same
+    rows = [(vector, float(seconds)) for values, seconds, _ in measured[-WINDOW:]
             if (vector := _vector(values)) is not None
             and isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0]
     if target is None or not rows:

@@ -401,13 +401,15 @@ class MlpObjective:
             compiled.fitted, n_train=len(self.dataset.x_train), n_val=len(self.dataset.x_val),
             batch_size=int(params["batch_size"]),
             augmented=any(recipes.feed_options(params).values()))
+        here = _machine(compiled.model)
         study = getattr(trial, "study", None)  # none for a FixedTrial
         trials = study.get_trials(deepcopy=False, states=MEASURED) if study is not None else []
         predicted = cost.predict(work, [
-            (t.user_attrs[Key.EPOCH_WORK], t.user_attrs[Key.SECONDS_PER_EPOCH]) for t in trials
+            (t.user_attrs[Key.EPOCH_WORK], t.user_attrs[Key.SECONDS_PER_EPOCH],
+             t.user_attrs.get(Key.TRAINED_ON)) for t in trials
             if Key.EPOCH_WORK in t.user_attrs and t.number != trial.number
-            and t.user_attrs.get(Key.SECONDS_PER_EPOCH) is not None])
-        _record(trial, {Key.EPOCH_WORK: work})
+            and t.user_attrs.get(Key.SECONDS_PER_EPOCH) is not None], here)
+        _record(trial, {Key.EPOCH_WORK: work, Key.TRAINED_ON: here})
         if predicted is not None:
             _record(trial, {Key.PREDICTED_EPOCH_SECONDS: round(predicted, 4)})
 
@@ -525,6 +527,21 @@ class MlpObjective:
             logger.warning("trial %d: artifacts not stored: %s", trial.number, error)
             logger.debug("artifacts of trial %d", trial.number, exc_info=True)
             outcome.extra[Key.ARTIFACT_ERROR] = error
+
+
+def _machine(model: keras.Model) -> str:
+    """What this process trains ``model`` on (``objectives.cost.machine``)."""
+    import os
+
+    import tensorflow as tf
+
+    from objectives.devices import visible_gpus
+
+    gpus = visible_gpus()
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    return cost.machine(threads=threads,
+                        device=", ".join(gpu.model for gpu in gpus) if gpus else "CPU",
+                        precision=trained_precision(model))
 
 
 def _record(trial: optuna.trial.BaseTrial, attrs: dict[str, Any]) -> None:

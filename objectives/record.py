@@ -4,8 +4,8 @@ and seed, the metric's direction and the evaluations' record live here and nowhe
 
 Trial user attributes (keys of :class:`Key`): ``n_params``, ``epochs_run``, ``best_epoch``
 (1-based), ``train_accuracy``, ``train_loss``, ``val_accuracy`` and ``val_loss`` at the best
-epoch, ``history`` (per-epoch lists), ``seconds_per_epoch``, and before it trains ``epoch_work``
-and ``predicted_epoch_seconds`` (``objectives.cost``), ``stop_reason`` (a
+epoch, ``history`` (per-epoch lists), ``seconds_per_epoch``, and before it trains ``epoch_work``,
+``trained_on`` and ``predicted_epoch_seconds`` (``objectives.cost``), ``stop_reason`` (a
 :class:`StopReason`), ``fail_reason`` when it failed, ``test_accuracy`` / ``test_loss``
 measured after training (never used for selection); ``latency_ms``, ``latency_ms_batch256``,
 ``infeasible`` and ``epoch_values`` in studies with several objectives or constraints; ``label``,
@@ -53,6 +53,7 @@ class Key:
     # (objectives.cost)
     EPOCH_WORK = "epoch_work"
     PREDICTED_EPOCH_SECONDS = "predicted_epoch_seconds"
+    TRAINED_ON = "trained_on"  # host, threads, device, precision
     STOP_REASON = "stop_reason"
     PRECISION = "precision"  # the dtype policy it trained with ("auto" resolved)
     FAIL_REASON = "fail_reason"

@@ -6,6 +6,7 @@ measured."""
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_the_fit_recovers_a_machines_rates() -> None:
     for _ in range(cost.FIT_FROM):
         work = _work(int(rng.integers(16, 4096)), int(rng.choice([32, 128, 512])),
                      bool(rng.integers(2)), int(rng.integers(2, 6)))
-        measured.append((work, seconds(work)))
+        measured.append((work, seconds(work), None))
     for width, batch, augmented, layers in [(16, 32, True, 2), (4096, 512, False, 5),
                                             (300, 128, True, 3)]:
         work = _work(width, batch, augmented, layers)
@@ -43,12 +44,23 @@ def test_the_fit_recovers_a_machines_rates() -> None:
 
 def test_before_a_fit_the_studys_rate_scales_the_assumed_mix() -> None:
     assert cost.predict(_work(64), []) is None  # nothing measured yet: no prediction
-    one = [(_work(256), 2.0)]
+    one = [(_work(256), 2.0, None)]
     assert cost.predict(_work(256), one) == pytest.approx(2.0)
     wider = cost.predict(_work(1024), one)
     assert wider is not None and 2.0 < wider < 4 * 2.0  # more work, less than in proportion
     # what cannot be read is left out, not taken as zero
-    assert cost.predict(_work(256), [({"flops": "?"}, 1.0), (_work(256), math.nan)]) is None
+    assert cost.predict(_work(256), [({"flops": "?"}, 1.0, None),
+                                     (_work(256), math.nan, None)]) is None
+
+
+def test_a_machine_with_trials_of_its_own_learns_from_them() -> None:
+    cpu = [(_work(width), width / 100, "cpu") for width in (100, 200, 400, 800)]
+    gpu = [(_work(width), width / 1000, "gpu") for width in (100, 200, 400, 800)]
+    assert cost.predict(_work(400), cpu + gpu, "gpu") == pytest.approx(0.4, rel=0.05)
+    assert cost.predict(_work(400), cpu + gpu, "cpu") == pytest.approx(4.0, rel=0.05)
+    # a machine with fewer than FIT_FEW_FROM trials of its own learns from all of them
+    few = gpu[:cost.FIT_FEW_FROM - 1]
+    assert cost.predict(_work(400), cpu + few, "gpu") == cost.predict(_work(400), cpu + few)
 
 
 def test_dense_flops_counts_each_kernels_multiply_adds() -> None:
@@ -80,6 +92,9 @@ def test_predictions_on_stub_studies_of_several_widths(tmp_path: Path) -> None:
     study.run()
     trials = sorted(study.optuna.trials, key=lambda t: t.number)
     assert all(Key.EPOCH_WORK in t.user_attrs for t in trials)
+    assert len({t.user_attrs[Key.TRAINED_ON] for t in trials}) == 1  # one machine here
+    assert re.fullmatch(r".+, \d+ threads, .+, (float32|mixed_bfloat16|mixed_float16)",
+                        trials[0].user_attrs[Key.TRAINED_ON])
     assert Key.PREDICTED_EPOCH_SECONDS not in trials[0].user_attrs  # nothing measured before it
     ratios = [t.user_attrs[Key.SECONDS_PER_EPOCH] / t.user_attrs[Key.PREDICTED_EPOCH_SECONDS]
               for t in trials[1:]]
