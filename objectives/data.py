@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from objectives.cache import derived_key, load_or_build, source_key
-from objectives.config import DataConfig
+from objectives.config import TABULAR, DataConfig
 from objectives.sources import DatasetError, read_source
 
 __all__ = ["CIFAR10_CLASSES", "Dataset", "DatasetError", "load_dataset", "make_stub"]
@@ -168,6 +168,9 @@ def load_dataset(config: DataConfig, seed: int) -> Dataset:
         DatasetError: the source is missing, corrupt or inconsistent, cannot be downloaded,
             or the cache cannot be written; the message names what is wrong.
     """
+    if config.dataset in TABULAR:
+        raise DatasetError(f"dataset {config.dataset!r} is a table of results for the "
+                           "tabular-mlp objective, not data to train on")
     if config.dataset == "stub":
         x, y, x_test, y_test = make_stub(seed)
         train, val = _split_indices(y, config, seed)

@@ -71,6 +71,13 @@ def test_a_table_study_runs_through_the_commands_and_repeats(tmp_path: Path) -> 
         shown = invoke(command, "--storage", f"sqlite:///{tmp_path / 'a'}.db")
         assert shown.exit_code == 0, shown.output
     assert "configuration" in invoke("best", "--storage", f"sqlite:///{tmp_path / 'a'}.db").stdout
+    evaluated = invoke("evaluate", "--storage", f"sqlite:///{tmp_path / 'a'}.db",
+                       "--output", str(tmp_path / "evaluation"))
+    assert evaluated.exit_code != 0
+    assert evaluated.stderr.strip().splitlines() == [
+        "Error: study 'table' looks its trials up in the hpobench table: it trained no model "
+        "to retrain and test (evaluate retrains Keras MLP trials)"]
+    assert not (tmp_path / "evaluation").exists()
 
     other = _write(tmp_path / "other.toml", {**_settings(), "data": {"dataset": "hpobench",
                                                                      "task": "car"}})

@@ -143,6 +143,10 @@ def evaluate_trial(study: optuna.Study, number: int | None, *, address: StorageA
     """Retrain, test once, save and record. Everything the user could get wrong is checked
     before training starts."""
     spec = stored_spec(study, data_path)
+    if spec.tabular:
+        raise UserError(f"study {study.study_name!r} looks its trials up in the "
+                        f"{spec.data.dataset} table: it trained no model to retrain and test "
+                        "(evaluate retrains Keras MLP trials)")
     trial = pick_trial(study, number)
     folder = writable_folder(
         output or Path("hpsearch-evaluations") / f"{study.study_name}-trial-{trial.number}",
