@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ def _env(url: str, artifacts: Path) -> dict[str, str]:
 
 
 
+# What TensorFlow's bundled gRPC prints as it aborts a process (SIGABRT) whose epoll file
+# descriptor went away.
+GRPC_EPOLL_ABORT = "epoll_wait error: Bad file descriptor"
+
+
 def _start(command: str, study_file: Path, url: str, artifacts: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([HPSEARCH, command, str(study_file), "--threads", "1"],
                             env=_env(url, artifacts), stdout=subprocess.PIPE,
@@ -80,6 +86,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]
     url = f"sqlite:///{folder / 'reference.db'}"
     process = _start("run", study_file, url, folder / "artifacts")
     errors = _finish(process)
+    if process.returncode == -signal.SIGABRT and GRPC_EPOLL_ABORT in errors:
+        # TensorFlow's bundled gRPC aborted the process as it started, before hpsearch said a
+        # word (2 of about 8 full runs of the suite, always here, as the suite starts; cause
+        # not found yet): the reference is what this fixture is for, so it runs once more.
+        warnings.warn(f"the reference run aborted in TensorFlow's gRPC: {errors.strip()}",
+                      stacklevel=1)
+        process = _start("run", study_file, url, folder / "artifacts")
+        errors = _finish(process)
     assert process.returncode == 0, errors
     (trial,) = _trials(url)
     return trial.user_attrs["history"]
