@@ -67,9 +67,8 @@ def epoch_work(model: Any, *, n_train: int, n_val: int, batch_size: int,
                augmented: bool) -> dict[str, float]:
     """The :func:`features` of an epoch of ``model`` (what ``fit`` trains) on ``n_train``
     training and ``n_val`` validation examples."""
-    layers = dense_layers(model)
-    return features(flops_per_example=sum(2 * inputs * outputs for inputs, outputs in layers),
-                    n_layers=len(layers), n_train=n_train, n_val=n_val,
+    return features(flops_per_example=dense_flops(model), n_layers=len(dense_layers(model)),
+                    n_train=n_train, n_val=n_val,
                     batch_size=batch_size, augmented=augmented)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import optuna
@@ -66,9 +67,8 @@ class EqualTimePruner(optuna.pruners.BasePruner):
         return own < bar if maximize else own > bar
 
 
-def _best(values: object, maximize: bool) -> float | None:
-    finite = [float(v) for v in values  # type: ignore[attr-defined]
-              if v is not None and math.isfinite(float(v))]
+def _best(values: Iterable[float | None], maximize: bool) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not finite:
         return None
     return max(finite) if maximize else min(finite)
