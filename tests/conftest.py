@@ -245,15 +245,34 @@ def study_trials(url: str, study_name: str) -> list[Any]:
     storage per URL serves every call: making one (as ``optuna.load_study`` does) costs 30 ms
     of CPU, which, ten times a second, was a core's tenth taken from the processes under test.
     On a database server it connects per read (no pool), so that nothing holds a test's
-    database open when it is dropped."""
+    database open when it is dropped. It never writes: no SQLite file, no table, no version
+    row; Optuna's storage is made only once the study is there, whose row a worker writes after
+    the tables (a watcher that made the tables while a worker made them, outside hpsearch's
+    schema lock, failed the worker, and the test waited for a trial that never came)."""
     import optuna
+    import sqlalchemy
     from sqlalchemy.pool import NullPool
 
     storage = _watched.get(url)
     if storage is None:
         server = not url.startswith("sqlite")
+        if not server and not Path(url.removeprefix("sqlite:///")).exists():
+            return []
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                found = connection.execute(
+                    sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :name"),
+                    {"name": study_name}).first()
+        except sqlalchemy.exc.DBAPIError:  # no tables yet
+            found = None
+        finally:
+            engine.dispose()
+        if found is None:
+            return []
         storage = _watched[url] = optuna.storages.RDBStorage(
-            url, engine_kwargs={"poolclass": NullPool} if server else {})
+            url, engine_kwargs={"poolclass": NullPool} if server else {},
+            skip_table_creation=True)
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:

@@ -6,6 +6,7 @@ the trial as interrupted, and the same kernel goes on to resume it."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,10 +128,13 @@ study = hpsearch.Study({{"study": {{"name": "stop", "n_trials": 1, "seed": 3}},
         running = client.execute("ran = study.run()")
 
         def training() -> bool:
-            try:
-                trials = study_trials(url, "stop")
-            except Exception:  # not created yet
-                return False
+            try:  # a run that ended (an error in the kernel) is said at once, not waited for
+                reply = client.get_shell_msg(timeout=0.01)
+            except queue.Empty:
+                pass
+            else:
+                assert reply["parent_header"].get("msg_id") != running, reply["content"]
+            trials = study_trials(url, "stop")
             return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
 
         wait_for(training, 180, "a trial that has trained an epoch")
