@@ -215,28 +215,32 @@ REFERENCE: dict[str, Any] = {
 REFERENCE_WIDE: dict[str, Any] = {
     **REFERENCE, "units_l0": 1024, "units_l1": 512, "units_l2": 256, "batch_size": 256,
 }
-# (parameters, epochs: None for the study's max_epochs)
-REFERENCES: tuple[tuple[dict[str, Any], int | None], ...] = ((REFERENCE, 18),
-                                                             (REFERENCE_WIDE, None))
-# The training recipe the references take where a space searches the recipes (and holds these
-# values), as each recipe declares it (objectives.recipes), decided by
-# benchmarks/recipe_ablation.py on CIFAR-10 (docs/benchmarks.md): ZCA whitening with flips,
-# shifts of 2 pixels, cosine decay to 0 and label smoothing 0.1 took the deep reference from
-# 0.547 to 0.595 validation accuracy in 40 epochs, ahead of every recipe alone; ZCA took the
-# wide one to 0.614 and 0.642 (two seeds) where the seed's recipe gave 0.631 and 0.534, and
-# with the rest of the recipe to 0.612. Shifts of 4 pixels cost the deep one 0.03. Where the
-# space leaves a value of it out, the reference keeps the seed's (the entry's default), or, if
-# the space leaves that out too, the sampler chooses.
+# The training recipe that a reference takes where a space searches the recipes (and holds
+# its values), as each recipe declares it (objectives.recipes): ZCA whitening, flips, shifts of
+# 2 pixels, cosine decay to 0 and label smoothing 0.1, CIFAR-10's best in
+# benchmarks/recipe_ablation.py (docs/benchmarks.md): there it is worth 0.02 to the wide
+# reference in 40 epochs (0.596 to 0.616 validation accuracy) and nothing to the deep one by its
+# 18th epoch (0.557 and 0.556). On other images it can be the worst: on scikit-learn's digits
+# (8x8, benchmarks/digits.py) it took both references from 0.94-0.96 test accuracy to
+# 0.20-0.42 (two seeds), where a shift of 2 pixels is a quarter of the image. So the
+# references span both recipes: the deep one trains with the seed's (no recipe: every entry
+# at its default), the wide one with CIFAR-10's, and the sampler learns from the two. Where the
+# space leaves a value of a reference's recipe out, it keeps the seed's (the entry's default),
+# or, if the space leaves that out too, the sampler chooses.
 REFERENCE_RECIPE = recipes.REFERENCE
+SEED_RECIPE: dict[str, Any] = {}
+# (parameters, epochs: None for the study's max_epochs, training recipe)
+REFERENCES: tuple[tuple[dict[str, Any], int | None, dict[str, Any]], ...] = (
+    (REFERENCE, 18, SEED_RECIPE), (REFERENCE_WIDE, None, REFERENCE_RECIPE))
 
 
 def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | None]]:
     """The parts of each of ``REFERENCES`` that ``space`` holds (the sampler fills in the
     rest), with their epochs, without repeats and without empty ones: a parameter outside the
     space is left out, and the layer widths go with the depth. Where ``space`` searches a
-    training recipe (a later entry), the references take ``REFERENCE_RECIPE``'s value of it."""
+    training recipe (a later entry), each reference takes its own recipe's value of it."""
     starts: list[tuple[dict[str, Any], int | None]] = []
-    for reference, epochs in REFERENCES:
+    for reference, epochs, recipe in REFERENCES:
         allowed = {name: value for name, value in reference.items()
                    if not space.check({name: value})}
         if "n_layers" not in allowed:
@@ -244,14 +248,15 @@ def reference_trials(space: SearchSpace) -> list[tuple[dict[str, Any], int | Non
         if "optimizer" not in allowed:
             allowed = {k: v for k, v in allowed.items() if k not in OPTIMIZER_PARAMS}
         if allowed:
-            allowed.update(_recipe(space, allowed))
+            allowed.update(_recipe(space, allowed, recipe))
         if allowed and allowed not in [params for params, _ in starts]:
             starts.append((allowed, epochs))
     return starts
 
 
-def _recipe(space: SearchSpace, chosen: dict[str, Any]) -> dict[str, Any]:
-    """The later entries ``space`` searches, as ``REFERENCE_RECIPE`` has them where the space
+def _recipe(space: SearchSpace, chosen: dict[str, Any],
+            recipe_values: dict[str, Any]) -> dict[str, Any]:
+    """The later entries ``space`` searches, as ``recipe_values`` has them where the space
     holds that, else at their defaults where it holds those; their own parameters where their
     choice is made and the space holds the recipe's value."""
     recipe: dict[str, Any] = {}
@@ -259,12 +264,12 @@ def _recipe(space: SearchSpace, chosen: dict[str, Any]) -> dict[str, Any]:
         if name in CONDITIONAL_PARAMS or not _searched(space, name):
             continue
         default = SearchSpace.model_fields[name].default.value
-        for value in (REFERENCE_RECIPE.get(name), default):
+        for value in (recipe_values.get(name), default):
             if value is not None and not space.check({name: value}):
                 recipe[name] = value
                 break
     for name, (owner, choices) in CONDITIONAL_PARAMS.items():
-        value = REFERENCE_RECIPE.get(name)
+        value = recipe_values.get(name)
         if ({**chosen, **recipe}.get(owner) in choices and value is not None
                 and not space.check({name: value})):
             recipe[name] = value

@@ -345,3 +345,24 @@ def test_run_with_a_bad_dataset_fails_before_any_trial(tmp_path: Path) -> None:
     import optuna
 
     assert optuna.study.get_all_study_names(url) == []  # nothing written
+
+
+def test_the_digits_archive_is_an_image_folder_dataset_of_its_own(tmp_path: Path) -> None:
+    """benchmarks/digits.py: scikit-learn's digits as the image-folder archive that the
+    defaults are also judged on: every image once, the test split stratified, grayscale 8x8,
+    read back by hpsearch's own reader; an existing file is left alone."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from digits import write_digits
+
+    archive = tmp_path / "digits.tar.gz"
+    assert write_digits(archive) == {"train": 1437, "test": 360}
+    read = read_source(archive)
+    assert read.class_names == tuple(str(d) for d in range(10))
+    assert read.x_train.shape == (1437, 8, 8, 1) and read.x_test.shape == (360, 8, 8, 1)
+    assert read.x_train.max() == 255 and read.x_train.dtype == np.uint8
+    assert set(np.bincount(read.y_test)) <= {35, 36, 37}  # about 36 of each digit
+    split = load_dataset(DataConfig(dataset="images", path=str(archive)), 0)
+    assert split.input_shape == (8, 8, 1) and split.n_classes == 10
+    with pytest.raises(FileExistsError):
+        write_digits(archive)
+    assert read_source(archive).x_train.shape == (1437, 8, 8, 1)

@@ -316,30 +316,34 @@ def test_whitening_parameters_are_sampled_only_with_it(kind: str, own: set[str])
         assert {"whitening_epsilon", "pca_components"} & set(params) == expected
 
 
-def test_the_references_take_the_benchmark_s_recipe_where_the_space_searches_it() -> None:
-    from objectives.space import REFERENCE, REFERENCE_RECIPE, reference_trials
+def test_the_references_span_the_seed_s_recipe_and_cifar10_s_where_the_space_searches_them(
+        ) -> None:
+    from objectives.space import REFERENCE, REFERENCE_RECIPE, REFERENCE_WIDE, reference_trials
 
     space = SearchSpace.model_validate({
         "lr_schedule": ["plateau", "cosine"], "label_smoothing": {"low": 0.0, "high": 0.2},
         "augment_flip": [True, False], "augment_shift": [0, 2],
         "preprocessing": ["scale", "zca"]})
-    (start, epochs), _ = reference_trials(space)
-    assert epochs == 18
-    assert start == {**REFERENCE, **REFERENCE_RECIPE}
-    # the recipe's own parameters come with their choice, and the study-file form validates
-    assert start["final_lr_fraction"] == 0.0 and start["whitening_epsilon"] == 0.01
-    assert not space.check(start)
+    (start, epochs), (wide, wide_epochs) = reference_trials(space)
+    assert (epochs, wide_epochs) == (18, None)
+    # the deep one as the seed trained it, every recipe entry at its default
+    assert start == {**REFERENCE, "lr_schedule": "plateau", "label_smoothing": 0.0,
+                     "augment_flip": False, "augment_shift": 0, "preprocessing": "scale"}
+    # the wide one with CIFAR-10's recipe, whose own parameters come with their choice
+    assert wide == {**REFERENCE_WIDE, **REFERENCE_RECIPE}
+    assert wide["final_lr_fraction"] == 0.0 and wide["whitening_epsilon"] == 0.01
+    assert not space.check(start) and not space.check(wide)  # the study-file form validates
     # where the space leaves out the recipe's value, the seed's (the default) where it holds
     # that, else the sampler's choice
-    (start, _), _ = reference_trials(SearchSpace.model_validate({
+    _, (wide, _) = reference_trials(SearchSpace.model_validate({
         "preprocessing": ["scale", "pca"], "augment_shift": [0, 4],
         "lr_schedule": ["one_cycle", "warmup_cosine"]}))
-    assert start["preprocessing"] == "scale" and start["augment_shift"] == 0
+    assert wide["preprocessing"] == "scale" and wide["augment_shift"] == 0
     assert not {"lr_schedule", "whitening_epsilon", "pca_components", "final_lr_fraction",
-                "warmup_epochs"} & set(start)
+                "warmup_epochs"} & set(wide)
     # a space that does not search the recipes: the references as the seed trained them
-    (start, _), _ = reference_trials(SearchSpace())
-    assert start == REFERENCE
+    (start, _), (wide, _) = reference_trials(SearchSpace())
+    assert (start, wide) == (REFERENCE, REFERENCE_WIDE)
 
 
 @pytest.mark.parametrize("space", [
@@ -403,3 +407,28 @@ def test_the_recipes_effects_reach_training_through_one_place() -> None:
         {"preprocessing": "pca", "pca_components": 64}), (4, 4, 3)) == [
         "space.pca_components: reaches 64, but the data's images hold 48 values each (PCA "
         "keeps at most 48 directions)"]
+
+
+def test_each_recipe_ablation_variant_gives_its_whole_recipe() -> None:
+    """benchmarks/recipe_ablation.py: a fixed trial leaves what it does not give to the
+    sampler, so each variant gives every recipe entry its space searches (the seed's where it
+    is not the variant's own), and the script refuses a result with anything drawn."""
+    import sys
+    import tomllib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import recipe_ablation
+
+    searched = set(tomllib.loads(recipe_ablation.SPACE)["space"])
+    recipe = {"lr_schedule", "label_smoothing", "augment_flip", "augment_shift",
+              "preprocessing"}
+    assert recipe <= searched
+    for name, variant in recipe_ablation.VARIANTS.items():
+        assert recipe <= {k for k, v in variant.items() if v is not None}, name
+    deep = recipe_ablation.VARIANTS["deep + zca"]
+    trained = {"n_layers": 3, "units_l0": 512, "units_l1": 256, "units_l2": 128,
+               **{k: v for k, v in deep.items() if k != "hidden_layers"}}
+    assert recipe_ablation.drawn(trained, deep) == []
+    assert recipe_ablation.drawn({**trained, "label_smoothing": 0.07}, deep) == [
+        "label_smoothing"]
+    assert recipe_ablation.drawn({**trained, "warmup_epochs": 2}, deep) == ["warmup_epochs"]

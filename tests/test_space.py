@@ -71,7 +71,7 @@ def test_space_round_trips_through_its_json_form() -> None:
 def test_reference_params_keep_only_what_the_space_holds() -> None:
     from objectives.space import REFERENCES, reference_trials
 
-    assert reference_trials(SearchSpace()) == list(REFERENCES)
+    assert reference_trials(SearchSpace()) == [(params, epochs) for params, epochs, _ in REFERENCES]
     narrow = SearchSpace.model_validate({"n_layers": {"low": 1, "high": 2},
                                          "activation": ["tanh", "gelu"],
                                          "optimizer": ["sgd", "adam"]})
@@ -97,7 +97,7 @@ def test_a_new_study_tries_the_reference_first_and_fixed_trials_replace_it(
     spec = StudyFile.model_validate({"study": {"name": "warm", "n_trials": 2}})
     study = open_study(spec, storage)
     # the hand-built experiment with its own epochs, the wide one with the study's
-    for (reference, epochs), attrs in zip(REFERENCES, [{Key.MAX_EPOCHS: 18}, {}]):
+    for (reference, _, _), attrs in zip(REFERENCES, [{Key.MAX_EPOCHS: 18}, {}]):
         trial = study.ask()
         assert suggest(trial, spec.space) == reference
         assert trial.user_attrs == {Key.WARM_START: True, **attrs}
