@@ -173,9 +173,9 @@ def main() -> None:
     rows = ["| variant | best val_accuracy | best epoch | epochs run | s/epoch | test accuracy |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name in args.variants:
-        if drawn(trained[name].params, VARIANTS[name]):
+        if extra := drawn(trained[name].params, VARIANTS[name]):
             raise SystemExit(f"variant {name!r} trained with parameters it did not give: "
-                             f"{drawn(trained[name].params, VARIANTS[name])}")
+                             f"{extra}")
         attrs = trained[name].user_attrs
         rows.append(f"| {attrs.get('label')} | {attrs.get('val_accuracy', float('nan')):.4f} | "
                     f"{attrs.get('best_epoch')} | {attrs.get('epochs_run')} | "

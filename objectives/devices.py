@@ -62,6 +62,13 @@ def auto_precision(gpus: list[Gpu], cpu_bf16: bool) -> str:
 
 
 @cache
+def device_name() -> str:
+    """What this process trains on, as a trial records it: its GPUs' models, else ``CPU``."""
+    gpus = visible_gpus()
+    return ", ".join(gpu.model for gpu in gpus) if gpus else "CPU"
+
+
+@cache
 def trains_on_gpu() -> bool:
     """Whether this process's training runs on a GPU."""
     return bool(visible_gpus())

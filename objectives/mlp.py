@@ -535,12 +535,10 @@ def _machine(model: keras.Model) -> str:
 
     import tensorflow as tf
 
-    from objectives.devices import visible_gpus
+    from objectives.devices import device_name
 
-    gpus = visible_gpus()
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
-    return cost.machine(threads=threads,
-                        device=", ".join(gpu.model for gpu in gpus) if gpus else "CPU",
+    return cost.machine(threads=threads, device=device_name(),
                         precision=trained_precision(model))
 
 

@@ -60,10 +60,12 @@ def faked_gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
                             lambda device: details[device.name])
         devices.trains_on_gpu.cache_clear()
         devices.chosen_precision.cache_clear()
+        devices.device_name.cache_clear()
 
     yield fake
     devices.trains_on_gpu.cache_clear()
     devices.chosen_precision.cache_clear()
+    devices.device_name.cache_clear()
 
 
 def test_a_worker_on_a_gpu_chooses_its_precision_and_leaves_the_cpu_fast_path(
