@@ -75,7 +75,10 @@ def test_training_resumed_at_epoch_k_ends_as_the_training_run_in_one_go(
     params = {**PARAMS, **change}
     whole, saved = _train(dataset, params, training)
     assert sorted(saved) == [1, 2, 3, 4, 5, 6]
-    for k in (2, 5, 6):  # 6: killed after training, before the trial was recorded
+    # The epochs resumed from (6: killed after training, before the trial was recorded); where
+    # only the optimizer differs from PARAMS, one epoch mid-way shows that its state carries on.
+    optimizer_only = change.keys() == {"optimizer"} and change != {"optimizer": PARAMS["optimizer"]}
+    for k in (3,) if optimizer_only else (2, 5, 6):
         resumed, _ = _train(dataset, params, training, read_state(saved[k], params))
         history, best, stop, extra, weights = resumed
         assert history == whole[0]  # every epoch, the learning rate included

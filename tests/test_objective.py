@@ -167,6 +167,40 @@ def test_trials_leave_no_traced_graphs_behind() -> None:
     assert not [name for name in left if name.startswith("CustomGradient-")], left
 
 
+@pytest.mark.parametrize("params", [
+    {**GOOD, "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "label_smoothing": 0.1},
+    {**DEEP, "n_layers": 1, "units_l0": 32, "preprocessing": "zca", "whitening_epsilon": 0.1},
+], ids=["sgd-smoothing", "adamw-batchnorm-zca"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "keras-update"])
+def test_each_step_is_traced_once_per_training(
+        params: dict[str, object], fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimizer's, loss's and metrics' variables exist before the first trace
+    (``objectives.mlp.build_training_state``): a ``tf.function`` that creates variables as it
+    traces is traced twice, which was half a small trial's tracing."""
+    from objectives import mlp
+
+    traced = {"train_step": 0, "test_step": 0}
+    compiled_model = mlp.compiled_model
+
+    def counted(*args: object, **kwargs: object) -> mlp.Compiled:
+        compiled = compiled_model(*args, **kwargs)  # type: ignore[arg-type]
+        for name in traced:
+            step = getattr(compiled.fitted, name)
+
+            def count(data: object, step: object = step, name: str = name) -> object:
+                traced[name] += 1  # Python runs once per trace, not per step
+                return step(data)  # type: ignore[operator]
+
+            setattr(compiled.fitted, name, count)
+        return compiled
+
+    monkeypatch.setattr(mlp, "compiled_model", counted)
+    training = TrainingConfig(max_epochs=2, early_stopping_patience=2, fused_optimizer=fused)
+    outcome = mlp.train(dict(params), load_dataset(DATA, 0), training, "val_accuracy")
+    assert outcome.recorder.epochs == 2
+    assert traced == {"train_step": 1, "test_step": 1}
+
+
 def test_a_stop_request_ends_training_even_if_the_raise_was_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -28,6 +28,9 @@ from test_outage import Relay, _through
 from test_resume import _checkpoint_epoch, _finish, _start, _stop_mid_trial, _trials, this_study
 
 
+EPOCHS = 12  # the killed trial's retry still trains when the proxy is killed and started again
+
+
 def _proxy(database: str, port: int) -> subprocess.Popen[str]:
     """``hpsearch proxy`` on ``port``, once it listens."""
     process = subprocess.Popen([HPSEARCH, "proxy", "--storage", database, "--port", str(port)],
@@ -72,11 +75,13 @@ def test_workers_through_a_proxy_survive_a_killed_worker_and_a_proxy_restart(
     # and as a database restart does, it costs the trials whose records it cut off (their
     # storage writes failed): they are retried, the killed trial's retry among them
     settings["workers"] = {**settings["workers"], "grace_period": 8, "max_retry": 3}
+    settings["training"] = {**settings["training"], "max_epochs": EPOCHS,
+                            "early_stopping_patience": EPOCHS}
     study_file = stub_study(**settings)
     artifacts = tmp_path / "artifacts"
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
     victim = _start("worker", study_file, grpc, artifacts)
-    stopped = _stop_mid_trial(victim, checkpoint, signal.SIGKILL)
+    stopped = _stop_mid_trial(victim, checkpoint, signal.SIGKILL, EPOCHS)
     survivors = [_start("worker", study_file, grpc, artifacts) for _ in range(2)]
     # once a survivor trains the killed trial's retry, the proxy goes away
     wait_for(lambda: any(t.user_attrs.get("resumes") == 0 and t.state == TrialState.RUNNING
@@ -98,8 +103,8 @@ def test_workers_through_a_proxy_survive_a_killed_worker_and_a_proxy_restart(
     (retry,) = [t for t in trials if t.user_attrs.get("first_try") == 0
                 and t.state == TrialState.COMPLETE]
     assert retry.user_attrs["resumed_at_epoch"] >= stopped  # a later checkpoint, if the
-    assert retry.user_attrs["epochs_run"] == 12  # killed worker wrote one as it died
-    assert sorted(retry.intermediate_values) == list(range(12))
+    assert retry.user_attrs["epochs_run"] == EPOCHS  # killed worker wrote one as it died
+    assert sorted(retry.intermediate_values) == list(range(EPOCHS))
     assert list((artifacts / "checkpoints").rglob("*.npz")) == []
     assert _checkpoint_epoch(checkpoint) == 0
     _read_back_through(grpc, artifacts, tmp_path, retry.number)

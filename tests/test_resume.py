@@ -25,13 +25,18 @@ from conftest import stub_study_text
 
 
 # Every parameter fixed: every trial trains the same network, its seed set by its number (a
-# retry's: its first try's), so trial 0 of any run of this file is the same training.
+# retry's: its first try's), so trial 0 of any run of this file is the same training. A trial
+# is stopped once its checkpoint holds 3 epochs: the rest leave the stop time to land.
+EPOCHS = 8
+
+
 def this_study(n_trials: int) -> dict[str, Any]:
-    """This file's study, one fixed configuration of 12 epochs: overrides of the stub study."""
+    """This file's study, one fixed configuration of EPOCHS epochs: overrides of the stub
+    study."""
     return dict(
         study={"name": "resume", "n_trials": n_trials, "seed": 5, "warm_start": False},
         sampler={"type": "random", "n_startup_trials": None}, data={"validation_fraction": None},
-        training={"max_epochs": 12, "early_stopping_patience": 12, "precision": "float32",
+        training={"max_epochs": EPOCHS, "early_stopping_patience": EPOCHS, "precision": "float32",
                   "fused_optimizer": None}, artifacts=None,
         workers={"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1,
                  "storage_wait": 60},
@@ -100,14 +105,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]
 
 
 def _stop_mid_trial(process: subprocess.Popen[str], checkpoint: Path, how: signal.Signals,
-                    ) -> int:
-    """Stop ``process`` with ``how`` once trial 0's checkpoint holds 3 epochs or more; the
-    epochs it holds when the process has ended."""
+                    epochs: int = EPOCHS) -> int:
+    """Stop ``process`` with ``how`` once trial 0's checkpoint holds 3 epochs or more (of
+    ``epochs``); the epochs it holds when the process has ended."""
     wait_for(lambda: _checkpoint_epoch(checkpoint) >= 3, 180, "a checkpoint of 3 epochs")
     process.send_signal(how)
     process.communicate(timeout=120)
     epoch = _checkpoint_epoch(checkpoint)
-    assert 3 <= epoch < 12, "the trial ended before it could be stopped"
+    assert 3 <= epoch < epochs, "the trial ended before it could be stopped"
     return epoch
 
 
@@ -121,8 +126,8 @@ def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
     assert retry.user_attrs["resumed_at_epoch"] == stopped
     assert retry.params == trials[0].params
     assert retry.user_attrs["history"] == reference  # every epoch counted once
-    assert retry.user_attrs["epochs_run"] == 12
-    assert sorted(retry.intermediate_values) == list(range(12))  # the whole curve
+    assert retry.user_attrs["epochs_run"] == EPOCHS
+    assert sorted(retry.intermediate_values) == list(range(EPOCHS))  # the whole curve
     assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert list((artifacts / "checkpoints").rglob("*.npz")) == []
@@ -146,7 +151,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     errors = _finish(survivor)
     assert survivor.returncode == 0, errors
     retry = next(t for t in _trials(storage_url) if t.user_attrs.get("resumes") == 0)
-    assert f"trial {retry.number} resumes trial 0 at epoch {stopped + 1} of 12" in errors
+    assert f"trial {retry.number} resumes trial 0 at epoch {stopped + 1} of {EPOCHS}" in errors
     _assert_resumed(storage_url, artifacts, stopped, 0, reference, 2)
 
 
@@ -170,7 +175,7 @@ def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
     errors = _finish(again)
     assert again.returncode == 0, errors
     assert "trial 0 was interrupted: queued to run again" in errors
-    assert f"trial 1 resumes trial 0 at epoch {stopped + 1} of 12" in errors
+    assert f"trial 1 resumes trial 0 at epoch {stopped + 1} of {EPOCHS}" in errors
     _assert_resumed(url, artifacts, stopped, 0, reference, 1)
     if backend == "sqlite":  # once: evaluate retrains the resumed trial as it was configured
         import hpsearch  # `hpsearch evaluate`'s own path, in this process
