@@ -33,6 +33,23 @@ import tomli_w
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("HPSEARCH_TF_THREADS", "1")
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In each process that runs tests: TensorFlow and Keras imported once, and what the
+    process holds then frozen out of Python's cyclic garbage collector (``gc.freeze``). Each
+    trial begins with a full collection (``objectives.between_trials.fresh_session``, as
+    Keras's ``clear_session`` does), which otherwise looked at those 450,000 objects again
+    every time: a quarter of a second a trial, a fifth of a small one's CPU time. They live as
+    long as the process anyway; only this test process's collector changes, not the code under
+    test, and the processes the tests start collect as users' do."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        import gc
+
+        from objectives import keras_setup  # noqa: F401
+
+        gc.collect()
+        gc.freeze()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests marked ``long`` (a minute or more each) start first, at the heads of the test
     processes' shares, balanced by their seconds: pytest-xdist hands each process a
@@ -227,6 +244,26 @@ def _new_postgres_database(template: str | None) -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def computed_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+                  compute: Callable[[], Any]) -> Any:
+    """``compute()``'s result (JSON), computed once per run of the suite: the test processes
+    (pytest-xdist) that need it share it through a file beside their temporary folders, the
+    first one computing it while the others wait."""
+    import json
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one test process: nothing to share
+        return compute()
+    shared = tmp_path_factory.getbasetemp().parent  # the run's, above each process's own
+    path = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+        value = compute()
+        path.write_text(json.dumps(value), encoding="utf-8")
+        return value
 
 
 def interruptible() -> None:
