@@ -91,10 +91,11 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
 def test_dashboard_answers_on_its_address(
     write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'dash.db'}"
-    made = subprocess.run([HPSEARCH, "run", str(write_study()), "--storage", url,
-                           "--n-trials", "1"], capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
+    from test_cli import invoke
+
+    url = f"sqlite:///{tmp_path / 'dash.db'}"  # a study to show, made in this process
+    made = invoke("run", str(write_study()), "--storage", url, "--n-trials", "1")
+    assert made.exit_code == 0, made.output
     port = free_port()
     server = subprocess.Popen([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
