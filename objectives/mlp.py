@@ -167,8 +167,9 @@ def build_training_state(model: keras.Model, labels: np.ndarray) -> None:
     """Create a compiled model's optimizer, loss and metric variables now, eagerly, from one
     example's ``labels``: Keras's TensorFlow trainer (with no distribution strategy) leaves
     them to the first trace of its training and test steps, and a ``tf.function`` that creates
-    variables as it traces is traced twice. Built before, each step is traced once: a small
-    trial took a fifth less CPU time (``tests/test_objective.py`` counts the traces)."""
+    variables as it traces is traced twice. Built before, each step is traced once: a stub
+    trial took 1.21 CPU seconds instead of 1.37 (``benchmarks/trial_overhead.py``;
+    ``tests/test_objective.py`` counts the traces)."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     output = model.outputs[0]
