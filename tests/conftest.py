@@ -33,6 +33,7 @@ import tomli_w
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("HPSEARCH_TF_THREADS", "1")
 
+
 def pytest_configure(config: pytest.Config) -> None:
     """In each process that runs tests: TensorFlow and Keras imported once, and what the
     process holds then frozen out of Python's cyclic garbage collector (``gc.freeze``). Each
