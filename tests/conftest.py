@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import sys
 import tempfile
 import textwrap
@@ -267,11 +266,19 @@ def computed_once(tmp_path_factory: pytest.TempPathFactory, name: str,
         return value
 
 
-def interruptible() -> None:
-    """Ctrl-C as at a terminal, for a child process (``preexec_fn``). A test run started in
-    the background (``cmd &``, nohup) hands its processes SIGINT ignored, and hpsearch then
-    rightly keeps ignoring it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+_SIGINT_THEN_EXEC = ("import os, signal, sys; "
+                     "signal.signal(signal.SIGINT, getattr(signal, sys.argv[1])); "
+                     "os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def interruptible(command: list[str], sigint: str = "SIG_DFL") -> list[str]:
+    """``command`` with Ctrl-C as at a terminal (``sigint="SIG_IGN"``: ignored). A test run
+    started in the background (``cmd &``, nohup) hands its processes SIGINT ignored, and
+    hpsearch then rightly keeps ignoring it. A small Python process sets it and replaces itself
+    with ``command`` (the same pid), rather than a ``preexec_fn``: Python code run between fork
+    and exec in a test process with TensorFlow's and gRPC's threads can deadlock on a lock
+    another thread held at the fork, and a child once never reached its exec."""
+    return [sys.executable, "-c", _SIGINT_THEN_EXEC, sigint, *command]
 
 
 _watched: dict[str, Any] = {}

@@ -112,9 +112,9 @@ def test_make_sampler_builds_the_configured_kind(stub_study: Callable[..., Path]
 def _start(study_file: Path, url: str, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "HPSEARCH_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3",
            "HPSEARCH_ARTIFACTS": str(study_file.parent / "artifacts")}
-    return subprocess.Popen([HPSEARCH, "run", str(study_file), "--threads", "1", *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=interruptible)
+    return subprocess.Popen(interruptible([HPSEARCH, "run", str(study_file), "--threads", "1",
+                                           *extra]),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finished(url: str) -> int:

@@ -39,9 +39,8 @@ def test_a_signal_mid_trial_leaves_a_resumable_study(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     study_file = stub_study(**SLOW_STUDY)
-    worker = subprocess.Popen([HPSEARCH, "run", str(study_file), "--storage", url],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=interruptible)
+    worker = subprocess.Popen(interruptible([HPSEARCH, "run", str(study_file), "--storage", url]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                               for t in _trials(url)), 120, "a trial in the middle of training")
@@ -74,9 +73,9 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
     it (SIGTERM still stops it, see above)."""
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     worker = subprocess.Popen(
-        [HPSEARCH, "run", str(stub_study(**SLOW_STUDY)), "--storage", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        interruptible([HPSEARCH, "run", str(stub_study(**SLOW_STUDY)), "--storage", url],
+                      sigint="SIG_IGN"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
                               for t in _trials(url)), 120, "a trial in the middle of training")
@@ -97,9 +96,9 @@ def test_dashboard_answers_on_its_address(
     made = invoke("run", str(write_study()), "--storage", url, "--n-trials", "1")
     assert made.exit_code == 0, made.output
     port = free_port()
-    server = subprocess.Popen([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=interruptible)
+    server = subprocess.Popen(
+        interruptible([HPSEARCH, "dashboard", "--storage", url, "--port", str(port)]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def answers() -> bool:
             try:

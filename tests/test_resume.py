@@ -58,9 +58,9 @@ GRPC_EPOLL_ABORT = "epoll_wait error: Bad file descriptor"
 
 
 def _start(command: str, study_file: Path, url: str, artifacts: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([HPSEARCH, command, str(study_file), "--threads", "1"],
+    return subprocess.Popen(interruptible([HPSEARCH, command, str(study_file), "--threads", "1"]),
                             env=_env(url, artifacts), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _finish(process: subprocess.Popen[str], seconds: float = 300) -> str:

@@ -114,10 +114,9 @@ def test_a_stop_signal_to_run_with_workers_stops_every_worker_at_once(
     storage_url = (f"sqlite:///{tmp_path / 'studies.db'}" if backend == "sqlite"
                    else request.getfixturevalue("postgres_url"))
     study_file = stub_study(**this_study(4, 12))
-    run = subprocess.Popen([HPSEARCH, "run", str(study_file), "--workers", "2"],
+    run = subprocess.Popen(interruptible([HPSEARCH, "run", str(study_file), "--workers", "2"]),
                            env={**os.environ, "HPSEARCH_STORAGE": storage_url},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           preexec_fn=interruptible)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: _mid_trial(storage_url), 120, "a trial mid-training")
     signalled = datetime.datetime.now()
     started = time.monotonic()
