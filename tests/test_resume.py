@@ -105,7 +105,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]
 
 def _aborted_in_grpc(process: subprocess.Popen[str], errors: str) -> bool:
     """TensorFlow's bundled gRPC aborted ``process`` as it started, before hpsearch said a word
-    (2 of about 8 full runs of the suite, as the suite starts; cause not found yet): a test
+    (2 of about 8 full runs of the suite, as the suite starts; likely the fork handlers a
+    ``preexec_fn`` ran in the child, which ``conftest.interruptible`` no longer uses): a test
     whose point is what the process does next starts it once more, with a warning."""
     if process.returncode == -signal.SIGABRT and GRPC_EPOLL_ABORT in errors:
         warnings.warn(f"a process aborted in TensorFlow's gRPC: {errors.strip()}", stacklevel=2)
