@@ -9,6 +9,13 @@ prediction check after every step and epoch (``callbacks.StopOnRequest``) and th
 again when it ends: the exception is raised where Keras passes exceptions on, at most one step
 later. Outside that block, and at a second request, the handler raises at once. Nothing here
 imports TensorFlow: the handler stays cheap.
+
+A worker defers the stop in the same way while Optuna keeps a trial's books (creating it,
+starting and stopping its heartbeat thread, storing its result): an exception there could leave
+the trial running in the storage, or Optuna's heartbeat thread beating on after the process
+meant to end (it is not a daemon thread: the process then never exits). Only the trial's own
+code (:func:`immediate`) is stopped at once again, as the objective records the stop on its
+trial.
 """
 
 from __future__ import annotations
@@ -58,8 +65,9 @@ def check() -> None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Run a block of TensorFlow work that a stop request must not interrupt mid-way: inside,
-    a request only leaves the flag; a block that ends normally checks it."""
+    """Run a block of work that a stop request must not interrupt mid-way (TensorFlow's, or
+    Optuna's bookkeeping of a trial): inside, a request only leaves the flag; a block that ends
+    normally checks it."""
     global _deferring
     _deferring += 1
     try:
@@ -67,6 +75,20 @@ def deferred() -> Iterator[None]:
     finally:
         _deferring -= 1
     check()
+
+
+@contextlib.contextmanager
+def immediate() -> Iterator[None]:
+    """Run a block, inside a :func:`deferred` one, where a stop request raises at once again,
+    as it does outside every deferred block. A request that came before the block is not raised
+    as it begins: the block's own checks raise it (a trial's next training step), or the
+    deferred block around it when that ends."""
+    global _deferring
+    outer, _deferring = _deferring, 0
+    try:
+        yield
+    finally:
+        _deferring = outer
 
 
 def on_signal(signum: int, frame: Any) -> None:

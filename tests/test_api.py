@@ -161,6 +161,48 @@ def test_a_stop_mid_trial_leaves_it_interrupted_and_the_next_run_resumes(
     assert retried[0].user_attrs[Key.RESUMED_AT] >= 1  # from its checkpoint, not epoch 1
 
 
+def test_a_stop_while_optuna_starts_a_trial_s_heartbeat_leaves_no_thread_beating(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C just as Optuna has started a trial's heartbeat thread: raised there, it skipped
+    the thread's stop, and the thread (not a daemon) beat on and kept the process from ever
+    exiting (a run hung after "interrupted: no trial was running"). The stop waits for Optuna's
+    bookkeeping and ends the trial at its first training step instead."""
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    from objectives import interrupts
+
+    for name, value in (("_requested", False), ("_signal", signal.SIGINT),
+                        ("failed_trials", [])):  # put back as they were after the test
+        monkeypatch.setattr(interrupts, name, value)
+    started = HeartbeatThread.start
+    beating: list[HeartbeatThread] = []
+
+    def start_then_ctrl_c(self: HeartbeatThread) -> None:
+        started(self)
+        beating.append(self)
+        signal.raise_signal(signal.SIGINT)  # its handler runs here, in this thread
+
+    monkeypatch.setattr(HeartbeatThread, "start", start_then_ctrl_c)
+    study = hpsearch.Study(_settings(study={"n_trials": 1, "warm_start": False},
+                                     workers={"heartbeat_interval": 1, "grace_period": 3}),
+                           storage=f"sqlite:///{tmp_path / 'beat.db'}")
+    before = set(threading.enumerate())
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a kernel
+    try:
+        assert study.run() == 1
+        left = [t for t in set(threading.enumerate()) - before
+                if not t.daemon and t.is_alive()]
+        assert left == []
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+        for thread in beating:  # were it left beating, this test would fail, not hang
+            assert thread._stop_event is not None
+            thread._stop_event.set()
+    [trial] = study.optuna.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs[Key.STOP_REASON] == "interrupted"
+
+
 def test_best_of_a_two_objective_study_is_its_pareto_front(tmp_path: Path) -> None:
     """Read back as ``hpsearch best`` reads it: with several objectives, every trial that no
     other beats on both (trials stored through Optuna, as any worker stores them)."""

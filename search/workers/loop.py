@@ -40,7 +40,8 @@ def _with_worker(objective: ObjectiveFn, on_created: Callable[[optuna.Trial], No
     def run(trial: optuna.Trial) -> float | list[float]:
         on_created(trial)  # the trial exists now: other workers may count it
         trial.set_user_attr("worker", worker)
-        return objective(trial)
+        with interrupts.immediate():  # the objective records a stop on its trial
+            return objective(trial)
 
     return run
 
@@ -213,10 +214,13 @@ class WorkerLoop:
                 self.running = trial.number
                 self.lock.release()
 
-            self.study.optimize(
-                _with_worker(self.objective, created), n_trials=1,
-                callbacks=[self.reporter], gc_after_trial=False,
-            )
+            # A stop while Optuna keeps the trial's books waits for them to be kept
+            # (objectives.interrupts): no trial left running, no heartbeat thread left beating.
+            with interrupts.deferred():
+                self.study.optimize(
+                    _with_worker(self.objective, created), n_trials=1,
+                    callbacks=[self.reporter], gc_after_trial=False,
+                )
             return True
         finally:
             self.lock.release()
