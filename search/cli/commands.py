@@ -137,7 +137,8 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
 
         with progress.TrialProgress(spec.study.metric) as display:
             summary = run_study(spec, address, on_start=display.start, on_progress=display.update,
-                                artifacts=artifacts, deadline=_deadline(spec.study.timeout))
+                                artifacts=artifacts, deadline=_deadline(spec.study.timeout),
+                                own_process=True)
         ran = fresh_start.ran_before() + summary.ran
         if summary.restart:
             fresh_start.restart(ran)
@@ -178,7 +179,8 @@ def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
         end_with_the_run()
     summary = run_study(spec, _address(storage_url), artifacts=artifacts,
                         deadline=_deadline(spec.study.timeout),
-                        announce=not part_of_run)  # the run announced the study
+                        announce=not part_of_run,  # the run announced the study
+                        own_process=True)
     ran = fresh_start.ran_before() + summary.ran
     if summary.restart:
         fresh_start.restart(ran)
