@@ -180,3 +180,40 @@ def test_dropped_connections_are_tried_again_until_the_wait_is_over(
     with pytest.raises(ZeroDivisionError):  # any other error at once
         retrying(lambda: 1 // 0, 30, "never")
     admin.dispose()
+
+
+def test_a_schema_another_worker_makes_at_the_same_moment_is_opened_on_the_next_try(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose schema lock the database ended mid-way (an administrator ending every
+    connection) went on making Optuna's tables while the next worker, holding the lock now,
+    made them too: the second to create a table failed on PostgreSQL's catalogue ('type
+    "alembic_version" already exists') and its worker ended. It opens the storage on its next
+    try. Here the other worker is a transaction that has made Optuna's version table and
+    commits a second later."""
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    made = threading.Event()
+
+    def the_other_worker() -> None:
+        with sqlalchemy.create_engine(postgres_url, poolclass=NullPool).begin() as connection:
+            connection.exec_driver_sql(  # as Alembic makes it
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+            made.set()
+            threading.Event().wait(1.0)
+
+    other = threading.Thread(target=the_other_worker)
+    other.start()
+    made.wait(10)
+    try:
+        storage = open_storage(postgres_url, create=True, wait=30)
+    finally:
+        other.join()
+    try:
+        assert "pg_type_typname_nsp_index\"); retrying in" in caplog.text
+        study = optuna.create_study(storage=storage, study_name="opened")
+        assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["opened"]
+        assert study.ask().number == 0
+    finally:
+        storage.engine.dispose()
+        admin.dispose()

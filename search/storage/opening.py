@@ -24,7 +24,7 @@ from search.storage.address import StorageAddress
 from search.storage.disk_space import RESERVE_SUFFIX, check_free_space
 from search.storage.heartbeats import UnbeatenTrials
 from search.storage.locks import SCHEMA_SUFFIX, StorageLock, budget_lock, budget_suffix, schema_lock
-from search.storage.outages import lost_connection, retrying
+from search.storage.outages import cause, lost_connection, retrying
 from search.workers.retries import RetryStaleTrials
 
 if TYPE_CHECKING:
@@ -34,6 +34,26 @@ logger = logging.getLogger(__name__)
 
 # Tables that only Optuna's storage makes (any one of them: its schema is being made).
 OPTUNA_FIRST_TABLES = {"studies", "version_info", "alembic_version"}
+
+# SQLSTATEs of a table, type or row that another session made first: unique_violation (on
+# PostgreSQL's catalogue of types, when two sessions create one table at once), duplicate_table,
+# duplicate_object.
+_MADE_MEANWHILE = ("23505", "42P07", "42710")
+
+
+def made_meanwhile(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``, if any, that says another worker made part of
+    Optuna's schema while this one made it: possible only when the schema lock was lost
+    mid-way, its connection ended by the database (an administrator, a restart), and the next
+    worker took it. Worth trying again: the next try finds what the other made."""
+    return cause(error, lambda seen: isinstance(seen, sqlalchemy.exc.DBAPIError)
+                 and (getattr(seen.orig, "sqlstate", None) or "") in _MADE_MEANWHILE)
+
+
+def _worth_again(create: bool) -> Callable[[BaseException], BaseException | None]:
+    """What opening a storage tries again: a dropped connection, and, when it may create
+    Optuna's tables, a part of them made meanwhile by another worker."""
+    return lambda error: lost_connection(error) or (made_meanwhile(error) if create else None)
 
 
 @contextlib.contextmanager
@@ -188,7 +208,8 @@ def open_storage(
     _check_path(address, create=create)
     return retrying(lambda: _open(address, create=create, heartbeat=heartbeat,
                                   drop_checkpoint=drop_checkpoint, storage_class=storage_class),
-                    wait, f"cannot open storage {address.shown!r}")
+                    wait, f"cannot open storage {address.shown!r}",
+                    transient=_worth_again(create))
 
 
 def _open_proxy(address: StorageAddress, *, create: bool,
@@ -256,6 +277,6 @@ def _open(address: StorageAddress, *, create: bool, heartbeat: tuple[int, int, i
             with _schema_lock(address, needed=create):
                 return storage_class(address, worker=heartbeat is not None, **options)
     except SQLAlchemyError as exc:
-        if lost_connection(exc):
+        if _worth_again(create)(exc):
             raise
         raise UserError(f"cannot open storage {shown!r}: {database_error(exc)}") from None
