@@ -41,7 +41,7 @@ OPTUNA_FIRST_TABLES = {"studies", "version_info", "alembic_version"}
 _MADE_MEANWHILE = ("23505", "42P07", "42710")
 
 
-def made_meanwhile(error: BaseException) -> BaseException | None:
+def _made_meanwhile(error: BaseException) -> BaseException | None:
     """The database error behind ``error``, if any, that says another worker made part of
     Optuna's schema while this one made it: possible only when the schema lock was lost
     mid-way, its connection ended by the database (an administrator, a restart), and the next
@@ -53,7 +53,7 @@ def made_meanwhile(error: BaseException) -> BaseException | None:
 def _worth_again(create: bool) -> Callable[[BaseException], BaseException | None]:
     """What opening a storage tries again: a dropped connection, and, when it may create
     Optuna's tables, a part of them made meanwhile by another worker."""
-    return lambda error: lost_connection(error) or (made_meanwhile(error) if create else None)
+    return lambda error: lost_connection(error) or (_made_meanwhile(error) if create else None)
 
 
 @contextlib.contextmanager

@@ -162,9 +162,8 @@ def freeze_start_up() -> None:
     them again: Keras's ``clear_session`` runs one before each trial, and tracing a trial's
     training step allocates enough to set off more. A worker process of 12 small trials took 22.8
     CPU-s without the freeze and 18.9 with it (``benchmarks/trial_overhead.py --freeze``), the
-    trials' values the same. Only the
-    command line's processes freeze: a notebook's kernel holds the user's objects too, whose
-    reference cycles must stay collectable.
+    trials' values the same. Only the command line's processes freeze: a notebook's kernel holds
+    the user's objects too, whose reference cycles must stay collectable.
     """
     gc.collect()
     gc.freeze()
