@@ -24,7 +24,9 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +76,7 @@ cli()
 """
 
 
-def worker_process(variant: str, trials: int) -> dict[str, object]:
+def worker_process(variant: str, trials: int) -> dict[str, Any]:
     """One ``hpsearch worker`` process's CPU seconds (its whole life) and its trials' values."""
     import os
     import resource
@@ -99,25 +101,24 @@ def worker_process(variant: str, trials: int) -> dict[str, object]:
     return {"cpu": cpu, "values": [t.value for t in trials_run]}
 
 
-def compare_freeze(rounds: int, trials: int) -> None:
-    cpu: dict[str, list[float]] = {"frozen": [], "thawed": []}
+def alternate(variants: tuple[str, str], run: Callable[[str], dict[str, Any]], rounds: int,
+              detail: Callable[[dict[str, Any]], str] = lambda result: "") -> list[float]:
+    """Run ``variants`` in alternating order, ``rounds`` times; print each round (CPU seconds,
+    ``detail``, whether the trials' values agree); return each variant's median CPU seconds."""
+    cpu: dict[str, list[float]] = {variant: [] for variant in variants}
     for number in range(1, rounds + 1):
         results = {}
-        order = ("frozen", "thawed") if number % 2 else ("thawed", "frozen")
-        for variant in order:
-            results[variant] = worker_process(variant, trials)
-            cpu[variant].append(float(results[variant]["cpu"]))  # type: ignore[arg-type]
-        same = results["frozen"]["values"] == results["thawed"]["values"]
+        for variant in variants if number % 2 else variants[::-1]:
+            results[variant] = run(variant)
+            cpu[variant].append(float(results[variant]["cpu"]))
+        same = results[variants[0]]["values"] == results[variants[1]]["values"]
         print(f"round {number}: " + ", ".join(
-            f"{v} {results[v]['cpu']:.1f} CPU-s" for v in ("frozen", "thawed"))
+            f"{v} {results[v]['cpu']:.1f} CPU-s{detail(results[v])}" for v in variants)
             + f"; same values: {same}")
-    frozen, thawed = statistics.median(cpu["frozen"]), statistics.median(cpu["thawed"])
-    print(f"median of {rounds} rounds, a worker process of {trials} trials: frozen "
-          f"{frozen:.1f} CPU-s, thawed {thawed:.1f} CPU-s: {1 - frozen / thawed:.0%} less "
-          f"({(thawed - frozen) / trials:.2f} CPU-s a trial)")
+    return [statistics.median(cpu[variant]) for variant in variants]
 
 
-def one(variant: str, trials: int) -> dict[str, object]:
+def one(variant: str, trials: int) -> dict[str, Any]:
     code = ROUND.format(root=str(ROOT), tests=str(ROOT / "tests"), variant=variant,
                         trials=trials)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -133,24 +134,18 @@ def main() -> None:
                         help="whole worker processes with and without the start-up freeze")
     args = parser.parse_args()
     if args.freeze:
-        compare_freeze(args.rounds, args.trials)
+        frozen, thawed = alternate(("frozen", "thawed"),
+                                   lambda v: worker_process(v, args.trials), args.rounds)
+        print(f"median of {args.rounds} rounds, a worker process of {args.trials} trials: "
+              f"frozen {frozen:.1f} CPU-s, thawed {thawed:.1f} CPU-s: "
+              f"{1 - frozen / thawed:.0%} less ({(thawed - frozen) / args.trials:.2f} CPU-s "
+              "a trial)")
         return
-    cpu: dict[str, list[float]] = {"once": [], "twice": []}
-    for number in range(1, args.rounds + 1):
-        results = {}
-        order = ("once", "twice") if number % 2 else ("twice", "once")
-        for variant in order:
-            results[variant] = one(variant, args.trials)
-            cpu[variant].append(float(results[variant]["cpu"]))  # type: ignore[arg-type]
-        same = results["once"]["values"] == results["twice"]["values"]
-        print(f"round {number}: " + ", ".join(
-            f"{v} {results[v]['cpu']:.1f} CPU-s ({results[v]['traced']} traces)"
-            for v in ("once", "twice")) + f"; same values: {same}")
-    once, twice = statistics.median(cpu["once"]), statistics.median(cpu["twice"])
+    once, twice = alternate(("once", "twice"), lambda v: one(v, args.trials), args.rounds,
+                            lambda result: f" ({result['traced']} traces)")
     print(f"median of {args.rounds} rounds, {args.trials} trials: traced once {once:.1f} CPU-s "
           f"({once / args.trials:.2f} a trial), twice {twice:.1f} CPU-s "
           f"({twice / args.trials:.2f} a trial): {1 - once / twice:.0%} less")
-
 
 if __name__ == "__main__":
     main()

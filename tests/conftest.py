@@ -42,12 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     long as the process anyway; only this test process's collector changes, not the code under
     test, and the processes the tests start collect as users' do."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
-        import gc
-
         from objectives import keras_setup  # noqa: F401
+        from search.workers.run import freeze_start_up
 
-        gc.collect()
-        gc.freeze()
+        freeze_start_up()  # as the command line's workers do
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
