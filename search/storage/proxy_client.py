@@ -17,9 +17,7 @@ import functools
 import importlib
 import logging
 import os
-import random
 import socket
-import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from optuna.trial import FrozenTrial
 from search.errors import UserError, database_error
 from search.storage import proxy_protocol as protocol
 from search.storage.address import StorageAddress
+from search.storage.locks import wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -138,14 +137,9 @@ class ProxyLock:
         self._held = False
 
     def acquire(self) -> None:
-        """Wait until the proxy holds the lock for this worker. Tried again after pauses that
-        grow from 5 ms to a second, jittered: a hundred waiting workers ask the proxy a hundred
-        times a second, not a thousand (which, at 200 workers, kept the proxy too busy to
-        serve the holder: 63 trials a minute where 138 are possible, docs/benchmarks.md)."""
-        pause = 0.005
-        while not self.try_acquire():
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 1.0)
+        """Wait until the proxy holds the lock for this worker, tried as a lock on the
+        database is (``search.storage.locks.wait_for``)."""
+        wait_for(self.try_acquire)
 
     def try_acquire(self) -> bool:
         if not self._held:
