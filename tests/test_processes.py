@@ -1,5 +1,5 @@
-"""Real ``hpsearch`` processes: interrupted mid-trial by a real signal, and the dashboard
-answering HTTP."""
+"""Real ``hpsearch`` processes: a run started with Ctrl-C ignored, and the dashboard answering
+HTTP. (A run or worker stopped mid-trial by a real SIGTERM or Ctrl-C: tests/test_resume.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 from conftest import HPSEARCH, free_port, interruptible, study_trials, wait_for
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 
@@ -33,44 +32,11 @@ def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
 
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_mid_trial_leaves_a_resumable_study(
-    stub_study: Callable[..., Path], tmp_path: Path, signum: int
-) -> None:
-    url = f"sqlite:///{tmp_path / 'slow.db'}"
-    study_file = stub_study(**SLOW_STUDY)
-    worker = subprocess.Popen(interruptible([HPSEARCH, "run", str(study_file), "--storage", url]),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
-                              for t in _trials(url)), 120, "a trial in the middle of training")
-        worker.send_signal(signum)
-        stdout, stderr = worker.communicate(timeout=60)
-    finally:
-        worker.kill()
-    assert worker.returncode == 128 + signum, f"{stdout[-2000:]}\n{stderr}"  # 130, 143
-    assert "Traceback" not in stderr
-    trials = _trials(url)
-    states = [t.state for t in trials]
-    assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL
-    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-    assert trials[-1].user_attrs["fail_reason"] == f"interrupted by {how}"
-    assert trials[-1].user_attrs["stop_reason"] == "interrupted"
-    assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: trial {trials[-1].number} marked failed; run the same command to "
-        "resume the study")
-
-    resumed = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url,
-                              "--n-trials", "1"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert sum(t.state == TrialState.COMPLETE for t in _trials(url)) == 1
-
-
 def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
     stub_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     """``nohup hpsearch run ... &``: the Ctrl-C of the terminal it was started from is not for
-    it (SIGTERM still stops it, see above)."""
+    it (SIGTERM still stops it: tests/test_resume.py)."""
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     worker = subprocess.Popen(
         interruptible([HPSEARCH, "run", str(stub_study(**SLOW_STUDY)), "--storage", url],

@@ -80,7 +80,7 @@ def test_workers_through_a_proxy_survive_a_killed_worker_and_a_proxy_restart(
     study_file = stub_study(**settings)
     artifacts = tmp_path / "artifacts"
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
-    _, stopped = _stop_mid_trial(lambda: _start("worker", study_file, grpc, artifacts),
+    _, stopped, _ = _stop_mid_trial(lambda: _start("worker", study_file, grpc, artifacts),
                                  checkpoint, signal.SIGKILL, EPOCHS)
     survivors = [_start("worker", study_file, grpc, artifacts) for _ in range(2)]
     # once a survivor trains the killed trial's retry, the proxy goes away

@@ -115,10 +115,11 @@ def _aborted_in_grpc(process: subprocess.Popen[str], errors: str) -> bool:
 
 
 def _stop_mid_trial(start: Callable[[], subprocess.Popen[str]], checkpoint: Path,
-                    how: signal.Signals, epochs: int = EPOCHS) -> tuple[subprocess.Popen[str], int]:
+                    how: signal.Signals, epochs: int = EPOCHS
+                    ) -> tuple[subprocess.Popen[str], int, str]:
     """Start a process with ``start`` and stop it with ``how`` once trial 0's checkpoint holds 3
-    epochs or more (of ``epochs``): the process, and the epochs its checkpoint holds when it
-    has ended. A process that ends before is told at once, with its stderr."""
+    epochs or more (of ``epochs``): the process, the epochs its checkpoint holds when it has
+    ended, and its stderr. A process that ends before is told at once, with its stderr."""
     for _ in range(2):
         process = start()
 
@@ -137,10 +138,10 @@ def _stop_mid_trial(start: Callable[[], subprocess.Popen[str]], checkpoint: Path
     else:
         raise AssertionError("aborted in TensorFlow's gRPC twice")
     process.send_signal(how)
-    process.communicate(timeout=120)
+    errors = process.communicate(timeout=120)[1]
     epoch = _checkpoint_epoch(checkpoint)
     assert 3 <= epoch < epochs, "the trial ended before it could be stopped"
-    return process, epoch
+    return process, epoch, errors
 
 
 def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
@@ -168,7 +169,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     study_file = stub_study(**this_study(2))
     artifacts = tmp_path / "artifacts"
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
-    _, stopped = _stop_mid_trial(
+    _, stopped, _ = _stop_mid_trial(
         lambda: _start("worker", study_file, storage_url, artifacts), checkpoint, signal.SIGKILL)
     (killed,) = _trials(storage_url)  # still running, as far as the storage knows
     status = subprocess.run([HPSEARCH, "status", "--storage", storage_url], capture_output=True,
@@ -194,10 +195,17 @@ def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
     study_file = stub_study(**this_study(1))
     artifacts = tmp_path / "artifacts"
     checkpoint = artifacts / "checkpoints" / "resume" / "trial-0.npz"
-    first, stopped = _stop_mid_trial(lambda: _start(command, study_file, url, artifacts),
-                                     checkpoint, how)
-    assert first.returncode == 128 + how
-    assert _trials(url)[0].user_attrs["stop_reason"] == "interrupted"
+    first, stopped, told = _stop_mid_trial(lambda: _start(command, study_file, url, artifacts),
+                                           checkpoint, how)
+    assert first.returncode == 128 + how, told  # 143, 130
+    assert "Traceback" not in told
+    (stopped_trial,) = _trials(url)  # marked failed, not left running
+    assert stopped_trial.state == TrialState.FAIL
+    assert stopped_trial.user_attrs["stop_reason"] == "interrupted"
+    assert stopped_trial.user_attrs["fail_reason"] == (
+        f"interrupted by {'SIGTERM' if how == signal.SIGTERM else 'Ctrl-C'}")
+    assert told.strip().splitlines()[-1] == (
+        "interrupted: trial 0 marked failed; run the same command to resume the study")
     again = _start(command, study_file, url, artifacts)
     errors = _finish(again)
     assert again.returncode == 0, errors
