@@ -180,7 +180,7 @@ def test_run_with_local_workers_never_prints_the_password_nor_starts_more_than_f
 
     url = sqlalchemy.engine.make_url(postgres_url).set(password="s3cret").render_as_string(
         hide_password=False)  # trust auth: the server ignores it, hpsearch must hide it
-    study_file = stub_study(**this_study(4, 2))
+    study_file = stub_study(**this_study(2, 1))
     done = subprocess.run([HPSEARCH, "run", str(study_file), "--storage", url,
                            "--workers", "500"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -191,7 +191,7 @@ def test_run_with_local_workers_never_prints_the_password_nor_starts_more_than_f
     assert len(warnings) == 1 and warnings[0].endswith(f"; starting {most}")
     assert f"started {most} workers x 1 TensorFlow threads" in done.stderr
     assert "postgres:***@" in done.stdout
-    assert len(_finished(postgres_url)) == 4
+    assert len(_finished(postgres_url)) == 2
 
 
 def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
