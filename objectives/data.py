@@ -10,13 +10,18 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from objectives import recipes
 from objectives.cache import derived_key, load_or_build, source_key
 from objectives.config import TABULAR, DataConfig
 from objectives.sources import DatasetError, read_source
+
+if TYPE_CHECKING:
+    from objectives.space import SearchSpace
 
 __all__ = ["CIFAR10_CLASSES", "Dataset", "DatasetError", "load_dataset", "make_stub"]
 
@@ -154,6 +159,22 @@ def _split_indices(y: np.ndarray, config: DataConfig, seed: int) -> tuple[np.nda
             raise too_small(val, f"data.validation_subset = {config.validation_subset}"
                             ) from None
     return np.sort(train), np.sort(val)
+
+
+def check_study_data(*, space: SearchSpace, data: DataConfig, seed: int) -> Dataset:
+    """The study's dataset (:func:`load_dataset`), checked against what ``space`` asks of it
+    before any storage is written: what the Keras MLP's objective loads when it is made, and
+    what ``run --workers`` loads (filling this machine's data cache for its workers) without
+    importing TensorFlow (``search.registry.DATA_CHECKS``).
+
+    Raises:
+        DatasetError: the data cannot be read, or cannot give what the space asks.
+    """
+    dataset = load_dataset(data, seed)
+    problems = recipes.check_data(space, dataset.input_shape)
+    if problems:
+        raise DatasetError("; ".join(problems))
+    return dataset
 
 
 @functools.lru_cache(maxsize=2)

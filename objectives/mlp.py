@@ -25,7 +25,7 @@ from objectives.checkpoints import (CheckpointError, Checkpointer, CheckpointSto
 from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
                                   multi_objective, trial_callbacks)
 from objectives.config import DataConfig, Metric, TrainingConfig, direction
-from objectives.data import Dataset, DatasetError, load_dataset
+from objectives.data import Dataset, check_study_data
 from objectives.feed import batches, order_seed
 from objectives.goals import Goals
 from objectives.pruning import CostAwareRule
@@ -365,11 +365,7 @@ class MlpObjective:
             raise ValueError(f"goals {self.goals.objectives} do not hold metric {metric!r}")
         self._measured: dict[str, float] = {}
         self.seed = seed
-        self.dataset = load_dataset(data, seed)
-        # what the space asks that only the data can refuse, before any storage is written
-        problems = recipes.check_data(space, self.dataset.input_shape)
-        if problems:
-            raise DatasetError("; ".join(problems))
+        self.dataset = check_study_data(space=space, data=data, seed=seed)
 
     def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
         try:

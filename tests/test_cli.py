@@ -142,6 +142,8 @@ BAD_RUNS = [
     (["run", "{dir}/pca.toml", "--storage", "sqlite:///{dir}/x.db"],
      "space.pca_components: reaches 4946, but the data's images hold 3072 values each (PCA "
      "keeps at most 3072 directions)"),
+    (["run", "{dir}/pca.toml", "--storage", "sqlite:///{dir}/x.db", "--workers", "2"],
+     "space.pca_components: reaches 4946"),  # checked by the run, which trains nothing itself
     (["run", "{study}", "--storage", "sqlite:///{dir}/lock.d/x.db"],
      "storage 'sqlite:///{dir}/lock.d/x.db': {dir}/lock.d/x.db.tiny.lock is in the way "
      "(hpsearch and SQLite keep a file of that name beside the database): move it"),

@@ -10,6 +10,7 @@ import datetime
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,6 +193,25 @@ def test_run_with_local_workers_never_prints_the_password_nor_starts_more_than_f
     assert f"started {most} workers x 1 TensorFlow threads" in done.stderr
     assert "postgres:***@" in done.stdout
     assert len(_finished(postgres_url)) == 2
+
+
+def test_a_run_with_workers_checks_the_data_without_importing_tensorflow(
+        stub_study: Callable[..., Path], tmp_path: Path) -> None:
+    """``run --workers`` creates the study and loads and checks its data in its own process,
+    which trains nothing: without importing TensorFlow, which cost that process 3 s before its
+    workers could start, and 0.5 GB it held for the whole run (``search.registry``)."""
+    study_file = stub_study(**this_study(2, 1))
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    code = ("import sys\n"
+            "from search.studyfile import load\n"
+            "from search.workers.run import start\n"
+            f"started = start(load({str(study_file)!r}), {url!r}, build=False)\n"
+            "print(started.left, started.objective, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "None", "False"]
+    assert [study.study_name for study in optuna.get_all_study_summaries(url)] == ["shared"]
 
 
 def test_workers_auto_does_not_oversubscribe_the_cores() -> None:

@@ -157,9 +157,10 @@ def run_with_workers(spec: StudyFile, study_file: Path, address: StorageAddress,
     from search.workers.outcomes import ended
     from search.workers.run import start
 
-    study, objective, _ = start(spec, address, artifacts=artifacts)
+    started = start(spec, address, artifacts=artifacts, build=False)  # no TensorFlow here
+    study = started.study
     before = ended(study)
-    if objective is not None:
+    if started.left:
         passed = [arg for flag, value in options.items() if value is not None
                   for arg in (flag, str(value))]
         with progress.TrialProgress(spec.study.metric) as display:

@@ -10,6 +10,7 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -18,7 +19,7 @@ from objectives.record import Key
 from search.artifacts.store import record_location
 from search.artifacts.trial_hooks import hooks_for
 from search.errors import UserError
-from search.registry import load_objective
+from search.registry import check_data, load_objective
 from search.samplers import make_pruner, make_sampler
 from search.storage.address import StorageAddress
 from search.storage.disk_space import keep_reserve
@@ -67,12 +68,24 @@ def prepare(spec: StudyFile, storage: str | StorageAddress, *,
     return opened, existing, finished
 
 
+@dataclass(frozen=True)
+class Started:
+    """A study created or resumed, before its trials run."""
+
+    study: optuna.Study
+    storage: Storage  # the storage it is on
+    left: bool  # whether trials are left to run
+    objective: ObjectiveFn | None  # ready when trials are left and it was built
+
+
 def start(
     spec: StudyFile, storage: str | StorageAddress, *, artifacts: str | None = None,
-    announce: bool = True,
-) -> tuple[optuna.Study, ObjectiveFn | None, Storage]:
-    """Create or resume the study, with its objective ready (none when nothing is left), and
-    the storage it is on.
+    announce: bool = True, build: bool = True,
+) -> Started:
+    """Create or resume the study, with its objective ready when trials are left. A process
+    that runs no trial itself (``run --workers``) passes ``build=False``: the objective's data
+    is loaded and checked all the same, without building the objective and so, for the Keras
+    MLP, without importing TensorFlow (``search.registry.check_data``).
 
     Everything that can be checked is checked before anything is written (no storage file, no
     table, no artifact folder): the sampler and pruner are built, the storage is reached, the
@@ -84,11 +97,15 @@ def start(
     address = StorageAddress.of(storage)
     check_storage(address, spec.name, wait=spec.workers.storage_wait)
     hooks = hooks_for(spec, address, artifacts)  # its store is made by open(), below
+    settings: dict[str, Any] = dict(
+        space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
+        seed=spec.study.seed, goals=spec.goals)
+    objective: ObjectiveFn | None = None
     try:
-        objective = load_objective(spec.study.objective)(
-            space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
-            seed=spec.study.seed, hooks=hooks, goals=spec.goals,
-        )
+        if build:
+            objective = load_objective(spec.study.objective)(hooks=hooks, **settings)
+        else:
+            check_data(spec.study.objective, **settings)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
     hooks.open()
@@ -101,7 +118,7 @@ def start(
     if existing is not None and target is not None and finished >= target:
         logger.info("study %r already has %d finished trials; nothing to run", spec.name,
                     finished)
-        return existing, None, opened
+        return Started(existing, opened, left=False, objective=None)
     study = existing or retrying(
         lambda: open_study(spec, opened, sampler=make_sampler(spec),
                            pruner=make_pruner(spec)),
@@ -113,7 +130,7 @@ def start(
         "study %r on %s: %s trials finished, %s", spec.name, address.describe(), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
     )
-    return study, objective, opened
+    return Started(study, opened, left=True, objective=objective)
 
 
 def run_study(
@@ -132,8 +149,9 @@ def run_study(
     same study). ``deadline`` (``time.monotonic()``) is when the time budget ends, if the command
     counted it from its own start; else it counts from when the trials begin. ``own_process``:
     the process is the command line's own, not a caller's (:func:`freeze_start_up`)."""
-    study, objective, opened = start(spec, storage, artifacts=artifacts, announce=announce)
-    if objective is None:
+    started = start(spec, storage, artifacts=artifacts, announce=announce)
+    study, objective = started.study, started.objective
+    if objective is None:  # nothing left to run
         return RunSummary(study=study, ran=0)
     if own_process:
         freeze_start_up()
@@ -142,7 +160,7 @@ def run_study(
                              list(goals.objectives) if goals.multi else None)
     if on_start is not None:
         on_start(study, spec.study.n_trials)
-    loop = WorkerLoop(spec, opened, study, objective, reporter, deadline=deadline)
+    loop = WorkerLoop(spec, started.storage, study, objective, reporter, deadline=deadline)
     loop.run()
     if reporter.stopped_by_failures:
         last = study.get_trials(deepcopy=False)[-1]
