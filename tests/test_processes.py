@@ -17,9 +17,9 @@ import optuna
 from optuna.trial import TrialState
 
 
-# This file's study, two trials of 12 epochs: overrides of the stub study.
+# This file's study, one trial of 12 epochs: overrides of the stub study.
 SLOW_STUDY: dict[str, Any] = dict(
-    study={"name": "slow", "n_trials": 2, "seed": 1}, sampler=None,
+    study={"name": "slow", "n_trials": 1, "seed": 1}, sampler=None,
     data={"validation_fraction": None},
     training={"max_epochs": 12, "early_stopping_patience": 12},
     space={"n_layers": 1, "units": 64, "activation": None, "optimizer": "adam",
@@ -50,7 +50,7 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(
     finally:
         worker.kill()
     assert worker.returncode == 0, f"{stdout[-2000:]}\n{stderr}"
-    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]  # trained to its end
 
 
 def test_dashboard_answers_on_its_address(
