@@ -36,10 +36,16 @@ else:
         import keras
 
 def _size_thread_pools() -> None:
-    """``HPSEARCH_TF_THREADS`` (set by ``hpsearch run --workers``) sizes TensorFlow's pools, so
-    several workers on one machine do not oversubscribe its cores."""
+    """``HPSEARCH_TF_THREADS`` (set by ``hpsearch run --workers``) sizes TensorFlow's pools and
+    numpy's BLAS pool (the whitening's covariance and eigendecomposition), so several workers
+    on one machine do not oversubscribe its cores."""
     threads = os.environ.get("HPSEARCH_TF_THREADS")
-    if threads and keras.backend.backend() == "tensorflow":
+    if not threads:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(threads), user_api="blas")  # for the rest of the process
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(int(threads))

@@ -27,8 +27,9 @@ import sqlalchemy
 import tomli_w
 
 # Under pytest-xdist (`make test` runs the suite on several test processes at once), each
-# process and every hpsearch process it starts gets one TensorFlow thread unless a test says
-# otherwise: the test processes share the machine's cores as `run --workers` shares them.
+# process and every hpsearch process it starts gets one TensorFlow thread and one BLAS thread
+# unless a test says otherwise: the test processes share the machine's cores as `run --workers`
+# shares them.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("HPSEARCH_TF_THREADS", "1")
 

@@ -214,6 +214,20 @@ def test_a_run_with_workers_checks_the_data_without_importing_tensorflow(
     assert [study.study_name for study in optuna.get_all_study_summaries(url)] == ["shared"]
 
 
+def test_a_worker_s_threads_bound_tensorflow_and_blas_alike() -> None:
+    """``--threads 1`` (``HPSEARCH_TF_THREADS``) gives a worker one TensorFlow thread and one
+    BLAS thread: numpy's eigendecomposition of the whitening no longer runs a thread per core
+    in each of several workers."""
+    code = ("import objectives.keras_setup, tensorflow as tf, threadpoolctl\n"
+            "blas = {p['num_threads'] for p in threadpoolctl.threadpool_info()\n"
+            "        if p['user_api'] == 'blas'}\n"
+            "print(tf.config.threading.get_intra_op_parallelism_threads(), sorted(blas))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HPSEARCH_TF_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "[1]"]
+
+
 def test_workers_auto_does_not_oversubscribe_the_cores() -> None:
     from search.workers.processes import resolve_layout
 

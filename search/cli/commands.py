@@ -108,7 +108,7 @@ def _load(study_file: Path, n_trials: int | None, timeout: float | None,
 @click.option("--workers", default="1", show_default=True, metavar="K|auto",
               help="Worker processes on this machine (auto: one per core).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="T",
-              help="TensorFlow threads per worker (default: cores / workers).")
+              help="TensorFlow and BLAS threads per worker (default: cores / workers).")
 @click.option("--gpus", metavar="I,J,...",
               help="The GPUs to train on, by index (default: all; with --workers auto, one "
                    "worker each).")
@@ -159,7 +159,7 @@ def run(study_file: Path, storage_url: str | None, n_trials: int | None,
 @study_file_arg
 @_run_options
 @click.option("--threads", type=click.IntRange(min=1), metavar="T",
-              help="TensorFlow threads for this worker (default: TensorFlow's own choice).")
+              help="TensorFlow and BLAS threads for this worker (default: their own choice).")
 @click.option("--part-of-run", is_flag=True, hidden=True)  # started by `run --workers`
 def worker(study_file: Path, storage_url: str | None, n_trials: int | None,
            timeout: float | None, data_path: str | None, artifacts: str | None,
