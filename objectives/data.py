@@ -23,7 +23,8 @@ from objectives.sources import DatasetError, read_source
 if TYPE_CHECKING:
     from objectives.space import SearchSpace
 
-__all__ = ["CIFAR10_CLASSES", "Dataset", "DatasetError", "load_dataset", "make_stub"]
+__all__ = ["CIFAR10_CLASSES", "Dataset", "DatasetError", "check_study_data", "load_dataset",
+           "make_stub"]
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
