@@ -39,10 +39,15 @@ class ObjectiveFactory(Protocol):
     ) -> Callable[[optuna.trial.Trial], float | list[float]]: ...
 
 
+def _resolve(path: str) -> Any:
+    """What ``"module:attribute"`` names, its module imported."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 def load_objective(name: str) -> ObjectiveFactory:
     """The factory registered under ``name`` (validated study files only name known ones)."""
-    module_name, _, attribute = OBJECTIVES[name].partition(":")
-    factory: Any = getattr(importlib.import_module(module_name), attribute)
+    factory: ObjectiveFactory = _resolve(OBJECTIVES[name])
     return factory
 
 
@@ -58,5 +63,4 @@ def check_data(name: str, *, space: SearchSpace, data: DataConfig, training: Tra
         load_objective(name)(space=space, data=data, training=training, metric=metric,
                              seed=seed, goals=goals)
         return
-    module_name, _, attribute = DATA_CHECKS[name].partition(":")
-    getattr(importlib.import_module(module_name), attribute)(space=space, data=data, seed=seed)
+    _resolve(DATA_CHECKS[name])(space=space, data=data, seed=seed)

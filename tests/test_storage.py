@@ -191,7 +191,6 @@ def test_a_schema_another_worker_makes_at_the_same_moment_is_opened_on_the_next_
     "alembic_version" already exists') and its worker ended. It opens the storage on its next
     try. Here the other worker is a transaction that has made Optuna's version table and
     commits a second later."""
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     made = threading.Event()
 
     def the_other_worker() -> None:
@@ -216,4 +215,3 @@ def test_a_schema_another_worker_makes_at_the_same_moment_is_opened_on_the_next_
         assert study.ask().number == 0
     finally:
         storage.engine.dispose()
-        admin.dispose()
