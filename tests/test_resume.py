@@ -5,6 +5,7 @@ ends with exactly N finished trials and no checkpoint left."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -82,9 +83,14 @@ def _checkpoint_epoch(path: Path) -> int:
         return 0
 
 
+Reference = Callable[[], dict[str, list[float]]]
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]]:
-    """Trial 0's history, run in one go (once for every test process)."""
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Trial 0's history, run in one go (once for every test process), asked for when a test
+    compares with it: after the test's own processes, so that a test process does not sit idle
+    while another computes it (the tests that need it start first on each process, together)."""
 
     def run() -> dict[str, list[float]]:
         folder = tmp_path_factory.mktemp("reference")
@@ -100,7 +106,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]
         (trial,) = _trials(url)
         return dict(trial.user_attrs["history"])
 
-    return computed_once(tmp_path_factory, f"resume-reference-{EPOCHS}", run)
+    return functools.cache(lambda: computed_once(tmp_path_factory,
+                                                 f"resume-reference-{EPOCHS}", run))
 
 
 def _aborted_in_grpc(process: subprocess.Popen[str], errors: str) -> bool:
@@ -145,7 +152,7 @@ def _stop_mid_trial(start: Callable[[], subprocess.Popen[str]], checkpoint: Path
 
 
 def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
-                    reference: dict[str, list[float]], n_trials: int) -> None:
+                    reference: Reference, n_trials: int) -> None:
     trials = _trials(url)
     assert trials[0].state == TrialState.FAIL
     (retry,) = [t for t in trials if t.user_attrs.get("resumes") == retry_of]
@@ -153,7 +160,7 @@ def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
     assert retry.user_attrs["first_try"] == 0
     assert retry.user_attrs["resumed_at_epoch"] == stopped
     assert retry.params == trials[0].params
-    assert retry.user_attrs["history"] == reference  # every epoch counted once
+    assert retry.user_attrs["history"] == reference()  # every epoch counted once
     assert retry.user_attrs["epochs_run"] == EPOCHS
     assert sorted(retry.intermediate_values) == list(range(EPOCHS))  # the whole curve
     assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials
@@ -164,7 +171,7 @@ def _assert_resumed(url: str, artifacts: Path, stopped: int, retry_of: int,
 @pytest.mark.long(85)
 def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     stub_study: Callable[..., Path], storage_url: str, tmp_path: Path,
-    reference: dict[str, list[float]],
+    reference: Reference,
 ) -> None:
     study_file = stub_study(**this_study(2))
     artifacts = tmp_path / "artifacts"
@@ -188,7 +195,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_last_checkpoint(
     ("worker", signal.SIGTERM, "sqlite"), ("run", signal.SIGINT, "postgresql")])
 def test_a_trial_stopped_by_sigterm_or_ctrl_c_resumes_when_the_study_runs_again(
     stub_study: Callable[..., Path], tmp_path: Path, command: str, how: signal.Signals,
-    backend: str, request: pytest.FixtureRequest, reference: dict[str, list[float]],
+    backend: str, request: pytest.FixtureRequest, reference: Reference,
 ) -> None:
     url = (f"sqlite:///{tmp_path / 'studies.db'}" if backend == "sqlite"
            else request.getfixturevalue("postgres_url"))

@@ -96,7 +96,9 @@ def test_three_workers_end_with_exactly_n_trials(
     assert len(set(configurations)) == 7  # the workers did not all draw the same ones
     assert all({"n_layers", "units_l0", "optimizer", "learning_rate"} <= set(t.params)
                for t in finished)
-    assert len({t.user_attrs["worker"] for t in trials}) >= 2
+    # every finished trial says which worker ran it (a trial whose connection was ended as it
+    # was created failed before it could say, and another trial took its place)
+    assert len({t.user_attrs["worker"] for t in finished}) >= 2
 
 
 @contextlib.contextmanager
