@@ -248,6 +248,17 @@ def test_a_failing_store_costs_the_figures_not_the_trial(
     assert all("No space left" in t.user_attrs["artifact_error"] for t in trials)
 
 
+def test_a_store_s_folder_is_made_with_its_first_artifact(tmp_path: Path) -> None:
+    """Opening a store (a command that reads, a study that keeps nothing) makes no folder; the
+    first artifact written makes it, whole."""
+    store = open_store(str(tmp_path / "new" / "store"))
+    assert list(tmp_path.iterdir()) == []
+    store.write("figure.png", io.BytesIO(b"png"))
+    assert (tmp_path / "new" / "store" / "figure.png").read_bytes() == b"png"
+    with store.open_reader("figure.png") as reader:
+        assert reader.read() == b"png"
+
+
 def test_bad_artifact_stores_are_one_line_errors(tmp_path: Path) -> None:
     study_file = tmp_path / "bad.toml"
     study_file.write_text(stub_study_text(**{

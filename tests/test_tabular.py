@@ -67,9 +67,14 @@ def test_a_table_study_runs_through_the_commands_and_repeats(tmp_path: Path) -> 
         assert trial.user_attrs[Key.SIMULATED_SECONDS] > 0
         assert 0.0 < trial.value <= 1.0
 
-    for command in ("best", "trials", "status"):
+    for command in ("best", "trials", "status", "compare"):
         shown = invoke(command, "--storage", f"sqlite:///{tmp_path / 'a'}.db")
         assert shown.exit_code == 0, shown.output
+    report = invoke("report", "--storage", f"sqlite:///{tmp_path / 'a'}.db", "--output",
+                    str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    # a table keeps no artifacts: no store folder by the databases, after runs or reports
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["report"]
     assert "configuration" in invoke("best", "--storage", f"sqlite:///{tmp_path / 'a'}.db").stdout
     evaluated = invoke("evaluate", "--storage", f"sqlite:///{tmp_path / 'a'}.db",
                        "--output", str(tmp_path / "evaluation"))

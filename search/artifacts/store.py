@@ -49,6 +49,7 @@ class FolderArtifactStore(optuna.artifacts.FileSystemArtifactStore):
             raise ValueError(f"Invalid artifact_id: {artifact_id}")
         partial = f".{artifact_id}.partial"
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)  # with the first artifact
             super().write(partial, content_body)
             os.replace(self.folder / partial, self.folder / artifact_id)
         except BaseException:
@@ -57,10 +58,12 @@ class FolderArtifactStore(optuna.artifacts.FileSystemArtifactStore):
 
 
 def open_store(location: str) -> Any:
-    """The artifact store at ``location``, made if it is a folder that does not exist yet.
+    """The artifact store at ``location``. A folder that does not exist yet is made with the
+    first artifact written to it, not before: a command that only reads (``dashboard``,
+    ``report``) or a study whose objective keeps no artifacts (a table's) leaves none behind.
 
     Raises:
-        UserError: the folder cannot be made or written, or S3 is asked for without boto3.
+        UserError: the folder could not be made or written, or S3 is asked for without boto3.
     """
     if location.startswith("s3://"):
         bucket = location.removeprefix("s3://").strip("/")
@@ -73,13 +76,12 @@ def open_store(location: str) -> Any:
                             "'hpsearch[s3]'") from None
         return optuna.artifacts.Boto3ArtifactStore(bucket)
     folder = Path(location)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"artifact store {location}: cannot make the folder ({exc.strerror})"
-                        ) from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"artifact store {location}: the folder is not writable")
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise UserError(f"artifact store {location}: cannot make the folder ({existing} is not "
+                        "a folder)")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"artifact store {location}: {existing} is not writable")
     return FolderArtifactStore(folder)
 
 
