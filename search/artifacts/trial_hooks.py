@@ -35,7 +35,8 @@ MODEL_SUFFIX = ".keras"
 
 class TrialArtifacts:
     """The objective's hooks that store each trial's figures and keep the best models; the
-    store is opened (a folder made) by :meth:`open`, before the first trial."""
+    store is opened (checked; its folder is made with the first artifact) by :meth:`open`,
+    before the first trial."""
 
     def __init__(self, spec: StudyFile, location: str) -> None:
         self.spec = spec
@@ -46,7 +47,7 @@ class TrialArtifacts:
         self.maximize = spec.study.resolved_direction == "maximize"
 
     def open(self) -> None:
-        """Open (or make) the store.
+        """Open the store (:func:`open_store`).
 
         Raises:
             UserError: as :func:`open_store`.

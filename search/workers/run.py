@@ -96,7 +96,7 @@ def start(
     make_sampler(spec), make_pruner(spec)
     address = StorageAddress.of(storage)
     check_storage(address, spec.name, wait=spec.workers.storage_wait)
-    hooks = hooks_for(spec, address, artifacts)  # its store is made by open(), below
+    hooks = hooks_for(spec, address, artifacts)  # its store is checked by open(), below
     settings: dict[str, Any] = dict(
         space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
         seed=spec.study.seed, goals=spec.goals)
