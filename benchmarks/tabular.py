@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -119,18 +119,25 @@ RUNNERS: dict[str, Callable[[str, str, int, int], list[Any]]] = {
 }
 
 
-def curve(trials: list[Any], family: str, table: dict[str, Any]) -> list[tuple[float, float]]:
+class Ended(NamedTuple):
+    """What the regret curve needs of one trial that ended with a value: light enough to send
+    back from a pool's process, where a study's trials are not."""
+
+    value: float
+    seconds: float  # its simulated training time
+    configuration: dict[str, Any]
+
+
+def curve(trials: list[Ended], family: str, table: dict[str, Any]) -> list[tuple[float, float]]:
     """(cumulative simulated seconds, regret of the incumbent) after each trial."""
     maximize = table["maximize"]
     spent, incumbent, points = 0.0, None, []
     for trial in trials:
-        if trial.value is None:
-            continue
-        spent += float(trial.user_attrs[Key.SIMULATED_SECONDS])
+        spent += trial.seconds
         if incumbent is None or (trial.value > incumbent.value if maximize
                                  else trial.value < incumbent.value):
             incumbent = trial
-        config = tuple(incumbent.user_attrs[Key.CONFIGURATION][name] for name in table["names"])
+        config = tuple(incumbent.configuration[name] for name in table["names"])
         points.append((spent, regret(family, table["means"][config], table["best"])))
     return points
 
@@ -155,20 +162,14 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def job(args: tuple[str, str, int, int, str]) -> tuple[str, str, int, str, list[Any], float]:
+def job(args: tuple[str, str, int, int, str]) -> tuple[str, str, int, str, list[Ended], float]:
     family, task, seed, trials, method = args
     _quiet()
     started = time.perf_counter()
     found = RUNNERS[method](family, task, seed, trials)
-    light = [(t.value, t.user_attrs[Key.SIMULATED_SECONDS], t.user_attrs[Key.CONFIGURATION])
-             for t in found if t.value is not None]
-    return family, task, seed, method, light, time.perf_counter() - started
-
-
-class _Light:
-    def __init__(self, value: float, seconds: float, configuration: dict[str, Any]) -> None:
-        self.value = value
-        self.user_attrs = {Key.SIMULATED_SECONDS: seconds, Key.CONFIGURATION: configuration}
+    ended = [Ended(t.value, float(t.user_attrs[Key.SIMULATED_SECONDS]),
+                   t.user_attrs[Key.CONFIGURATION]) for t in found if t.value is not None]
+    return family, task, seed, method, ended, time.perf_counter() - started
 
 
 def main() -> None:
@@ -189,10 +190,9 @@ def main() -> None:
     curves: dict[tuple[str, str, str], list[list[tuple[float, float]]]] = {}
     seconds: dict[str, float] = {method: 0.0 for method in args.methods}
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-        for family, task, seed, method, light, took in pool.imap_unordered(job, jobs):
-            trials = [_Light(*row) for row in light]
+        for family, task, seed, method, ended, took in pool.imap_unordered(job, jobs):
             curves.setdefault((family, task, method), []).append(
-                curve(trials, family, tables[(family, task)]))
+                curve(ended, family, tables[(family, task)]))
             seconds[method] += took
     lines = summarize(curves, tables, tasks, args)
     lines.append(f"wall time {time.perf_counter() - started:.0f} s on {args.processes} "

@@ -165,8 +165,9 @@ def _split_indices(y: np.ndarray, config: DataConfig, seed: int) -> tuple[np.nda
 def check_study_data(*, space: SearchSpace, data: DataConfig, seed: int) -> Dataset:
     """The study's dataset (:func:`load_dataset`), checked against what ``space`` asks of it
     before any storage is written: what the Keras MLP's objective loads when it is made, and
-    what ``run --workers`` loads (filling this machine's data cache for its workers) without
-    importing TensorFlow (``search.registry.DATA_CHECKS``).
+    what every process of a study loads before it knows whether trials are left (``run
+    --workers`` fills this machine's data cache for its workers), without importing TensorFlow
+    (``search.registry.DATA_CHECKS``).
 
     Raises:
         DatasetError: the data cannot be read, or cannot give what the space asks.

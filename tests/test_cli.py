@@ -52,8 +52,16 @@ def test_run_resume_and_read_back(write_study: Callable[..., Path], storage_url:
         f"study 'tiny' on {where}: 0 trials finished, running up to 3")
     assert len(finished(storage_url)) == 3
 
-    again = invoke("run", str(study_file), "--storage", storage_url)
-    assert again.exit_code == 0 and "already has 3 finished trials" in again.stderr
+    # Run again, in a process of its own: the budget is spent, and it ends without importing
+    # TensorFlow (the objective is built only when trials are left: search.workers.run.start).
+    again = _in_a_fresh_process(
+        f"result = CliRunner().invoke(cli, ['run', {str(study_file)!r}, '--storage', "
+        f"{storage_url!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'already has 3 finished trials' in result.stderr, result.stderr\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n",
+        cwd=study_file.parent)
+    assert again.returncode == 0, again.stderr
 
     more = invoke("run", str(study_file), "--storage", storage_url, "--n-trials", "4")
     assert more.exit_code == 0 and "ran 1 trials" in more.stdout
@@ -312,22 +320,27 @@ def test_validate_shows_the_warm_start_trials_within_the_budget(
     assert first_trials(cold) == []
 
 
+def _in_a_fresh_process(script: str, cwd: Path | None = None
+                        ) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a new Python process, in ``cwd`` (by default the repository), after
+    ``import sys``, ``CliRunner`` and the ``cli``."""
+    repo = Path(__file__).resolve().parent.parent
+    script = ("import sys\n"
+              "from click.testing import CliRunner\n"
+              "from search.cli import cli\n") + script
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd or repo, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
+
+
 def test_every_command_has_help_and_none_imports_tensorflow() -> None:
-    script = (
-        "import sys\n"
-        "from click.testing import CliRunner\n"
-        "from search.cli import cli\n"
+    done = _in_a_fresh_process(
         "for args in [['--help'], ['run', '--help'], ['validate', '--help'], ['status', '--help'],"
         " ['trials', '--help'], ['best', '--help'], ['dashboard', '--help'],"
         " ['compare', '--help'], ['validate', 'studies/cifar10-mlp.toml'],"
         " ['validate', 'studies/cifar10-pareto.toml']]:\n"
         "    result = CliRunner().invoke(cli, args)\n"
         "    assert result.exit_code == 0, (args, result.output)\n"
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
-    )
-    repo = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
     assert done.returncode == 0, done.stderr
 
 

@@ -10,7 +10,6 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 
@@ -19,7 +18,7 @@ from objectives.record import Key
 from search.artifacts.store import record_location
 from search.artifacts.trial_hooks import hooks_for
 from search.errors import UserError
-from search.registry import check_data, load_objective
+from search.registry import checked_objective
 from search.samplers import make_pruner, make_sampler
 from search.storage.address import StorageAddress
 from search.storage.disk_space import keep_reserve
@@ -83,9 +82,10 @@ def start(
     announce: bool = True, build: bool = True,
 ) -> Started:
     """Create or resume the study, with its objective ready when trials are left. A process
-    that runs no trial itself (``run --workers``) passes ``build=False``: the objective's data
-    is loaded and checked all the same, without building the objective and so, for the Keras
-    MLP, without importing TensorFlow (``search.registry.check_data``).
+    that runs no trial itself (``run --workers``) passes ``build=False``. The objective is built
+    only once trials are known to be left: the Keras MLP's data is loaded and checked first
+    without TensorFlow (``search.registry.checked_objective``), so a command that finds the
+    study's budget spent, or starts workers and trains nothing itself, never imports it.
 
     Everything that can be checked is checked before anything is written (no storage file, no
     table, no artifact folder): the sampler and pruner are built, the storage is reached, the
@@ -97,15 +97,10 @@ def start(
     address = StorageAddress.of(storage)
     check_storage(address, spec.name, wait=spec.workers.storage_wait)
     hooks = hooks_for(spec, address, artifacts)  # its store is checked by open(), below
-    settings: dict[str, Any] = dict(
-        space=spec.space, data=spec.data, training=spec.training, metric=spec.study.metric,
-        seed=spec.study.seed, goals=spec.goals)
-    objective: ObjectiveFn | None = None
     try:
-        if build:
-            objective = load_objective(spec.study.objective)(hooks=hooks, **settings)
-        else:
-            check_data(spec.study.objective, **settings)
+        build_objective = checked_objective(
+            spec.study.objective, space=spec.space, data=spec.data, training=spec.training,
+            metric=spec.study.metric, seed=spec.study.seed, goals=spec.goals, hooks=hooks)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
     hooks.open()
@@ -130,7 +125,7 @@ def start(
         "study %r on %s: %s trials finished, %s", spec.name, address.describe(), finished,
         f"running up to {target}" if target else f"running for {spec.study.timeout:g} s",
     )
-    return Started(study, opened, left=True, objective=objective)
+    return Started(study, opened, left=True, objective=build_objective() if build else None)
 
 
 def run_study(
