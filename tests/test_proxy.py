@@ -184,6 +184,7 @@ def test_a_malformed_proxy_url_is_one_line(url: str, told: str) -> None:
     assert "secret" not in str(raised.value)
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_proxy_that_does_not_answer_or_is_optuna_s_own_is_one_line(tmp_path: Path) -> None:
     port = free_port()
     with pytest.raises(UserError, match=rf"cannot reach storage 'grpc://127.0.0.1:{port}': "):

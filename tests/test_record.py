@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState, create_trial
 
 from objectives.record import (Key, StopReason, evaluation_key, evaluations, lineage,
@@ -32,6 +33,7 @@ def test_no_module_but_the_record_spells_its_keys() -> None:
     assert found == []
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_retry_reads_back_through_optuna_s_own_readers() -> None:
     study = optuna.create_study(direction="minimize")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
