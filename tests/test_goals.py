@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from optuna.trial import TrialState
 
+from conftest import stub_study_text
 from objectives.goals import Goals
 from objectives.record import Key
 from search import studyfile
@@ -25,65 +26,32 @@ from search.errors import UserError
 
 BIN = Path(sys.executable).parent
 
-TWO_OBJECTIVES = """
-[study]
-name = "pareto"
-n_trials = 3
-seed = 3
-objectives = ["val_accuracy", "n_params"]
+OBJECTIVES = ["val_accuracy", "n_params"]
 
-[sampler]
-type = "{sampler}"
 
-[data]
-dataset = "stub"
-validation_fraction = 0.2
+def two_objectives(sampler: str = "tpe", **study: Any) -> str:
+    """The stub study with two objectives, accuracy against size (``study`` overrides its
+    section)."""
+    return stub_study_text(
+        study={"name": "pareto", "objectives": OBJECTIVES, **study},
+        sampler={"type": sampler, "n_startup_trials": None}, pruner=None,
+        training={"max_epochs": 2, "early_stopping_patience": None},
+        space={"optimizer": "adam"})
 
-[training]
-max_epochs = 2
-
-[space]
-n_layers = {{low = 1, high = 2}}
-units = {{low = 16, high = 64, log = true}}
-activation = ["relu", "tanh"]
-optimizer = "adam"
-batch_size = 128
-"""
 
 # Two fixed trials on either side of a budget of 100,000 parameters (CIFAR-shaped stub data:
 # 3,072 inputs, 10 classes; no BatchNorm): [16] has 49,338, [64, 64] has 201,482.
-BUDGET = """
-[study]
-name = "budget"
-n_trials = {n_trials}
-seed = 3
-constraints = {{{constraint}}}
+SMALL_AND_LARGE = [{"label": "small", "hidden_layers": [16]},
+                   {"label": "large", "hidden_layers": [64, 64]}]
 
-[pruner]
-type = "none"
 
-[data]
-dataset = "stub"
-validation_fraction = 0.2
-
-[training]
-max_epochs = 2
-
-[space]
-n_layers = {{low = 1, high = 2}}
-units = {{low = 16, high = 64}}
-batch_norm = false
-optimizer = "adam"
-batch_size = 128
-
-[[fixed_trials]]
-label = "small"
-hidden_layers = [16]
-
-[[fixed_trials]]
-label = "large"
-hidden_layers = [64, 64]
-"""
+def constrained(constraints: dict[str, float], n_trials: int = 2) -> str:
+    """The stub study with ``constraints`` and the two fixed trials of SMALL_AND_LARGE."""
+    return stub_study_text(
+        study={"name": "budget", "n_trials": n_trials, "constraints": constraints},
+        sampler=None, training={"max_epochs": 2, "early_stopping_patience": None},
+        space={"units": {"low": 16, "high": 64}, "batch_norm": False, "optimizer": "adam"},
+        fixed_trials=SMALL_AND_LARGE)
 
 
 def invoke(*args: str) -> Result:
@@ -103,36 +71,33 @@ def _problems(write_study: Callable[..., Path], text: str) -> str:
 
 def test_objectives_and_constraints_validate_with_one_line_each(
         write_study: Callable[..., Path]) -> None:
-    base = TWO_OBJECTIVES.format(sampler="tpe")
-    spec = studyfile.load(write_study(base))
+    spec = studyfile.load(write_study(two_objectives()))
     assert spec.study.goals == Goals(("val_accuracy", "n_params"))
     assert spec.study.goals.directions == ["maximize", "minimize"]
     assert spec.study.metric == "val_accuracy" and spec.study.multi_objective
 
-    message = _problems(write_study, base.replace('"n_params"]', '"n_parms"]'))
+    message = _problems(write_study, two_objectives(objectives=["val_accuracy", "n_parms"]))
     assert "study.objectives[1]" in message and "did you mean 'n_params'?" in message
-    message = _problems(write_study, base.replace('["val_accuracy", "n_params"]',
-                                                  '["n_params", "latency_ms"]'))
+    message = _problems(write_study, two_objectives(objectives=["n_params", "latency_ms"]))
     assert "exactly one validation metric" in message
-    message = _problems(write_study, base.replace('["val_accuracy", "n_params"]',
-                                                  '["val_accuracy", "val_accuracy"]'))
+    message = _problems(write_study, two_objectives(objectives=["val_accuracy"] * 2))
     assert "each name once" in message
-    message = _problems(write_study, base.replace("seed = 3", 'seed = 3\nmetric = "val_loss"'))
+    message = _problems(write_study, two_objectives(metric="val_loss"))
     assert "leave metric out" in message
-    message = _problems(write_study, base.replace("seed = 3", 'seed = 3\ndirection = "maximize"'))
+    message = _problems(write_study, two_objectives(direction="maximize"))
     assert "direction" in message
-    message = _problems(write_study, TWO_OBJECTIVES.format(sampler="cmaes"))
+    message = _problems(write_study, two_objectives("cmaes"))
     assert message.endswith("sampler.type: 'cmaes' takes one objective, but the study has 2 "
                             "(['val_accuracy', 'n_params']); take tpe, nsga2, nsga3, gp or "
                             "random")
     for sampler in ("nsga2", "nsga3", "random", "tpe"):
-        studyfile.load(write_study(TWO_OBJECTIVES.format(sampler=sampler)))
+        studyfile.load(write_study(two_objectives(sampler)))
 
-    budget = BUDGET.format(n_trials=2, constraint="n_params = 100_000")
+    budget = constrained({"n_params": 100_000})
     assert studyfile.load(write_study(budget)).study.goals.constraints == {"n_params": 100_000}
-    message = _problems(write_study, budget.replace("n_params = 100_000", "n_param = 3"))
+    message = _problems(write_study, constrained({"n_param": 3}))
     assert "study.constraints.n_param: " in message and "did you mean 'n_params'?" in message
-    message = _problems(write_study, budget.replace("100_000", "0"))
+    message = _problems(write_study, constrained({"n_params": 0}))
     assert "study.constraints.n_params: Input should be greater than 0" in message
 
 
@@ -141,7 +106,7 @@ def test_a_plain_study_keeps_its_fingerprint(write_study: Callable[..., Path],
     """Studies made before objectives and constraints existed resume unchanged."""
     assert set(studyfile.load(stub_study()).fingerprint()) == {
         "objective", "metric", "space"}
-    spec = studyfile.load(write_study(TWO_OBJECTIVES.format(sampler="tpe")))
+    spec = studyfile.load(write_study(two_objectives()))
     assert spec.fingerprint()["objectives"] == ["val_accuracy", "n_params"]
 
 
@@ -183,8 +148,7 @@ def _dashboard_front(url: str) -> list[int]:
 
 def test_a_two_objective_study_end_to_end(write_study: Callable[..., Path], storage_url: str,
                                           tmp_path: Path) -> None:
-    result = invoke("run", str(write_study(TWO_OBJECTIVES.format(sampler="tpe"))),
-                    "--storage", storage_url)
+    result = invoke("run", str(write_study(two_objectives())), "--storage", storage_url)
     assert result.exit_code == 0, result.output
     assert "Pareto front:" in result.stdout
 
@@ -233,7 +197,7 @@ def test_a_two_objective_study_end_to_end(write_study: Callable[..., Path], stor
 def test_a_budget_study_never_trains_a_trial_over_it(write_study: Callable[..., Path],
                                                      tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'budget.db'}"
-    path = write_study(BUDGET.format(n_trials=2, constraint="n_params = 100_000"))
+    path = write_study(constrained({"n_params": 100_000}))
     result = invoke("run", str(path), "--storage", url)
     assert result.exit_code == 0, result.output
     assert "trial 1 not trained: over the study's constraints (n_params 201482 > 100000)" \
@@ -250,8 +214,8 @@ def test_a_budget_study_never_trains_a_trial_over_it(write_study: Callable[..., 
 
     # over a latency constraint no trial is feasible: none is trained, and `best` says so
     url = f"sqlite:///{tmp_path / 'fast.db'}"
-    result = invoke("run", str(write_study(BUDGET.format(
-        n_trials=2, constraint="latency_ms = 1e-9"), name="fast.toml")), "--storage", url)
+    result = invoke("run", str(write_study(constrained({"latency_ms": 1e-9}), name="fast.toml")),
+                    "--storage", url)
     assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name="budget", storage=url).trials
     assert [t.user_attrs["stop_reason"] for t in trials] == ["infeasible"] * 2
@@ -313,49 +277,16 @@ def test_the_cost_aware_rule_judges_a_trial_only_against_trials_that_cost_no_mor
     assert not rule.prunes(1, [2.0, 1.3], {"n_params": 5}, losses, maximize=False)
 
 
-DOMINATED = """
-[study]
-name = "budget"
-n_trials = 3
-seed = 3
-objectives = ["val_accuracy", "n_params"]
-
-[pruner]
-type = "median"
-n_startup_trials = 2
-n_warmup_steps = 1
-
-[data]
-dataset = "stub"
-validation_fraction = 0.2
-
-[training]
-max_epochs = 4
-early_stopping_patience = 4
-
-[space]
-n_layers = {low = 1, high = 2}
-units = {low = 16, high = 64}
-batch_norm = false
-optimizer = "adam"
-learning_rate = {low = 1e-8, high = 1e-2, log = true}
-batch_size = 128
-
-[[fixed_trials]]
-label = "small-2"
-hidden_layers = [20]
-learning_rate = 0.003
-
-[[fixed_trials]]
-label = "small"
-hidden_layers = [16]
-learning_rate = 0.003
-
-[[fixed_trials]]
-label = "large"
-hidden_layers = [64, 64]
-learning_rate = 1e-7
-"""
+# Two small trials that learn and a large one that cannot, accuracy against size.
+DOMINATED = stub_study_text(
+    study={"name": "budget", "n_trials": 3, "objectives": OBJECTIVES},
+    sampler=None, pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+    training={"max_epochs": 4, "early_stopping_patience": 4},
+    space={"units": {"low": 16, "high": 64}, "batch_norm": False, "optimizer": "adam",
+           "learning_rate": {"low": 1e-8, "high": 1e-2, "log": True}},
+    fixed_trials=[{"label": "small-2", "hidden_layers": [20], "learning_rate": 0.003},
+                  {"label": "small", "hidden_layers": [16], "learning_rate": 0.003},
+                  {"label": "large", "hidden_layers": [64, 64], "learning_rate": 1e-7}])
 
 
 def test_a_two_objective_study_prunes_a_dominated_trial(write_study: Callable[..., Path],
