@@ -19,6 +19,8 @@ parameters, learning rate, batch size) and the same train/validation split of CI
 - hpsearch-recipes: hpsearch in the seed's space widened by the training recipes
   (``RECIPES_TOML``: widths to 4096, Nadam and Lion, learning-rate schedules, label smoothing,
   flips and shifts, standardization and PCA/ZCA whitening), otherwise as hpsearch;
+- hpsearch-recipes-share-off: the same with ``max_trial_share = 1``: any trial may take any
+  part of the budget, as before that rule (``objectives.budget``);
 - plain-optuna, kerastuner, hand-built: see ``benchmarks/_others.py`` (Keras ``model.fit`` on
   float32 arrays, as their users write them). The hand-built experiments run to their end.
 
@@ -57,7 +59,9 @@ HPSEARCH = Path(sys.executable).parent / "hpsearch"
 PLOT = REPO / "docs" / "search-efficiency.png"
 TARGETS = (0.55, 0.60)  # times to reach these are shown
 WRAP_UP_S = 60  # hpsearch's --timeout is the budget less this (see run_hpsearch)
-METHODS = ["hpsearch-recipes", "hpsearch", "random", "plain-optuna", "kerastuner", "hand-built"]
+METHODS = ["hpsearch-recipes", "hpsearch-recipes-share-off", "hpsearch", "random",
+           "plain-optuna", "kerastuner", "hand-built"]
+HPSEARCH_METHODS = ("hpsearch", "random", "hpsearch-recipes", "hpsearch-recipes-share-off")
 
 SPACE_TOML = """
 [space]
@@ -187,12 +191,16 @@ def run_hpsearch(method: str, args: argparse.Namespace, folder: Path) -> Result:
         t0 = float((folder / f"{method}.t0").read_text())
     else:
         _fresh(folder, method)
-        # Random search is the baseline: no pruner and no warm start either.
-        warm, extra = (("warm_start = false\n", '[sampler]\ntype = "random"\n'
-                        '[pruner]\ntype = "none"\n') if method == "random" else ("", ""))
+        # Random search is the baseline: no pruner, no warm start and no share of the time
+        # budget either.
+        warm, extra = (("warm_start = false\nmax_trial_share = 1\n",
+                        '[sampler]\ntype = "random"\n[pruner]\ntype = "none"\n')
+                       if method == "random" else ("", ""))
+        if method == "hpsearch-recipes-share-off":
+            warm = "max_trial_share = 1\n"
+        space = RECIPES_TOML if method.startswith("hpsearch-recipes") else SPACE_TOML
         study_file.write_text(f'[study]\nname = "{method}"\nseed = {args.seed}\n{warm}'
-                              f'[data]\ndataset = "cifar10"\n{extra}'
-                              f'{RECIPES_TOML if method == "hpsearch-recipes" else SPACE_TOML}')
+                              f'[data]\ndataset = "cifar10"\n{extra}{space}')
         t0 = time.time()
         # hpsearch's own time budget ends a minute before the benchmark's: its trials still
         # training then stop and are recorded at their best epoch (objectives.budget), and the
@@ -381,8 +389,7 @@ def main() -> None:
         for method in args.methods:
             print(f"{method}: searching for {args.minutes:g} min ...", flush=True)
             started = time.perf_counter()
-            runner = (run_hpsearch if method in ("hpsearch", "random", "hpsearch-recipes")
-                      else run_other)
+            runner = run_hpsearch if method in HPSEARCH_METHODS else run_other
             result = runner(method, args, folder)
             results.append(result)
             horizon = budget if method != "hand-built" else 1e9
@@ -427,7 +434,8 @@ def main() -> None:
             "training then are recorded at their best epoch, within the budget, as a user's "
             "run with a timeout ends; the other tools lose the trial they were training. "
             "The same validation split for all and the same search space, the seed's, for all "
-            "but hpsearch-recipes, which searches it widened by the training recipes. \"Best "
+            "but hpsearch-recipes (and -share-off: with `max_trial_share = 1`), which search it "
+            "widened by the training recipes. \"Best "
             "from\" says whether the best trial was one the method's sampler proposed or a "
             "configuration given to it (hpsearch's warm-start references, the hand-built "
             "experiments). The best configuration of each is "

@@ -3,8 +3,10 @@ callbacks every trial trains with."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from objectives.keras_setup import keras
@@ -89,6 +91,62 @@ class StopAtBudgetEnd(keras.callbacks.Callback):
             raise budget.BudgetSpent()
 
 
+class PastShare(optuna.TrialPruned):
+    """A trial took more than its share of the run's time budget without leading the study."""
+
+
+class StopPastShare(keras.callbacks.Callback):
+    """Ends ``fit`` with :class:`PastShare` at the first step or epoch end after the trial has
+    taken more than ``budget.trial_limit()`` seconds since it started, unless its best epoch
+    so far leads the study (``budget.leads``). The study's best is read once an epoch, once
+    the trial is past its limit. Placed after the recorder and the pruning callback, so that an
+    epoch that completes is recorded and reported first.
+
+    ``now`` is the clock the trial's start is measured against (Optuna records
+    ``datetime_start`` in local time)."""
+
+    def __init__(self, trial: optuna.trial.Trial, metric: Metric, recorder: EpochRecorder,
+                 now: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+        super().__init__()
+        self.trial = trial
+        self.metric = metric
+        self.recorder = recorder
+        self.now = now
+        self.maximize = direction(metric) == "maximize"
+        self._leading: bool | None = None  # judged this epoch, once past the limit
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._leading = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._leading = None  # this epoch's value counts now
+        self._check()
+
+    def _check(self) -> None:
+        limit = budget.trial_limit()
+        started = self.trial.datetime_start
+        if limit is None or started is None:
+            return
+        taken = (self.now() - started).total_seconds()
+        if taken <= limit or self._leading:
+            return
+        values = [v for v in self.recorder.history[self.metric] if math.isfinite(v)]
+        own = (max(values) if self.maximize else min(values)) if values else None
+        try:
+            best: float | None = self.trial.study.best_value  # the best feasible, if constrained
+        except ValueError:  # no complete (feasible) trial yet
+            best = None
+        self._leading = budget.leads(own, best, self.maximize)
+        if not self._leading:
+            shown = "no epoch yet" if own is None else f"its best {own:.4f}"
+            raise PastShare(
+                f"pruned after {taken:.0f} s, over its share of the time budget "
+                f"({limit:.0f} s), with {shown} behind the study's best {best:.4f}")
+
+
 def multi_objective(trial: optuna.trial.BaseTrial | None) -> bool:
     """Whether ``trial`` belongs to a multi-objective study (where Optuna refuses
     ``trial.report``)."""
@@ -155,7 +213,8 @@ def trial_callbacks(
     Pruning applies only when there is a real Optuna trial to report to (in a multi-objective
     study, where Optuna refuses reports, each epoch's value is recorded instead, after the
     ``restored`` values of a resumed trial, and ``cost_aware`` (a rule and the trial's costs)
-    prunes); the plateau reduction only with ``plateau``.
+    prunes; in a study of one objective, the pruner, and the share of the time budget a trial
+    may take without leading); the plateau reduction only with ``plateau``.
     """
     mode = "max" if direction(metric) == "maximize" else "min"
     recorder = EpochRecorder()
@@ -179,4 +238,5 @@ def trial_callbacks(
             callbacks.append(CostAwarePruning(trial, rule, metric, costs, values))
     elif isinstance(trial, optuna.trial.Trial):
         callbacks.append(KerasPruningCallback(trial, metric, interval=training.pruning_interval))
+        callbacks.append(StopPastShare(trial, metric, recorder))
     return recorder, early_stopping, callbacks

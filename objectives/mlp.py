@@ -22,7 +22,7 @@ from objectives.budget import BudgetSpent
 from objectives.checkpoints import (CheckpointError, Checkpointer, CheckpointStore,
                                     TrainingState, callback_state_supported, check_model,
                                     read_state)
-from objectives.callbacks import (EpochRecorder, StopOnRequest, TrainingDiverged,
+from objectives.callbacks import (EpochRecorder, PastShare, StopOnRequest, TrainingDiverged,
                                   multi_objective, trial_callbacks)
 from objectives.config import DataConfig, Metric, TrainingConfig, direction
 from objectives.data import Dataset, check_study_data
@@ -250,7 +250,8 @@ def train(
             verbose=0,
         )
     except optuna.TrialPruned as pruned:
-        outcome.stop_reason = StopReason.PRUNED
+        outcome.stop_reason = (StopReason.TIME_SHARE if isinstance(pruned, PastShare)
+                               else StopReason.PRUNED)
         pruned.outcome = outcome  # type: ignore[attr-defined]
         raise
     except TrainingDiverged as diverged:

@@ -29,12 +29,18 @@ class StopReason(StrEnum):
     COMPLETED = "completed"  # trained its epochs
     EARLY_STOPPED = "early_stopped"
     PRUNED = "pruned"
+    # pruned: it took more than its share of the run's time budget without leading the study
+    # (objectives.budget)
+    TIME_SHARE = "time_share"
     NAN = "nan"  # the loss diverged: failed
     TIME_BUDGET = "time_budget"  # the run's time budget ended: recorded at its best epoch
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: failed, run again first
     INFEASIBLE = "infeasible"  # over the study's size or latency constraint: never trained
     ERROR = "error"  # anything else that failed the trial (out of memory, ...)
 
+
+# Pruned: stopped while it trained, kept as it stood, never run again.
+PRUNED_REASONS = (StopReason.PRUNED, StopReason.TIME_SHARE)
 
 # Stopped by the user or the run, not by anything of their own: run again first, from their
 # checkpoint, when the study next runs (search.workers.retries).

@@ -66,6 +66,10 @@ class StudySection(_Section):
     # A new study without fixed trials tries the reference configurations first (the parts of
     # them that its space holds); see objectives.space.REFERENCES and docs/benchmarks.md.
     warm_start: StrictBool = True
+    # With a `timeout`, a trial that has taken more than this share of it stops (pruned) unless
+    # its best epoch leads the study then (objectives.budget); 1 turns the rule off. Studies of
+    # one objective.
+    max_trial_share: float = Field(default=0.25, gt=0, le=1)
 
     @model_validator(mode="before")
     @classmethod

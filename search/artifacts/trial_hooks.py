@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from objectives.record import StopReason
+from objectives.record import PRUNED_REASONS
 from search.artifacts.checkpoints import open_checkpoints
 from search.artifacts.dashboard_listing import attach_to_finished_trial, detach, listed
 from search.artifacts.store import open_store, resolve_location
@@ -86,7 +86,7 @@ class TrialArtifacts:
 
     def after_training(self, trial: optuna.trial.Trial, outcome: TrainingOutcome,
                        dataset: Dataset, params: dict[str, Any]) -> None:
-        complete = outcome.stop_reason != StopReason.PRUNED
+        complete = outcome.stop_reason not in PRUNED_REASONS
         with tempfile.TemporaryDirectory(prefix="hpsearch-artifacts-") as tmp:
             folder = Path(tmp)
             if self.spec.artifacts.figures:

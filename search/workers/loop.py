@@ -82,8 +82,9 @@ class WorkerLoop:
         deadline = self.deadline or fresh_start.deadline_before() or (
             None if timeout is None else time.monotonic() + timeout)
         # A trial still training when the budget ends stops and is recorded at its best epoch
-        # (objectives.budget), instead of training on past the budget.
-        budget.end_at(deadline, timeout)
+        # (objectives.budget), instead of training on past the budget; one that has taken more
+        # than its share of it without leading the study is pruned.
+        budget.end_at(deadline, timeout, self.spec.study.max_trial_share)
         try:
             ran = self.reporter.ran
             while not self.reporter.stopped_by_failures:

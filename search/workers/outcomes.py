@@ -63,8 +63,11 @@ def describe_trial(trial: FrozenTrial, metric: str,
         if last is None and isinstance(epoch_values, list) and epoch_values:
             last, reported = len(epoch_values) - 1, epoch_values[-1]
         shown = f" ({metric} {reported:.4f})" if reported is not None else ""
-        epoch = last + 1 if last is not None else "?"
-        return f"trial {trial.number} pruned at epoch {epoch}{shown}"
+        when = (f"at epoch {last + 1}{shown}" if last is not None
+                else "before its first epoch ended")
+        why = (": over its share of the time budget, behind the study's best"
+               if attrs.get(Key.STOP_REASON) == StopReason.TIME_SHARE else "")
+        return f"trial {trial.number} pruned {when}{why}"
     reason = attrs.get(Key.FAIL_REASON, "interrupted or returned no value")
     return f"trial {trial.number} failed: {reason}"
 

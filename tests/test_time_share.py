@@ -1,0 +1,136 @@
+"""No trial takes more than a share of a worker's time budget unless it leads the study
+(``[study] max_trial_share``, ``objectives.budget``, ``callbacks.StopPastShare``): on the real
+objective, with the trial's clock set by a test hook, a trial past its share that is behind
+the study's best is pruned (``time_share``) at the next step, one that leads trains on; through
+``hpsearch run``, with a share too small for any trial, the first trial (nothing to lead yet)
+completes and the others are pruned before their first epoch ends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from conftest import study_trials
+from objectives import budget
+from objectives.config import DataConfig, TrainingConfig
+from objectives.keras_setup import keras
+from objectives.mlp import create_objective
+from objectives.space import SearchSpace
+from search.cli.commands import cli
+
+DATA = DataConfig(dataset="stub", validation_fraction=0.2)
+SPACE = SearchSpace.model_validate({"n_layers": 1, "units": 32, "activation": "relu",
+                                    "optimizer": "adam", "batch_size": 128})
+EPOCHS = 6
+
+
+def test_the_limit_and_who_leads() -> None:
+    try:
+        budget.end_at(100.0, 1800.0, 0.25)
+        assert budget.trial_limit() == 450.0
+        budget.end_at(100.0, 1800.0, 1.0)  # the whole budget: no rule
+        assert budget.trial_limit() is None
+        budget.end_at(None, None, 0.25)  # no time budget, no share of it
+        assert budget.trial_limit() is None
+    finally:
+        budget.end_at(None, None)
+    assert budget.leads(0.61, 0.60, maximize=True)
+    assert budget.leads(0.60, 0.60, maximize=True)  # level with the best leads
+    assert not budget.leads(0.59, 0.60, maximize=True)
+    assert budget.leads(0.9, 1.0, maximize=False)  # a loss: lower leads
+    assert budget.leads(None, None, maximize=True)  # nothing completed: nothing to lead
+    assert not budget.leads(None, 0.1, maximize=True)  # no epoch of its own yet
+
+
+class _ClockFrom:
+    """Trial hooks whose callback sets a 30-minute budget of which a trial may take a quarter
+    (450 s), and makes the trial's clock read ``200 * epoch`` seconds after its start: past
+    its share from epoch 3 (0-based; 600 s) on."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+
+    def callbacks(self, trial: optuna.trial.Trial) -> list[keras.callbacks.Callback]:
+        clock = self
+
+        class Clock(keras.callbacks.Callback):
+            def on_train_begin(self, logs: object = None) -> None:
+                budget.end_at(1e12, 1800.0, 0.25)
+
+            def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+                clock.elapsed = 200.0 * epoch
+
+        return [Clock()]
+
+    def after_training(self, *args: object) -> None:
+        pass
+
+    def now(self, trial: optuna.trial.Trial) -> Callable[[], dt.datetime]:
+        started = trial.datetime_start
+        assert started is not None
+        return lambda: started + dt.timedelta(seconds=self.elapsed)
+
+
+@pytest.mark.parametrize("best, stopped", [(0.99, True), (0.0, False)],
+                         ids=["behind-the-best", "leading"])
+def test_a_trial_past_its_share_goes_on_only_while_it_leads(
+        best: float, stopped: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from objectives import callbacks
+
+    hooks = _ClockFrom()
+    made = callbacks.StopPastShare.__init__
+
+    def with_the_test_clock(self: callbacks.StopPastShare, trial: optuna.trial.Trial,
+                            *args: object) -> None:
+        made(self, trial, *args)  # type: ignore[arg-type]
+        self.now = hooks.now(trial)
+
+    monkeypatch.setattr(callbacks.StopPastShare, "__init__", with_the_test_clock)
+    run = create_objective(
+        space=SPACE, data=DATA, metric="val_accuracy", seed=0, hooks=hooks,
+        training=TrainingConfig(max_epochs=EPOCHS, early_stopping_patience=EPOCHS))
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=best))  # the study's best completed trial
+    try:
+        study.optimize(run, n_trials=1)
+    finally:
+        budget.end_at(None, None)
+    trial = study.trials[1]
+    if stopped:  # at the first step of epoch 4 (600 s), with three epochs recorded
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["stop_reason"] == "time_share"
+        assert trial.user_attrs["epochs_run"] == 3
+        assert sorted(trial.intermediate_values) == [0, 1, 2]
+    else:
+        assert trial.state == TrialState.COMPLETE
+        assert trial.user_attrs["epochs_run"] == EPOCHS
+
+
+def test_a_run_prunes_trials_past_their_share(stub_study: Callable[..., Path],
+                                             tmp_path: Path) -> None:
+    """A share of a millionth of an hour: every trial is past it at its first step. The first
+    trial leads (no trial has completed) and trains; the others, with no epoch of their own,
+    do not lead and stop there."""
+    storage = f"sqlite:///{tmp_path / 'share.db'}"
+    path = stub_study(study={"n_trials": 3, "timeout": 3600, "max_trial_share": 1e-6})
+    result = CliRunner().invoke(cli, ["run", str(path), "--storage", storage])
+    assert result.exit_code == 0, result.output
+    trials = study_trials(storage, "tiny")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED,
+                                         TrialState.PRUNED]
+    assert [t.user_attrs["stop_reason"] for t in trials[1:]] == ["time_share"] * 2
+    assert "trial 1 pruned before its first epoch ended: over its share of the time budget, " \
+        "behind the study's best" in result.stderr
+
+    # with the rule off, the same study trains every trial
+    off = f"sqlite:///{tmp_path / 'off.db'}"
+    path = stub_study(study={"n_trials": 3, "timeout": 3600, "max_trial_share": 1})
+    result = CliRunner().invoke(cli, ["run", str(path), "--storage", off])
+    assert result.exit_code == 0, result.output
+    assert all(t.state == TrialState.COMPLETE for t in study_trials(off, "tiny"))
