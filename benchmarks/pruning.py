@@ -21,6 +21,13 @@ studies/cifar10-mlp.toml --data-path ...``) and prints:
   the same seconds of training (``compare_at = "seconds"``): the trials each would stop, the
   training seconds that would save (of what those trials trained past that epoch), and
   whether it would stop any of the five best;
+- a trial's share of the time budget (``[study] max_trial_share``, ``objectives.budget``)
+  replayed in the study's own time: each finished trial, from the moment it had run for the
+  share, against the trials that had completed by then; the trials the rule would stop, the
+  seconds of workers' time that saves, whether it would stop any of the five best, and which
+  trials ran past the share leading. A trial's epochs are taken to end evenly over its time
+  from start to end; the study's later history is kept as it was (the seconds saved would have
+  gone to other trials);
 - how well the seconds per epoch predicted before each trial trained
   (``predicted_epoch_seconds``) matched those it measured: the median and largest factor
   between them, and the share within a factor of 1.5.
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -45,8 +53,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from objectives import budget  # noqa: E402
 from objectives.config import direction  # noqa: E402
-from objectives.record import Key  # noqa: E402
+from objectives.record import Key, StopReason  # noqa: E402
 from objectives.pruning import CostAwareRule, peer_of  # noqa: E402
 from search.results.evaluate import stored_spec  # noqa: E402
 from search.results.tables import pick_study  # noqa: E402
@@ -161,6 +170,95 @@ def rules_side_by_side(study: optuna.Study, spec: StudyFile) -> list[str]:
     return lines
 
 
+def _timed(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
+    """The finished trials with their start and end, by number."""
+    return {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                          TrialState.PRUNED))
+            if t.datetime_start is not None and t.datetime_complete is not None}
+
+
+def _took(trial: optuna.trial.FrozenTrial, until: dt.datetime | None = None) -> float:
+    """Seconds from ``trial``'s start to ``until`` (its end)."""
+    end = until or trial.datetime_complete
+    assert end is not None and trial.datetime_start is not None
+    return (end - trial.datetime_start).total_seconds()
+
+
+def share_stops(study: optuna.Study, limit_s: float
+                ) -> dict[int, tuple[dt.datetime | None, bool]]:
+    """For each finished trial of a study of one objective that ran longer than ``limit_s``:
+    when the share rule would have stopped it (None: never) and whether it led when it passed
+    the limit, replayed in the study's own time against the trials completed by then."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    finished = _timed(study)
+    completed = [(t.datetime_complete, float(t.value), t.number) for t in finished.values()
+                 if t.state == TrialState.COMPLETE and t.value is not None]
+    found: dict[int, tuple[dt.datetime | None, bool]] = {}
+    for trial in finished.values():
+        start, end = trial.datetime_start, trial.datetime_complete
+        assert start is not None and end is not None
+        passed = start + dt.timedelta(seconds=limit_s)
+        if passed >= end:
+            continue
+        resumed = int(trial.user_attrs.get(Key.RESUMED_AT) or 0)  # restored: known at start
+        steps = sorted(trial.intermediate_values)
+        trained = [step for step in steps if step >= resumed]
+        ended = {step: start if step < resumed
+                 else start + (end - start) * (trained.index(step) + 1) / len(trained)
+                 for step in steps}
+        moments = sorted({passed, *(m for m in ended.values() if passed < m < end),
+                          *(done for done, _, _ in completed if done and passed < done < end)})
+        stop: dt.datetime | None = None
+        first: bool | None = None
+        for moment in moments:
+            own = [trial.intermediate_values[step] for step in steps if ended[step] <= moment]
+            best = [value for done, value, number in completed
+                    if done and done <= moment and number != trial.number]
+            leads = budget.leads((max(own) if maximize else min(own)) if own else None,
+                                 (max(best) if maximize else min(best)) if best else None,
+                                 maximize)
+            first = leads if first is None else first
+            if not leads:
+                stop = moment
+                break
+        found[trial.number] = (stop, bool(first))
+    return found
+
+
+def share_lines(study: optuna.Study, budget_s: float | None, share: float) -> list[str]:
+    """The share rule replayed (:func:`share_stops`), as lines."""
+    if budget_s is None:
+        return ["no time budget (`timeout`, or --budget): no share of it to replay"]
+    limit = share * budget_s
+    finished = _timed(study)
+    total = sum(_took(t) for t in finished.values())
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = sorted((t for t in finished.values() if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.value, reverse=maximize)
+    top = {t.number for t in complete[:5]}
+    found = share_stops(study, limit)
+    live = [n for n, t in finished.items()
+            if t.user_attrs.get(Key.STOP_REASON) == StopReason.TIME_SHARE]
+    stopped = {n: when for n, (when, _) in found.items() if when is not None}
+    saved = sum(_took(finished[n]) - _took(finished[n], when) for n, when in stopped.items())
+    past = ", ".join(
+        f"{n} ({_took(finished[n]):.0f} s, {'leading' if led else 'behind'} at {limit:.0f} s, "
+        + (f"stopped at {_took(finished[n], when):.0f} s)" if when is not None else "ran on)")
+        for n, (when, led) in sorted(found.items()))
+    hit = sorted(set(stopped) & top)
+    return [
+        f"a trial's share of the time budget, {share:g} of {budget_s:.0f} s ({limit:.0f} s), "
+        f"replayed in the study's own time over its {len(finished)} finished trials "
+        f"({total:,.0f} s of workers' time): {len(stopped)} stopped, {saved:,.0f} s saved "
+        f"({saved / total if total else 0:.0%}); "
+        + ("none of the five best stopped" if not hit else
+           "of the five best, stopped: " + ", ".join(map(str, hit)))
+        + (f"; stopped by the rule as the study ran: {', '.join(map(str, live))}" if live
+           else ""),
+        "  trials that ran past the share: " + (past or "none"),
+    ]
+
+
 def prediction_error(study: optuna.Study) -> str | None:
     """How the seconds per epoch predicted before each trial matched those it measured."""
     pairs = [(t.user_attrs[Key.SECONDS_PER_EPOCH], t.user_attrs[Key.PREDICTED_EPOCH_SECONDS])
@@ -237,6 +335,11 @@ def main() -> None:
     parser.add_argument("--storage")
     parser.add_argument("--study")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--budget", type=float,
+                        help="the time budget (s) the share rule is replayed for (default: "
+                             "the study's timeout)")
+    parser.add_argument("--share", type=float, default=0.25,
+                        help="the share of it a trial may take unless it leads (default 0.25)")
     args = parser.parse_args()
     url = resolve_url(args.storage)
     study = pick_study(open_storage(url, create=False), args.study)
@@ -269,6 +372,7 @@ def main() -> None:
                              + ("never pruned" if step is None else f"PRUNED at epoch {step + 1}")
                              for number, step in top))
     lines += rules_side_by_side(study, spec)
+    lines += share_lines(study, args.budget or spec.study.timeout, args.share)
     error = prediction_error(study)
     if error is not None:
         lines.append(error)

@@ -134,3 +134,40 @@ def test_a_run_prunes_trials_past_their_share(stub_study: Callable[..., Path],
     result = CliRunner().invoke(cli, ["run", str(path), "--storage", off])
     assert result.exit_code == 0, result.output
     assert all(t.state == TrialState.COMPLETE for t in study_trials(off, "tiny"))
+
+
+def test_the_replay_stops_a_slow_trial_behind_the_best_in_the_study_s_own_time() -> None:
+    """``benchmarks/pruning.py`` replays the rule on a finished study: a budget of 1,000 s, a
+    quarter of it 250 s. Trial 1 (600 s) is behind trial 0 (complete at 100 s) when it passes
+    250 s, and would stop there; trial 2 (600 s, from 100 s) leads at 350 s and at each moment
+    after, and runs on; trial 0 never reaches its share."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "pruning.py"
+    found = importlib.util.spec_from_file_location("pruning_benchmark", path)
+    assert found is not None and found.loader is not None
+    replay = importlib.util.module_from_spec(found)
+    found.loader.exec_module(replay)
+
+    t0 = dt.datetime(2026, 1, 1)
+
+    def trial(start: float, end: float, values: list[float]) -> optuna.trial.FrozenTrial:
+        return optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=TrialState.COMPLETE, value=max(values),
+            datetime_start=t0 + dt.timedelta(seconds=start),
+            datetime_complete=t0 + dt.timedelta(seconds=end), params={}, distributions={},
+            user_attrs={}, system_attrs={}, intermediate_values=dict(enumerate(values)))
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(trial(0, 100, [0.5, 0.6]))
+    study.add_trial(trial(0, 600, [0.50, 0.55, 0.60, 0.65, 0.70, 0.75]))
+    study.add_trial(trial(100, 700, [0.70, 0.80, 0.85]))
+    assert replay.share_stops(study, 250.0) == {
+        1: (t0 + dt.timedelta(seconds=250), False), 2: (None, True)}
+    lines = replay.share_lines(study, 1000.0, 0.25)
+    assert lines[0].startswith(
+        "a trial's share of the time budget, 0.25 of 1000 s (250 s), replayed in the study's "
+        "own time over its 3 finished trials (1,300 s of workers' time): 1 stopped, 350 s "
+        "saved (27%); of the five best, stopped: 1")
+    assert lines[1] == ("  trials that ran past the share: 1 (600 s, behind at 250 s, stopped "
+                        "at 250 s), 2 (600 s, leading at 250 s, ran on)")
