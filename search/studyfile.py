@@ -98,6 +98,9 @@ class StudySection(_Section):
             )
         if self.objectives is not None:
             self._check_objectives(self.objectives)
+        if self.multi_objective and "max_trial_share" in self.model_fields_set:
+            raise ValueError("max_trial_share: in a study of several objectives no one trial "
+                             "leads (it keeps a Pareto front); leave it out")
         return self
 
     def _check_objectives(self, names: Sequence[str]) -> None:

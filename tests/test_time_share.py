@@ -171,3 +171,21 @@ def test_the_replay_stops_a_slow_trial_behind_the_best_in_the_study_s_own_time()
         "saved (27%); of the five best, stopped: 1")
     assert lines[1] == ("  trials that ran past the share: 1 (600 s, behind at 250 s, stopped "
                         "at 250 s), 2 (600 s, leading at 250 s, ran on)")
+
+
+def test_a_study_of_several_objectives_refuses_a_share() -> None:
+    import tomllib
+
+    from conftest import stub_study_text
+    from search import studyfile
+
+    with pytest.raises(studyfile.StudyFileError) as raised:
+        studyfile.from_dict(tomllib.loads(stub_study_text(
+            study={"objectives": ["val_accuracy", "n_params"], "max_trial_share": 0.5})))
+    assert raised.value.problems == [
+        "study: max_trial_share: in a study of several objectives no one trial leads (it "
+        "keeps a Pareto front); leave it out"]
+    # left out, the default stands and is not applied (callbacks.trial_callbacks)
+    spec = studyfile.from_dict(tomllib.loads(stub_study_text(
+        study={"objectives": ["val_accuracy", "n_params"]})))
+    assert spec.study.max_trial_share == 0.25
