@@ -43,6 +43,9 @@ from search.errors import UserError, shown
 from search.registry import OBJECTIVES
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The share of a time budget a trial may take unless it leads, where `max_trial_share` is left
+# out (objectives.budget): judged on CIFAR-10 (docs/study-file.md, "A trial's share of the time").
+DEFAULT_TRIAL_SHARE = 0.25
 
 
 class _Section(BaseModel):
@@ -68,8 +71,8 @@ class StudySection(_Section):
     warm_start: StrictBool = True
     # With a `timeout`, a trial that has taken more than this share of it stops (pruned) unless
     # its best epoch leads the study then (objectives.budget); 1 turns the rule off. Studies of
-    # one objective.
-    max_trial_share: float = Field(default=0.25, gt=0, le=1)
+    # one objective; left out, DEFAULT_TRIAL_SHARE (see `trial_share`).
+    max_trial_share: float | None = Field(default=None, gt=0, le=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -98,7 +101,7 @@ class StudySection(_Section):
             )
         if self.objectives is not None:
             self._check_objectives(self.objectives)
-        if self.multi_objective and "max_trial_share" in self.model_fields_set:
+        if self.multi_objective and self.max_trial_share is not None:
             raise ValueError("max_trial_share: in a study of several objectives no one trial "
                              "leads (it keeps a Pareto front); leave it out")
         return self
@@ -127,6 +130,14 @@ class StudySection(_Section):
     @property
     def multi_objective(self) -> bool:
         return self.goals.multi
+
+    @property
+    def trial_share(self) -> float | None:
+        """The share of the time budget a trial may take without leading; None in a study of
+        several objectives, where none leads."""
+        if self.multi_objective:
+            return None
+        return DEFAULT_TRIAL_SHARE if self.max_trial_share is None else self.max_trial_share
 
     @property
     def resolved_direction(self) -> Direction:

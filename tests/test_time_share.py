@@ -185,7 +185,10 @@ def test_a_study_of_several_objectives_refuses_a_share() -> None:
     assert raised.value.problems == [
         "study: max_trial_share: in a study of several objectives no one trial leads (it "
         "keeps a Pareto front); leave it out"]
-    # left out, the default stands and is not applied (callbacks.trial_callbacks)
-    spec = studyfile.from_dict(tomllib.loads(stub_study_text(
-        study={"objectives": ["val_accuracy", "n_params"]})))
-    assert spec.study.max_trial_share == 0.25
+    # left out, there is no share; and the study's stored, resolved form reads back as it was
+    # (search.studies keeps it, search.results.evaluate.stored_spec reads it)
+    for objectives, share in ((["val_accuracy", "n_params"], None), (["val_accuracy"], 0.25)):
+        spec = studyfile.from_dict(tomllib.loads(stub_study_text(
+            study={"objectives": objectives})))
+        assert spec.study.trial_share == share
+        assert studyfile.StudyFile.model_validate(spec.model_dump(mode="json")) == spec

@@ -84,7 +84,7 @@ class WorkerLoop:
         # A trial still training when the budget ends stops and is recorded at its best epoch
         # (objectives.budget), instead of training on past the budget; one that has taken more
         # than its share of it without leading the study is pruned.
-        budget.end_at(deadline, timeout, self.spec.study.max_trial_share)
+        budget.end_at(deadline, timeout, self.spec.study.trial_share)
         try:
             ran = self.reporter.ran
             while not self.reporter.stopped_by_failures:
