@@ -102,14 +102,19 @@ def would_be_pruned(study: optuna.Study, best: optuna.trial.FrozenTrial,
     return None
 
 
+def best_completed(study: optuna.Study, count: int = 5) -> list[optuna.trial.FrozenTrial]:
+    """The ``count`` best completed trials, best first."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.value, reverse=maximize)[:count]
+
+
 def top_would_be_pruned(study: optuna.Study, pruner: optuna.pruners.BasePruner,
                         count: int = 5) -> list[tuple[int, int | None]]:
     """(trial number, first step it would be pruned at, or None) for the ``count`` best
     completed trials, each replayed against every other finished trial."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)[:count]
-    return [(trial.number, would_be_pruned(study, trial, pruner)) for trial in ranked]
+    return [(trial.number, would_be_pruned(study, trial, pruner))
+            for trial in best_completed(study, count)]
 
 
 def running_copy(trial: optuna.trial.FrozenTrial, step: int) -> optuna.trial.FrozenTrial:
@@ -135,10 +140,7 @@ def rules_side_by_side(study: optuna.Study, spec: StudyFile) -> list[str]:
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                                     TrialState.PRUNED))
                 if t.intermediate_values and t.user_attrs.get(Key.SECONDS_PER_EPOCH)]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
-                      key=lambda t: t.value, reverse=maximize)
-    top = {t.number for t in complete[:5]}
+    top = {t.number for t in best_completed(study)}
     trained = sum(len(t.intermediate_values) * t.user_attrs[Key.SECONDS_PER_EPOCH]
                   for t in finished)
     lines = [f"the two rules of the {spec.pruner.type} pruner, each replayed for the "
@@ -232,10 +234,7 @@ def share_lines(study: optuna.Study, budget_s: float | None, share: float) -> li
     limit = share * budget_s
     finished = _timed(study)
     total = sum(_took(t) for t in finished.values())
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = sorted((t for t in finished.values() if t.state == TrialState.COMPLETE),
-                      key=lambda t: t.value, reverse=maximize)
-    top = {t.number for t in complete[:5]}
+    top = {t.number for t in best_completed(study)}
     found = share_stops(study, limit)
     live = [n for n, t in finished.items()
             if t.user_attrs.get(Key.STOP_REASON) == StopReason.TIME_SHARE]
